@@ -1,0 +1,10 @@
+import type { CommandModule } from "yargs";
+import type { CliIo, GlobalArgs } from "../context.ts";
+
+/**
+ * A command: a yargs module whose handler receives the injected process edges.
+ * Register new commands in `commands` below.
+ */
+export type CommandFactory = (io: CliIo) => CommandModule<GlobalArgs, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+export const commands: CommandFactory[] = [];

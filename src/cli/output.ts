@@ -1,0 +1,134 @@
+import type { Writable } from "node:stream";
+import ora, { type Ora } from "ora";
+
+/** Any event a module emits: a union member keyed on `kind` (see src/core/events.ts). */
+export interface AnyEvent {
+  readonly kind: string;
+}
+
+/**
+ * How one event kind is shown to a person: a `line` is printed once and stays; a `status` replaces
+ * the transient status line (spinner / progress bar on a TTY, throttled plain lines otherwise).
+ * `level` decides what --quiet and --verbose show (default `info`).
+ */
+export interface Rendered {
+  readonly line?: string;
+  readonly status?: string;
+  readonly level?: "debug" | "info" | "warn" | "error";
+  /** On a TTY, marks the end of a status with success or failure. */
+  readonly done?: "succeed" | "fail";
+}
+export type Formatter = (event: AnyEvent) => Rendered | undefined;
+
+export interface OutputOptions {
+  readonly json: boolean;
+  readonly quiet: boolean;
+  readonly verbose: boolean;
+  readonly stdout: Writable & { isTTY?: boolean };
+  readonly stderr: Writable & { isTTY?: boolean };
+  readonly now?: () => number;
+}
+
+/**
+ * The one place that writes to the terminal. `--json`: every event as one NDJSON line on stdout
+ * and nothing else. Otherwise: human lines on stderr (results on stdout), an ora spinner for the
+ * status on a TTY, and status lines at most every 2 s when not a TTY.
+ */
+export class Output {
+  readonly options: OutputOptions;
+  readonly #formatters: Formatter[] = [];
+  #spinner: Ora | undefined;
+  #lastPlainStatus = 0;
+  constructor(options: OutputOptions) {
+    this.options = options;
+  }
+
+  /** Adds a formatter; the first that returns something wins. */
+  use(formatter: Formatter): this {
+    this.#formatters.push(formatter);
+    return this;
+  }
+
+  get isTTY(): boolean {
+    return this.options.stderr.isTTY === true && !this.options.json;
+  }
+
+  /** Sink for module events. */
+  readonly emit = (event: AnyEvent): void => {
+    if (this.options.json) {
+      this.options.stdout.write(`${JSON.stringify({ ...event, time: new Date(this.#now()).toISOString() }, jsonReplacer)}\n`);
+      return;
+    }
+    let rendered: Rendered | undefined;
+    for (const f of this.#formatters) {
+      rendered = f(event);
+      if (rendered !== undefined) break;
+    }
+    if (rendered === undefined) return;
+    const level = rendered.level ?? "info";
+    if (level === "debug" && !this.options.verbose) return;
+    if (this.options.quiet && level !== "error" && level !== "warn") return;
+    if (rendered.status !== undefined) this.#status(rendered.status);
+    if (rendered.done !== undefined && this.#spinner !== undefined) {
+      const sp = this.#spinner;
+      this.#spinner = undefined;
+      if (rendered.done === "succeed") sp.succeed(rendered.line);
+      else sp.fail(rendered.line);
+      return;
+    }
+    if (rendered.line !== undefined) this.line(rendered.line);
+  };
+
+  /** A human line on stderr (kept out of stdout so results stay pipeable). */
+  line(text: string): void {
+    if (this.options.json) return;
+    if (this.#spinner !== undefined) {
+      this.#spinner.clear();
+      this.options.stderr.write(`${text}\n`);
+      this.#spinner.render();
+    } else {
+      this.options.stderr.write(`${text}\n`);
+    }
+  }
+
+  /** The command's result: a JSON object with --json, text on stdout otherwise. */
+  result(text: string, json: unknown): void {
+    this.stopStatus();
+    if (this.options.json) this.options.stdout.write(`${JSON.stringify({ kind: "result", ...(json as object) }, jsonReplacer)}\n`);
+    else if (text !== "") this.options.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
+  }
+
+  /** An error, always shown (as an `error` event with --json). */
+  error(message: string, details: Record<string, unknown> = {}): void {
+    this.stopStatus();
+    if (this.options.json) this.options.stdout.write(`${JSON.stringify({ kind: "error", message, ...details }, jsonReplacer)}\n`);
+    else this.options.stderr.write(`error: ${message}\n`);
+  }
+
+  stopStatus(): void {
+    this.#spinner?.stop();
+    this.#spinner = undefined;
+  }
+
+  #status(text: string): void {
+    if (this.isTTY) {
+      if (this.#spinner === undefined) this.#spinner = ora({ text, stream: this.options.stderr, discardStdin: false }).start();
+      else this.#spinner.text = text;
+      return;
+    }
+    const now = this.#now();
+    if (now - this.#lastPlainStatus < 2000) return;
+    this.#lastPlainStatus = now;
+    this.options.stderr.write(`${text}\n`);
+  }
+
+  #now(): number {
+    return (this.options.now ?? Date.now)();
+  }
+}
+
+function jsonReplacer(_key: string, value: unknown): unknown {
+  if (typeof value === "bigint") return value.toString();
+  if (value instanceof Error) return { name: value.name, message: value.message };
+  return value;
+}

@@ -1,0 +1,117 @@
+/**
+ * Typed errors with exit codes (DESIGN §2). Every failure the user can act on is one of these;
+ * the CLI maps `exitCode` to the process exit status and prints `message` and `hint`.
+ */
+
+/** Process exit codes, documented in the README. */
+export const ExitCode = {
+  Ok: 0,
+  Failure: 1,
+  Usage: 2,
+  Permission: 3,
+  OperationFailed: 4,
+  PartialMirror: 5,
+  LockHeld: 6,
+} as const;
+export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+export interface HcexportErrorOptions {
+  /** How the user can fix it, shown after the message. */
+  readonly hint?: string;
+  readonly cause?: unknown;
+}
+
+/** Base class: an error with an exit code and an optional fix hint. */
+export class HcexportError extends Error {
+  readonly exitCode: ExitCode;
+  readonly hint: string | undefined;
+  constructor(message: string, exitCode: ExitCode = ExitCode.Failure, options: HcexportErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.exitCode = exitCode;
+    this.hint = options.hint;
+  }
+}
+
+/** Bad flags, bad config, bad resource names: exit 2. */
+export class UsageError extends HcexportError {
+  constructor(message: string, options: HcexportErrorOptions = {}) {
+    super(message, ExitCode.Usage, options);
+  }
+}
+
+/** A permission or IAM problem: exit 3. */
+export class PermissionError extends HcexportError {
+  constructor(message: string, options: HcexportErrorOptions = {}) {
+    super(message, ExitCode.Permission, options);
+  }
+}
+
+/** A remote long-running operation ended in failure: exit 4. */
+export class OperationFailedError extends HcexportError {
+  readonly operation: string;
+  readonly logsUrl: string | undefined;
+  constructor(operation: string, message: string, options: HcexportErrorOptions & { logsUrl?: string } = {}) {
+    super(message, ExitCode.OperationFailed, options);
+    this.operation = operation;
+    this.logsUrl = options.logsUrl;
+  }
+}
+
+/** Some objects failed or were refused, the rest landed: exit 5. */
+export class PartialFailureError extends HcexportError {
+  readonly failed: number;
+  constructor(message: string, failed: number, options: HcexportErrorOptions = {}) {
+    super(message, ExitCode.PartialMirror, options);
+    this.failed = failed;
+  }
+}
+
+/** Another run holds the lock: exit 6. */
+export class LockHeldError extends HcexportError {
+  constructor(message: string, options: HcexportErrorOptions = {}) {
+    super(message, ExitCode.LockHeld, options);
+  }
+}
+
+/**
+ * An HTTP response that was not a success. `retryAfterMs` carries a parsed `Retry-After`.
+ * `url` must already be free of credentials (see `redactUrl`).
+ */
+export class HttpError extends HcexportError {
+  readonly status: number;
+  readonly reason: string | undefined;
+  readonly method: string;
+  readonly url: string;
+  readonly retryAfterMs: number | undefined;
+  constructor(init: { status: number; method: string; url: string; message: string; reason?: string; retryAfterMs?: number; hint?: string }) {
+    const code = init.status === 401 || init.status === 403 ? ExitCode.Permission : ExitCode.Failure;
+    super(`${init.method} ${init.url}: HTTP ${init.status}: ${init.message}`, code, init.hint === undefined ? {} : { hint: init.hint });
+    this.status = init.status;
+    this.reason = init.reason;
+    this.method = init.method;
+    this.url = init.url;
+    this.retryAfterMs = init.retryAfterMs;
+  }
+}
+
+/** Bytes received do not match the size or hash the server announced. Retryable. */
+export class IntegrityError extends HcexportError {
+  constructor(message: string) {
+    super(message, ExitCode.Failure);
+  }
+}
+
+/** A remote name that would escape or alias a path in the destination. Never retried. */
+export class UnsafeNameError extends HcexportError {
+  readonly remoteName: string;
+  constructor(remoteName: string, reason: string) {
+    super(`refusing unsafe name ${JSON.stringify(remoteName)}: ${reason}`, ExitCode.PartialMirror);
+    this.remoteName = remoteName;
+  }
+}
+
+/** The exit code for any thrown value. */
+export function exitCodeOf(err: unknown): ExitCode {
+  return err instanceof HcexportError ? err.exitCode : ExitCode.Failure;
+}

@@ -1,0 +1,210 @@
+import { Agent, request, type Dispatcher } from "undici";
+import { parseRetryAfter } from "../core/backoff.ts";
+import { systemClock, type Clock } from "../core/clock.ts";
+import { HttpError } from "../core/errors.ts";
+import { withRetry, type RetryNotice, type RetryPolicy, defaultRetryPolicy } from "../core/retry.ts";
+
+/** Supplies request headers (e.g. `Authorization`). Implementations: anonymous, basic, bearer, Google ADC. */
+export interface AuthHeaders {
+  headers(url: URL): Promise<Record<string, string>>;
+  /** For `doctor`: what kind of credential this is; never the secret itself. */
+  readonly description: string;
+}
+
+export const anonymousAuth: AuthHeaders = { headers: async () => ({}), description: "anonymous" };
+
+export interface HttpClientOptions {
+  readonly auth?: AuthHeaders;
+  /** A shared keep-alive pool; default: one per client sized by `connections`. */
+  readonly dispatcher?: Dispatcher;
+  readonly connections?: number;
+  readonly retry?: RetryPolicy;
+  readonly clock?: Clock;
+  readonly userAgent?: string;
+  /** Per-request headers/body timeout in ms (default 60 s). */
+  readonly timeoutMs?: number;
+  readonly onRetry?: (notice: RetryNotice & { method: string; url: string }) => void;
+}
+
+export interface RequestOptions {
+  readonly headers?: Record<string, string>;
+  readonly query?: Record<string, string | number | boolean | readonly string[] | undefined>;
+  /** JSON-serialised unless already a string/Buffer. */
+  readonly body?: unknown;
+  readonly signal?: AbortSignal;
+  /** Retry transient failures (default true). Set false for non-idempotent calls you retry yourself. */
+  readonly retry?: boolean;
+  /** Status codes that are returned instead of thrown (e.g. 404 for an existence probe). */
+  readonly accept?: readonly number[];
+}
+
+export interface StreamResponse {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: Dispatcher.ResponseData["body"];
+}
+
+const REDACT_PARAMS = /([?&](?:access_token|key|token|signature|X-Goog-Signature|X-Goog-Credential)=)[^&#]*/gi;
+
+/** A URL safe to print: credentials in the userinfo or the query are masked. */
+export function redactUrl(url: string | URL): string {
+  const u = new URL(String(url));
+  if (u.username !== "" || u.password !== "") {
+    u.username = "REDACTED";
+    u.password = "";
+  }
+  return u.toString().replace(REDACT_PARAMS, "$1REDACTED");
+}
+
+/**
+ * A small JSON/stream HTTP client over undici with keep-alive, Google-style error parsing into
+ * `HttpError`, and retries of transient failures with p-retry (DESIGN §7: never 400/403/404).
+ */
+export class HttpClient {
+  readonly #auth: AuthHeaders;
+  readonly #dispatcher: Dispatcher;
+  readonly #ownsDispatcher: boolean;
+  readonly #retry: RetryPolicy;
+  readonly #clock: Clock;
+  readonly #userAgent: string;
+  readonly #onRetry: HttpClientOptions["onRetry"];
+
+  constructor(options: HttpClientOptions = {}) {
+    this.#auth = options.auth ?? anonymousAuth;
+    this.#ownsDispatcher = options.dispatcher === undefined;
+    const timeout = options.timeoutMs ?? 60_000;
+    this.#dispatcher =
+      options.dispatcher ??
+      new Agent({ connections: options.connections ?? 64, keepAliveTimeout: 30_000, headersTimeout: timeout, bodyTimeout: timeout, pipelining: 1 });
+    this.#retry = options.retry ?? defaultRetryPolicy;
+    this.#clock = options.clock ?? systemClock;
+    this.#userAgent = options.userAgent ?? "hcexport/0.1";
+    this.#onRetry = options.onRetry;
+  }
+
+  get auth(): AuthHeaders {
+    return this.#auth;
+  }
+
+  /** Sends a request and parses a JSON response (an empty body gives `undefined`). */
+  async json<T>(method: string, url: string | URL, options: RequestOptions = {}): Promise<T> {
+    const target = withQuery(url, options.query);
+    return this.#retrying(method, target, options, async () => {
+      const res = await this.#send(method, target, options, { accept: "application/json" });
+      const text = await res.body.text();
+      if (!isOk(res.statusCode) && !(options.accept ?? []).includes(res.statusCode)) {
+        throw errorFromResponse(method, target, res.statusCode, res.headers, text, this.#clock.now());
+      }
+      if (text === "") return undefined as T;
+      try {
+        return JSON.parse(text) as T;
+      } catch {
+        throw new HttpError({ status: res.statusCode, method, url: redactUrl(target), message: `response is not JSON: ${text.slice(0, 200)}` });
+      }
+    });
+  }
+
+  /**
+   * Opens a streaming response. Non-2xx responses (other than `accept`) are thrown as `HttpError`
+   * after draining the body; the caller must consume or destroy `body`. Not retried here: a
+   * stream's consumer decides whether to retry after partial reads.
+   */
+  async stream(method: string, url: string | URL, options: RequestOptions = {}): Promise<StreamResponse> {
+    const target = withQuery(url, options.query);
+    const res = await this.#send(method, target, options, {});
+    if (!isOk(res.statusCode) && !(options.accept ?? []).includes(res.statusCode)) {
+      const text = await res.body.text().catch(() => "");
+      throw errorFromResponse(method, target, res.statusCode, res.headers, text, this.#clock.now());
+    }
+    return { status: res.statusCode, headers: res.headers, body: res.body };
+  }
+
+  /** Runs `fn` with this client's retry policy and retry notices. */
+  retrying<T>(method: string, url: string | URL, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.#retrying(method, new URL(String(url)), signal === undefined ? {} : { signal }, fn);
+  }
+
+  async close(): Promise<void> {
+    if (this.#ownsDispatcher) await this.#dispatcher.close();
+  }
+
+  #retrying<T>(method: string, target: URL, options: RequestOptions, fn: () => Promise<T>): Promise<T> {
+    if (options.retry === false) return fn();
+    return withRetry(fn, {
+      policy: this.#retry,
+      clock: this.#clock,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      onRetry: (n) => this.#onRetry?.({ ...n, method, url: redactUrl(target) }),
+    });
+  }
+
+  async #send(method: string, target: URL, options: RequestOptions, defaults: Record<string, string>): Promise<Dispatcher.ResponseData> {
+    const headers: Record<string, string> = { "user-agent": this.#userAgent, ...defaults, ...(await this.#auth.headers(target)), ...options.headers };
+    let body: string | Buffer | undefined;
+    if (options.body !== undefined) {
+      if (typeof options.body === "string" || Buffer.isBuffer(options.body)) body = options.body;
+      else {
+        body = JSON.stringify(options.body);
+        headers["content-type"] ??= "application/json; charset=utf-8";
+      }
+    }
+    return request(target, {
+      method: method as Dispatcher.HttpMethod,
+      headers,
+      dispatcher: this.#dispatcher,
+      ...(body === undefined ? {} : { body }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+  }
+}
+
+function isOk(status: number): boolean {
+  return status >= 200 && status < 300;
+}
+
+/** Appends query parameters (arrays repeat the key, undefined is skipped). */
+export function withQuery(url: string | URL, query: RequestOptions["query"]): URL {
+  const u = new URL(String(url));
+  for (const [k, v] of Object.entries(query ?? {})) {
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const item of v) u.searchParams.append(k, String(item));
+    else u.searchParams.set(k, String(v));
+  }
+  return u;
+}
+
+/**
+ * Turns a non-2xx response into an `HttpError`, reading Google's error envelope
+ * (`{"error":{"code","message","status","errors":[{"reason"}]}}`) when present.
+ */
+export function errorFromResponse(
+  method: string,
+  url: URL,
+  status: number,
+  headers: Record<string, string | string[] | undefined>,
+  text: string,
+  now: number,
+): HttpError {
+  let message = text.trim().slice(0, 500) || `HTTP ${status}`;
+  let reason: string | undefined;
+  try {
+    const parsed = JSON.parse(text) as { error?: { message?: unknown; status?: unknown; errors?: Array<{ reason?: unknown }> } | string };
+    if (typeof parsed.error === "object" && parsed.error !== null) {
+      if (typeof parsed.error.message === "string") message = parsed.error.message;
+      const r = parsed.error.errors?.[0]?.reason ?? parsed.error.status;
+      if (typeof r === "string") reason = r;
+    } else if (typeof parsed.error === "string") message = parsed.error;
+  } catch {
+    // not JSON: keep the text
+  }
+  const ra = headers["retry-after"];
+  const retryAfterMs = parseRetryAfter(Array.isArray(ra) ? ra[0] : ra, now);
+  return new HttpError({
+    status,
+    method,
+    url: redactUrl(url),
+    message,
+    ...(reason === undefined ? {} : { reason }),
+    ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+  });
+}
