@@ -1,0 +1,64 @@
+/** Where the three Google APIs live, and whether requests carry credentials. */
+export interface Endpoints {
+  /** Cloud Storage base, without `/storage/v1` (e.g. `https://storage.googleapis.com`). */
+  readonly storage: string;
+  /** Healthcare API base, without the version (e.g. `https://healthcare.googleapis.com`). */
+  readonly healthcare: string;
+  /** Resource Manager base (e.g. `https://cloudresourcemanager.googleapis.com`). */
+  readonly resourceManager: string;
+  /** True against the local cloud: no credentials are looked up or sent. */
+  readonly anonymous: boolean;
+}
+
+export const GOOGLE_ENDPOINTS: Endpoints = {
+  storage: "https://storage.googleapis.com",
+  healthcare: "https://healthcare.googleapis.com",
+  resourceManager: "https://cloudresourcemanager.googleapis.com",
+  anonymous: false,
+};
+
+export interface EndpointInputs {
+  readonly emulator?: string | undefined;
+  readonly storageEndpoint?: string | undefined;
+  readonly healthcareEndpoint?: string | undefined;
+  readonly resourceManagerEndpoint?: string | undefined;
+  /** The config file's `endpoints`, below flags and env in precedence. */
+  readonly config?: { readonly emulator?: string | undefined; readonly storage?: string | undefined; readonly healthcare?: string | undefined; readonly resourceManager?: string | undefined } | undefined;
+}
+
+/**
+ * Resolves endpoints with precedence flags/`HCEXPORT_*` env (already merged by yargs) >
+ * `STORAGE_EMULATOR_HOST` (storage only) > config file > Google's defaults. An emulator URL sets
+ * all three. Credentials are skipped when every endpoint is plain HTTP on loopback.
+ */
+export function resolveEndpoints(inputs: EndpointInputs, env: NodeJS.ProcessEnv = {}): Endpoints {
+  const emulator = inputs.emulator ?? inputs.config?.emulator;
+  const base = emulator === undefined ? GOOGLE_ENDPOINTS : { storage: emulator, healthcare: emulator, resourceManager: emulator, anonymous: true };
+  const envStorage = env["STORAGE_EMULATOR_HOST"];
+  const storage = trimSlash(
+    inputs.storageEndpoint ?? (envStorage ? withScheme(envStorage) : undefined) ?? inputs.config?.storage ?? base.storage,
+  );
+  const healthcare = trimSlash(inputs.healthcareEndpoint ?? inputs.config?.healthcare ?? base.healthcare);
+  const resourceManager = trimSlash(inputs.resourceManagerEndpoint ?? inputs.config?.resourceManager ?? base.resourceManager);
+  const anonymous = [storage, healthcare, resourceManager].every(isLoopbackHttp);
+  return { storage, healthcare, resourceManager, anonymous };
+}
+
+/** `http://127.0.0.1:…`, `http://localhost:…`, `http://[::1]:…`. */
+export function isLoopbackHttp(url: string): boolean {
+  try {
+    const u = new URL(url);
+    return u.protocol === "http:" && (u.hostname === "localhost" || u.hostname === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(u.hostname));
+  } catch {
+    return false;
+  }
+}
+
+function withScheme(host: string): string {
+  return /^https?:\/\//.test(host) ? host : `http://${host}`;
+}
+
+function trimSlash(url: string): string {
+  // STORAGE_EMULATOR_HOST sometimes carries the API path; the adapters add it themselves.
+  return url.replace(/\/+$/, "").replace(/\/storage\/v1$/, "");
+}
