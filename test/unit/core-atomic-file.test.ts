@@ -1,0 +1,82 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, mkdir, readdir, readFile, symlink, writeFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { writeFileAtomic, replaceFileAtomic, DirectoryGuard } from "../../src/core/atomic-file.ts";
+import { crc32cBase64, md5Base64 } from "../../src/core/hashing.ts";
+import { IntegrityError, UnsafeNameError } from "../../src/core/errors.ts";
+
+async function* chunks(data: Buffer, size = 7): AsyncIterable<Uint8Array> {
+  for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size);
+}
+async function* failingAfter(data: Buffer): AsyncIterable<Uint8Array> {
+  yield data.subarray(0, 5);
+  throw Object.assign(new Error("socket reset"), { code: "ECONNRESET" });
+}
+async function allFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) if (!e.isDirectory()) out.push(path.relative(dir, path.join(e.parentPath, e.name)));
+  return out.sort();
+}
+
+describe("writeFileAtomic", async () => {
+  const root = await mkdtemp(path.join(os.tmpdir(), "hcx-atomic-"));
+  const data = Buffer.from("DICM".repeat(1000));
+
+  test("writes verified bytes under the final name and leaves no temp file", async () => {
+    const r = await writeFileAtomic(root, "s/se/i.dcm", chunks(data), { expected: { size: data.length, crc32c: crc32cBase64(data), md5: md5Base64(data) } });
+    assert.equal(r.bytes, data.length);
+    assert.deepEqual(await readFile(path.join(root, "s/se/i.dcm")), data);
+    assert.deepEqual(await allFiles(root), ["s/se/i.dcm"]);
+  });
+
+  test("a hash mismatch leaves nothing under the final name (and keeps an older good file)", async () => {
+    await writeFile(path.join(root, "s/se/old.dcm"), "old");
+    await assert.rejects(writeFileAtomic(root, "s/se/old.dcm", chunks(data), { expected: { crc32c: "AAAAAA==" } }), IntegrityError);
+    await assert.rejects(writeFileAtomic(root, "s/se/new.dcm", chunks(data), { expected: { size: data.length + 1 } }), IntegrityError);
+    assert.equal(await readFile(path.join(root, "s/se/old.dcm"), "utf8"), "old");
+    assert.deepEqual(await allFiles(root), ["s/se/i.dcm", "s/se/old.dcm"]);
+  });
+
+  test("a body that fails mid-stream leaves no partial file", async () => {
+    await assert.rejects(writeFileAtomic(root, "s/se/partial.dcm", failingAfter(data)), /socket reset/);
+    assert.deepEqual(await allFiles(root), ["s/se/i.dcm", "s/se/old.dcm"]);
+  });
+
+  test("refuses to write through a symlinked directory inside the root", async () => {
+    const outside = await mkdtemp(path.join(os.tmpdir(), "hcx-outside-"));
+    await symlink(outside, path.join(root, "link"));
+    await assert.rejects(writeFileAtomic(root, "link/evil.dcm", chunks(data)), (e) => e instanceof UnsafeNameError && /symlink/.test(e.message));
+    assert.deepEqual(await readdir(outside), []);
+    await rm(outside, { recursive: true });
+  });
+
+  test("refuses file/directory clashes both ways", async () => {
+    await assert.rejects(writeFileAtomic(root, "s/se/i.dcm/child", chunks(data)), /exists as a file/);
+    await mkdir(path.join(root, "adir"));
+    await assert.rejects(writeFileAtomic(root, "adir", chunks(data)), /exists as a directory/);
+  });
+
+  test("refuses escaping names before touching the disk", async () => {
+    await assert.rejects(writeFileAtomic(root, "../escape.txt", chunks(data)), UnsafeNameError);
+    await assert.rejects(readFile(path.join(root, "..", "escape.txt")), { code: "ENOENT" });
+  });
+
+  test("a shared guard verifies each directory once", async () => {
+    const guard = new DirectoryGuard(root);
+    for (let i = 0; i < 3; i++) await writeFileAtomic(root, `g/${i}.bin`, chunks(data), { guard, fsync: false });
+    assert.deepEqual((await readdir(path.join(root, "g"))).sort(), ["0.bin", "1.bin", "2.bin"]);
+  });
+});
+
+describe("replaceFileAtomic", () => {
+  test("replaces content whole and creates parents", async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), "hcx-replace-"));
+    const file = path.join(root, ".hcexport", "state.json");
+    await replaceFileAtomic(file, '{"a":1}');
+    await replaceFileAtomic(file, '{"a":2}');
+    assert.equal(await readFile(file, "utf8"), '{"a":2}');
+    assert.deepEqual(await readdir(path.dirname(file)), ["state.json"]);
+  });
+});
