@@ -1,0 +1,59 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { acquireLock, processIsAlive } from "../../src/workflow/lock.ts";
+import { LockHeldError } from "../../src/core/errors.ts";
+
+describe("acquireLock", async () => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-lock-"));
+
+  test("a second acquirer gets exit 6 naming the holder's pid and start time", async () => {
+    const lockPath = path.join(dir, "a", "lock");
+    const lock = await acquireLock(lockPath, { command: "run config/x.json" });
+    await assert.rejects(acquireLock(lockPath, { pid: 999_999_999 }), (e) => {
+      assert.ok(e instanceof LockHeldError);
+      assert.equal(e.exitCode, 6);
+      assert.match(e.message, new RegExp(`pid ${process.pid}`));
+      assert.match(e.message, new RegExp(lock.owner.startedAt.replace(/[.]/g, "\\.")));
+      return true;
+    });
+    await lock.release();
+    const again = await acquireLock(lockPath);
+    await again.release();
+    assert.deepEqual(await readdir(path.dirname(lockPath)), []);
+  });
+
+  test("a lock left by a SIGKILLed process is taken over", async () => {
+    const lockPath = path.join(dir, "b", "lock");
+    const child = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
+    const pid = child.pid!;
+    await acquireLock(lockPath, { pid, command: "child" });
+    await assert.rejects(acquireLock(lockPath), LockHeldError);
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    assert.equal(processIsAlive(pid), false);
+    const lock = await acquireLock(lockPath);
+    assert.equal(JSON.parse(await readFile(lockPath, "utf8")).pid, process.pid);
+    await lock.release();
+  });
+
+  test("an unreadable lock file is treated as stale; a foreign host's lock is never broken", async () => {
+    const lockPath = path.join(dir, "c", "lock");
+    await acquireLock(lockPath, { host: "other-host", pid: 1 });
+    await assert.rejects(acquireLock(lockPath), /other-host/);
+    await writeFile(lockPath, "garbage");
+    const lock = await acquireLock(lockPath);
+    await lock.release();
+  });
+
+  test("many concurrent contenders: exactly one wins", async () => {
+    const lockPath = path.join(dir, "d", "lock");
+    await acquireLock(lockPath, { pid: 999_999_998 }); // stale: that pid does not exist
+    const results = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => acquireLock(lockPath, { pid: process.pid, command: `c${i}`, isAlive: (p) => p !== 999_999_998 })));
+    assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
+    assert.ok(results.filter((r) => r.status === "rejected").every((r) => (r as PromiseRejectedResult).reason instanceof LockHeldError));
+  });
+});
