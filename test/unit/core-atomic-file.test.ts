@@ -1,4 +1,4 @@
-import { describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, mkdir, readdir, readFile, symlink, writeFile, rm } from "node:fs/promises";
 import os from "node:os";
@@ -22,6 +22,7 @@ async function allFiles(dir: string): Promise<string[]> {
 
 describe("writeFileAtomic", async () => {
   const root = await mkdtemp(path.join(os.tmpdir(), "hcx-atomic-"));
+  after(() => rm(root, { recursive: true, force: true }));
   const data = Buffer.from("DICM".repeat(1000));
 
   test("writes verified bytes under the final name and leaves no temp file", async () => {
@@ -73,6 +74,7 @@ describe("writeFileAtomic", async () => {
 describe("replaceFileAtomic", () => {
   test("replaces content whole and creates parents", async () => {
     const root = await mkdtemp(path.join(os.tmpdir(), "hcx-replace-"));
+    after(() => rm(root, { recursive: true, force: true }));
     const file = path.join(root, ".hcexport", "state.json");
     await replaceFileAtomic(file, '{"a":1}');
     await replaceFileAtomic(file, '{"a":2}');

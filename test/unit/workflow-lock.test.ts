@@ -1,7 +1,7 @@
-import { describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { acquireLock, processIsAlive } from "../../src/workflow/lock.ts";
@@ -9,6 +9,7 @@ import { LockHeldError } from "../../src/core/errors.ts";
 
 describe("acquireLock", async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-lock-"));
+  after(() => rm(dir, { recursive: true, force: true }));
 
   test("a second acquirer gets exit 6 naming the holder's pid and start time", async () => {
     const lockPath = path.join(dir, "a", "lock");
