@@ -1,0 +1,144 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { compareUtf8 } from "../../core/utf8-order.ts";
+import { ApiError, decodeSegment, sendJson } from "../http-util.ts";
+import { sendMedia } from "../media.ts";
+import type { ObjectMeta, ObjectStore, RequestContext } from "../types.ts";
+import { applyFieldsMask, parseFieldsMask } from "./fields-mask.ts";
+import { mediaHeaders, objectResource } from "./resources.ts";
+
+const MAX_PAGE = 1000;
+
+/** `/o`, `/o/NAME` (metadata, `?alt=media`, DELETE) and the `/download/...` media path. */
+export function handleObjects(
+  store: ObjectStore,
+  bucket: string,
+  tail: string,
+  mediaPath: boolean,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  ctx: RequestContext,
+): boolean {
+  if (tail === "" || tail === "/") {
+    if (mediaPath || req.method !== "GET") return false;
+    listObjects(store, bucket, res, url, ctx);
+    return true;
+  }
+  if (!tail.startsWith("/")) return false;
+  const name = decodeSegment(tail.slice(1));
+  const generation = url.searchParams.get("generation") ?? undefined;
+  if (req.method === "DELETE" && !mediaPath) {
+    const meta = store.getObject(bucket, name, generation);
+    if (meta === undefined) throw notFound(bucket, name);
+    checkGenerationMatch(meta, url);
+    store.deleteObject(bucket, name);
+    res.writeHead(204).end();
+    return true;
+  }
+  if (req.method !== "GET" && req.method !== "HEAD") return false;
+  const meta = store.getObject(bucket, name, generation);
+  if (meta === undefined) throw notFound(bucket, name);
+  checkGenerationMatch(meta, url);
+  if (mediaPath || url.searchParams.get("alt") === "media") {
+    const data = store.readObject(bucket, name, meta.generation);
+    if (data === undefined) throw notFound(bucket, name);
+    sendMedia(req, res, data, mediaHeaders(meta), ctx);
+    return true;
+  }
+  sendJson(res, 200, masked(objectResource(meta, ctx.baseUrl), url));
+  return true;
+}
+
+function listObjects(store: ObjectStore, bucket: string, res: ServerResponse, url: URL, ctx: RequestContext): void {
+  const q = url.searchParams;
+  const prefix = q.get("prefix") ?? "";
+  const delimiter = q.get("delimiter") ?? "";
+  const includeTrailing = q.get("includeTrailingDelimiter") === "true";
+  const maxResults = Math.min(MAX_PAGE, Math.max(1, Number(q.get("maxResults") ?? MAX_PAGE) || MAX_PAGE));
+  const startOffset = q.get("startOffset") ?? undefined;
+  const endOffset = q.get("endOffset") ?? undefined;
+  const token = q.get("pageToken");
+  let cursor = token === null || token === "" ? undefined : decodeToken(token);
+  if (cursor === undefined && startOffset !== undefined && compareUtf8(startOffset, prefix) > 0) cursor = { after: startOffset, inclusive: true };
+
+  const items: ObjectMeta[] = [];
+  const prefixes: string[] = [];
+  let last: string | undefined;
+  let more = false;
+  outer: for (;;) {
+    const batch = store.listObjects(bucket, {
+      prefix,
+      ...(cursor === undefined ? {} : { startAfter: cursor.inclusive ? beforeKey(cursor.after) : cursor.after }),
+      limit: 256,
+    });
+    if (batch.length === 0) break;
+    for (const meta of batch) {
+      if (endOffset !== undefined && compareUtf8(meta.name, endOffset) >= 0) break outer;
+      if (items.length + prefixes.length >= maxResults) {
+        more = true;
+        break outer;
+      }
+      const rest = meta.name.slice(prefix.length);
+      const cut = delimiter === "" ? -1 : rest.indexOf(delimiter);
+      if (cut >= 0) {
+        const p = prefix + rest.slice(0, cut + delimiter.length);
+        prefixes.push(p);
+        if (includeTrailing && meta.name === p) items.push(meta);
+        last = p;
+        // Skip everything under this prefix.
+        cursor = { after: `${p}\u{10FFFF}`, inclusive: false };
+        continue outer;
+      }
+      items.push(meta);
+      last = meta.name;
+      cursor = { after: meta.name, inclusive: false };
+    }
+  }
+  const body: Record<string, unknown> = { kind: "storage#objects" };
+  if (more && last !== undefined) body["nextPageToken"] = encodeToken(cursor!);
+  if (prefixes.length > 0) body["prefixes"] = prefixes;
+  if (items.length > 0) body["items"] = items.map((m) => objectResource(m, ctx.baseUrl));
+  sendJson(res, 200, masked(body, url));
+}
+
+/** A key just before `k` for an inclusive start: the store's `startAfter` is exclusive. */
+function beforeKey(k: string): string {
+  if (k === "") return "";
+  const lastCode = k.charCodeAt(k.length - 1);
+  return lastCode === 0 ? k.slice(0, -1) : `${k.slice(0, -1)}${String.fromCharCode(lastCode - 1)}\u{10FFFF}`;
+}
+
+function encodeToken(c: { after: string; inclusive: boolean }): string {
+  return Buffer.from(JSON.stringify(c)).toString("base64url");
+}
+
+function decodeToken(t: string): { after: string; inclusive: boolean } {
+  try {
+    const v = JSON.parse(Buffer.from(t, "base64url").toString("utf8")) as { after?: unknown; inclusive?: unknown };
+    if (typeof v.after === "string") return { after: v.after, inclusive: v.inclusive === true };
+  } catch {
+    // fall through
+  }
+  throw new ApiError(400, "invalid", "Invalid pageToken");
+}
+
+function masked(body: Record<string, unknown>, url: URL): unknown {
+  const fields = url.searchParams.get("fields");
+  if (fields === null || fields === "") return body;
+  try {
+    return applyFieldsMask(body, parseFieldsMask(fields));
+  } catch (err) {
+    throw new ApiError(400, "invalidParameter", err instanceof Error ? err.message : "invalid fields");
+  }
+}
+
+function checkGenerationMatch(meta: ObjectMeta, url: URL): void {
+  const want = url.searchParams.get("ifGenerationMatch");
+  if (want !== null && want !== meta.generation) throw new ApiError(412, "conditionNotMet", "At least one of the pre-conditions you specified did not hold.");
+  const notWant = url.searchParams.get("ifGenerationNotMatch");
+  if (notWant !== null && notWant === meta.generation) throw new ApiError(304, "notModified", "Not modified");
+}
+
+function notFound(bucket: string, name: string): ApiError {
+  return new ApiError(404, "notFound", `No such object: ${bucket}/${name}`);
+}

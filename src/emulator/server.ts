@@ -1,0 +1,185 @@
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { setTimeout as delay } from "node:timers/promises";
+import { decideFault, faultsApply, mergeFaults, seededRandom } from "./faults.ts";
+import { EmulatorObjectStore } from "./gcs/object-store.ts";
+import { createStorageService } from "./gcs/storage-service.ts";
+import { ApiError, errorBody, readJson, sendError, sendJson } from "./http-util.ts";
+import { ProjectRegistry } from "./projects.ts";
+import { noFaults, type EmulatorService, type FaultConfig, type ObjectStore, type RequestContext } from "./types.ts";
+
+export interface EmulatorOptions {
+  /** 0 (default) picks a free port. */
+  readonly port?: number;
+  readonly host?: string;
+  /** Keep state in this directory so it survives a restart; default in memory. */
+  readonly dataDir?: string;
+  readonly faults?: Partial<FaultConfig>;
+  /** Extra services tried after storage (Healthcare, Resource Manager…). */
+  readonly services?: (store: ObjectStore, projects: ProjectRegistry) => EmulatorService[];
+  /** Known projects: id → number. */
+  readonly projects?: Record<string, string>;
+}
+
+/** One logged request. */
+export interface RequestEntry {
+  readonly method: string;
+  readonly path: string;
+  readonly query: string;
+  status: number;
+}
+
+/** The requests a running emulator served, for tests and benchmarks. */
+export class RequestLog {
+  readonly entries: RequestEntry[] = [];
+  static readonly MAX = 500_000;
+  add(e: RequestEntry): void {
+    if (this.entries.length < RequestLog.MAX) this.entries.push(e);
+  }
+  count(predicate: (e: RequestEntry) => boolean): number {
+    let n = 0;
+    for (const e of this.entries) if (predicate(e)) n++;
+    return n;
+  }
+  /** Media downloads (GCS `alt=media` or the download path), optionally of names under a prefix. */
+  mediaGets(namePrefix = ""): number {
+    return this.count((e) => (e.method === "GET" || e.method === "HEAD") && (e.path.startsWith("/download/") || /(^|&)alt=media(&|$)/.test(e.query)) && decodeURIComponent(e.path).includes(namePrefix));
+  }
+  clear(): void {
+    this.entries.length = 0;
+  }
+}
+
+export interface RunningEmulator {
+  readonly baseUrl: string;
+  readonly port: number;
+  readonly store: EmulatorObjectStore;
+  readonly projects: ProjectRegistry;
+  /** Mutable: tests and the admin endpoint change faults at run time. */
+  faults: FaultConfig;
+  readonly requests: RequestLog;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the local cloud's HTTP server on loopback: admin (`/_emulator/…`), the GCS JSON API,
+ * then the extra services; anything else is a 501 JSON error naming the method and path.
+ */
+export async function startEmulator(options: EmulatorOptions = {}): Promise<RunningEmulator> {
+  const store = new EmulatorObjectStore(options.dataDir === undefined ? {} : { dataDir: options.dataDir });
+  const projects = new ProjectRegistry(options.projects ?? {});
+  const services: EmulatorService[] = [createStorageService(store, projects), ...(options.services?.(store, projects) ?? [])];
+  const requests = new RequestLog();
+  let random = seededRandom(options.faults?.seed ?? 1);
+  const state = {
+    faults: { ...noFaults, ...options.faults } as FaultConfig,
+  };
+  let baseUrl = "";
+
+  const server = createServer({ keepAlive: true, keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+    void handle(req, res);
+  });
+  server.headersTimeout = 60_000;
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? "/", baseUrl);
+    const entry: RequestEntry = { method: req.method ?? "GET", path: url.pathname, query: url.search.slice(1), status: 0 };
+    requests.add(entry);
+    res.on("finish", () => {
+      entry.status = res.statusCode;
+    });
+    req.on("error", () => {});
+    res.on("error", () => {});
+    try {
+      if (url.pathname.startsWith("/_emulator/")) {
+        await admin(req, res, url);
+        return;
+      }
+      const faults = state.faults;
+      if (faultsApply(faults, url.pathname)) {
+        if (faults.latencyMs > 0) await delay(faults.latencyMs);
+        const d = decideFault(faults, random, false);
+        if (d.kind === "status") {
+          req.resume();
+          const reason = d.status === 429 ? "rateLimitExceeded" : "backendError";
+          const headers: Record<string, string> = d.retryAfterSeconds === undefined ? {} : { "retry-after": String(d.retryAfterSeconds) };
+          sendJson(res, d.status, errorBody(d.status, reason, d.status === 429 ? "The rate of requests is too high (injected fault)." : "Backend Error (injected fault)."), headers);
+          return;
+        }
+      }
+      const ctx: RequestContext = { baseUrl, faults, random };
+      for (const service of services) {
+        if (await service.handle(req, res, url, ctx)) return;
+      }
+      req.resume();
+      sendError(res, new ApiError(501, "notImplemented", `hcexport emulator does not implement ${req.method} ${url.pathname}`));
+    } catch (err) {
+      req.resume();
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      if (err instanceof ApiError) {
+        if (err.status === 304) {
+          res.writeHead(304).end();
+          return;
+        }
+        sendError(res, err);
+      } else {
+        sendError(res, new ApiError(500, "internalError", `emulator error: ${err instanceof Error ? err.message : String(err)}`));
+      }
+    }
+  }
+
+  async function admin(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const p = url.pathname;
+    if (p === "/_emulator/health") return sendJson(res, 200, { status: "ok" });
+    if (p === "/_emulator/faults" && req.method === "GET") return sendJson(res, 200, state.faults);
+    if (p === "/_emulator/faults" && req.method === "POST") {
+      const { config, errors } = mergeFaults(state.faults, await readJson(req));
+      if (errors.length > 0) throw new ApiError(400, "invalid", errors.join("; "));
+      state.faults = config;
+      if (config.seed !== undefined) random = seededRandom(config.seed);
+      return sendJson(res, 200, state.faults);
+    }
+    if (p === "/_emulator/reset-faults" && req.method === "POST") {
+      state.faults = { ...noFaults };
+      return sendJson(res, 200, state.faults);
+    }
+    if (p === "/_emulator/requests" && req.method === "GET") {
+      return sendJson(res, 200, { total: requests.entries.length, mediaGets: requests.mediaGets() });
+    }
+    for (const service of services) {
+      if (await service.handle(req, res, url, { baseUrl, faults: noFaults, random })) return;
+    }
+    throw new ApiError(404, "notFound", `no admin endpoint ${req.method} ${p}`);
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? 0, options.host ?? "127.0.0.1", () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = options.host ?? "127.0.0.1";
+  baseUrl = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  const running: RunningEmulator = {
+    baseUrl,
+    port,
+    store,
+    projects,
+    get faults() {
+      return state.faults;
+    },
+    set faults(f: FaultConfig) {
+      state.faults = f;
+      if (f.seed !== undefined) random = seededRandom(f.seed);
+    },
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+  return running;
+}
