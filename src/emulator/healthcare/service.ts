@@ -1,0 +1,181 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { parseGsUri } from "../../core/resource-names.ts";
+import { ApiError, decodeSegment, readJson, sendJson } from "../http-util.ts";
+import type { ProjectRegistry } from "../projects.ts";
+import type { EmulatorService, ObjectStore, RequestContext } from "../types.ts";
+import { runExport } from "./export-job.ts";
+import { operationJson, type HealthcareModel } from "./model.ts";
+import { qidoSearch, type QidoLevel } from "./qido.ts";
+import { retrieve } from "./wado.ts";
+
+export interface HealthcareServiceOptions {
+  readonly model: HealthcareModel;
+  readonly objects: ObjectStore;
+  readonly projects: ProjectRegistry;
+  /** Instances an export writes per second. */
+  readonly exportInstancesPerSecond: number;
+  readonly now?: () => Date;
+}
+
+const DATASET = /^(projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+)/;
+
+/** The Healthcare API subset under `/v1/` and `/v1beta1/` (DESIGN §5). */
+export function createHealthcareService(options: HealthcareServiceOptions): EmulatorService {
+  const now = options.now ?? (() => new Date());
+  return {
+    async handle(req, res, url, ctx) {
+      const m = /^\/(v1|v1beta1)\/(projects\/.+)$/.exec(url.pathname);
+      if (m === null) return false;
+      const version = m[1] as "v1" | "v1beta1";
+      const path = m[2]!.split("/").map(decodeSegment).join("/");
+      if (!DATASET.test(path)) return false;
+      if (req.method === "POST" && path.endsWith(":export")) return startExport(options, version, path.slice(0, -":export".length), req, res, ctx, now);
+      const op = /^(projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+)\/operations(?:\/([^/:]+))?(:cancel)?$/.exec(path);
+      if (op !== null) return operations(options, op[1]!, op[2], op[3] !== undefined, req, res, url);
+      const web = /^(.+\/dicomStores\/[^/]+)\/dicomWeb\/(.+)$/.exec(path);
+      if (web !== null && (req.method === "GET" || req.method === "HEAD")) return dicomWeb(options, web[1]!, web[2]!, req, res, url, ctx);
+      const fhir = /^(.+\/fhirStores\/[^/]+)\/fhir\/([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(path);
+      if (fhir !== null && req.method === "GET") return fhirRead(options, fhir[1]!, fhir[2]!, fhir[3]!, res);
+      return false;
+    },
+  };
+}
+
+async function startExport(o: HealthcareServiceOptions, version: "v1" | "v1beta1", storeName: string, req: IncomingMessage, res: ServerResponse, ctx: RequestContext, now: () => Date): Promise<boolean> {
+  const body = await readJson(req);
+  const allowed = version === "v1" ? ["gcsDestination", "bigqueryDestination"] : ["gcsDestination", "bigqueryDestination", "filterConfig"];
+  rejectUnknown(body, allowed, "");
+  const store = o.model.dicomStores.get(storeName);
+  if (store === undefined) throw new ApiError(404, "notFound", `DICOM store "${storeName}" not found`, { rpcStatus: "NOT_FOUND" });
+  if (body["bigqueryDestination"] !== undefined || body["filterConfig"] !== undefined) {
+    throw new ApiError(501, "notImplemented", "the hcexport emulator implements only gcsDestination exports");
+  }
+  const gcs = body["gcsDestination"];
+  if (typeof gcs !== "object" || gcs === null) throw invalidArgument("gcsDestination is required");
+  rejectUnknown(gcs as Record<string, unknown>, ["uriPrefix", "mimeType"], "gcsDestination.");
+  const { uriPrefix, mimeType } = gcs as { uriPrefix?: unknown; mimeType?: unknown };
+  if (typeof uriPrefix !== "string") throw invalidArgument("gcsDestination.uriPrefix is required");
+  const dest = parseGsUri(uriPrefix);
+  if (!dest.ok) throw invalidArgument(`invalid gcsDestination.uriPrefix: ${dest.error}`);
+  if (mimeType !== undefined && (typeof mimeType !== "string" || !/^application\/dicom(;\s*transfer-syntax=(\*|1\.2\.840\.10008\.1\.2\.1))?$/.test(mimeType))) {
+    throw invalidArgument(`the emulator exports only application/dicom (no transcoding), not ${JSON.stringify(mimeType)}`);
+  }
+  const dataset = DATASET.exec(storeName)![1]!;
+  const project = storeName.split("/")[1]!;
+  const op = o.model.newOperation(
+    { dataset, apiVersion: version, method: "dicom.DicomService.ExportDicomData", counter: { success: 0, failure: 0, pending: store.instances.length }, source: storeName, destination: uriPrefix },
+    now(),
+  );
+  void runExport({
+    op,
+    store,
+    bucket: dest.value.bucket,
+    prefix: dest.value.prefix,
+    serviceAgent: `service-${o.projects.ensure(project).projectNumber}@gcp-sa-healthcare.iam.gserviceaccount.com`,
+    objects: o.objects,
+    rate: o.exportInstancesPerSecond,
+    failureRate: () => ctx.faults.exportFailureRate,
+    random: ctx.random,
+    now,
+  });
+  sendJson(res, 200, { name: op.name });
+  return true;
+}
+
+function operations(o: HealthcareServiceOptions, dataset: string, id: string | undefined, cancel: boolean, req: IncomingMessage, res: ServerResponse, url: URL): boolean {
+  if (id === undefined) {
+    if (req.method !== "GET") return false;
+    const all = o.model.operations(dataset);
+    const pageSize = Math.min(100, Number(url.searchParams.get("pageSize") ?? "100") || 100);
+    const start = Number(url.searchParams.get("pageToken") ?? "0") || 0;
+    const page = all.slice(start, start + pageSize);
+    sendJson(res, 200, { operations: page.map(operationJson), ...(start + pageSize < all.length ? { nextPageToken: String(start + pageSize) } : {}) });
+    return true;
+  }
+  const op = o.model.operation(`${dataset}/operations/${id}`);
+  if (op === undefined) throw new ApiError(404, "notFound", `operation ${dataset}/operations/${id} not found`, { rpcStatus: "NOT_FOUND" });
+  if (cancel) {
+    if (req.method !== "POST") return false;
+    if (!op.done) op.cancelRequested = true;
+    sendJson(res, 200, {});
+    return true;
+  }
+  if (req.method !== "GET") return false;
+  sendJson(res, 200, operationJson(op));
+  return true;
+}
+
+async function dicomWeb(o: HealthcareServiceOptions, storeName: string, rest: string, req: IncomingMessage, res: ServerResponse, url: URL, ctx: RequestContext): Promise<boolean> {
+  const store = o.model.dicomStores.get(storeName);
+  if (store === undefined) throw new ApiError(404, "notFound", `DICOM store "${storeName}" not found`, { rpcStatus: "NOT_FOUND" });
+  const parts = rest.split("/");
+  // Search: [studies/S/][series/SE/](studies|series|instances)
+  const scope: { study?: string; series?: string } = {};
+  let i = 0;
+  if (parts[i] === "studies" && parts.length > i + 1) {
+    scope.study = parts[i + 1]!;
+    i += 2;
+  }
+  if (parts[i] === "series" && parts.length > i + 1) {
+    scope.series = parts[i + 1]!;
+    i += 2;
+  }
+  if (parts[i] === "instances" && parts.length === i + 2) {
+    const sop = parts[i + 1]!;
+    const inst = store.bySop.get(sop);
+    const match = inst !== undefined && (scope.study === undefined || inst.studyUid === scope.study) && (scope.series === undefined || inst.seriesUid === scope.series) ? [inst] : [];
+    await retrieve(req, res, match, true, ctx);
+    return true;
+  }
+  if (i === parts.length && scope.study !== undefined) {
+    const match = store.instances.filter((x) => x.studyUid === scope.study && (scope.series === undefined || x.seriesUid === scope.series));
+    await retrieve(req, res, match, false, ctx);
+    return true;
+  }
+  const level = parts[i];
+  if (i !== parts.length - 1 || (level !== "studies" && level !== "series" && level !== "instances")) return false;
+  if (level === "studies" && scope.study !== undefined) return false;
+  const rows = qidoSearch(store.instances, level as QidoLevel, scope, url.searchParams);
+  if (rows.length === 0) {
+    res.writeHead(204).end();
+    return true;
+  }
+  const text = JSON.stringify(rows);
+  res.writeHead(200, { "content-type": "application/dicom+json; charset=utf-8", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+  return true;
+}
+
+function fhirRead(o: HealthcareServiceOptions, storeName: string, type: string, id: string, res: ServerResponse): boolean {
+  const store = o.model.fhirStores.get(storeName);
+  const resource = store?.resources.get(`${type}/${id}`);
+  if (resource === undefined) {
+    const text = JSON.stringify({
+      resourceType: "OperationOutcome",
+      issue: [{ severity: "error", code: "not-found", diagnostics: store === undefined ? `FHIR store ${storeName} not found` : `resource not found: ${type}/${id}` }],
+    });
+    res.writeHead(404, { "content-type": "application/fhir+json; charset=utf-8", "content-length": Buffer.byteLength(text) });
+    res.end(text);
+    return true;
+  }
+  const text = JSON.stringify(resource);
+  res.writeHead(200, { "content-type": "application/fhir+json; charset=utf-8", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+  return true;
+}
+
+function rejectUnknown(body: Record<string, unknown>, allowed: string[], path: string): void {
+  for (const key of Object.keys(body)) {
+    if (!allowed.includes(key)) {
+      const msg = `Invalid JSON payload received. Unknown name "${key}"${path === "" ? "" : ` at '${path.slice(0, -1)}'`}: Cannot find field.`;
+      throw new ApiError(400, "invalid", msg, {
+        rpcStatus: "INVALID_ARGUMENT",
+        details: [{ "@type": "type.googleapis.com/google.rpc.BadRequest", fieldViolations: [{ field: `${path}${key}`, description: msg }] }],
+      });
+    }
+  }
+}
+
+function invalidArgument(message: string): ApiError {
+  return new ApiError(400, "invalid", message, { rpcStatus: "INVALID_ARGUMENT" });
+}

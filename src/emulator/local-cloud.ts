@@ -1,0 +1,87 @@
+import { annotationsCsv } from "./dataset/annotations.ts";
+import { generateInstance, type GeneratedInstance } from "./dataset/instances.ts";
+import { SIIM, SIIM_FHIR_STORE, SIIM_TEST_STORE, SIIM_TRAIN_STORE } from "./dataset/siim.ts";
+import { createHealthcareService } from "./healthcare/service.ts";
+import { HealthcareModel } from "./healthcare/model.ts";
+import { sendMedia } from "./media.ts";
+import { createResourceManagerService } from "./resource-manager.ts";
+import { startEmulator, type EmulatorOptions, type RunningEmulator } from "./server.ts";
+import type { EmulatorService } from "./types.ts";
+
+export interface DatasetOptions {
+  readonly train: number;
+  readonly test: number;
+  readonly seed?: number;
+  /** Approximate bytes per instance (default 8 KiB; the real images are ~150 KB). */
+  readonly instanceBytes?: number;
+}
+
+export interface LocalCloudOptions extends EmulatorOptions {
+  /** Load the SIIM-shaped dataset (stores, FHIR annotations). */
+  readonly dataset?: DatasetOptions;
+  /** How fast exports write instances (default 200/s: a few seconds for a small dataset). */
+  readonly exportInstancesPerSecond?: number;
+}
+
+export interface LocalCloud extends RunningEmulator {
+  readonly healthcare: HealthcareModel;
+  /** The annotations CSV served as the DocumentReference's attachment ("" without a dataset). */
+  readonly annotationsCsv: string;
+  /** Where the attachment is served. */
+  readonly annotationsUrl: string;
+}
+
+export const ANNOTATIONS_PATH = "/_emulator/files/siim/train-rle.csv";
+
+/**
+ * The whole local cloud: storage, Healthcare API, Resource Manager and (optionally) the
+ * SIIM-shaped dataset of the seed tutorial.
+ */
+export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<LocalCloud> {
+  const model = new HealthcareModel();
+  let csv = "";
+  const extra = options.services;
+  const emulator = await startEmulator({
+    ...options,
+    projects: { [SIIM.project]: SIIM.projectNumber, ...options.projects },
+    services: (store, projects) => [
+      createHealthcareService({ model, objects: store, projects, exportInstancesPerSecond: options.exportInstancesPerSecond ?? 200 }),
+      createResourceManagerService(projects),
+      filesService(() => csv),
+      ...(extra?.(store, projects) ?? []),
+    ],
+  });
+  if (options.dataset !== undefined) csv = loadSiim(model, options.dataset, emulator.baseUrl);
+  return Object.assign(emulator, { healthcare: model, annotationsCsv: csv, annotationsUrl: `${emulator.baseUrl}${ANNOTATIONS_PATH}` });
+}
+
+/** Creates the SIIM stores and the FHIR DocumentReference; returns the annotations CSV. */
+export function loadSiim(model: HealthcareModel, d: DatasetOptions, baseUrl: string): string {
+  const seed = d.seed ?? 1;
+  const instanceBytes = d.instanceBytes ?? 8 * 1024;
+  const make = (count: number, storeIndex: number): GeneratedInstance[] => Array.from({ length: count }, (_, i) => generateInstance(i, { seed, instanceBytes, storeIndex }));
+  const train = make(d.train, 0);
+  model.addDicomStore(SIIM_TRAIN_STORE, train);
+  model.addDicomStore(SIIM_TEST_STORE, make(d.test, 1));
+  const csv = annotationsCsv(train, seed);
+  const fhir = model.addFhirStore(SIIM_FHIR_STORE);
+  fhir.resources.set(`DocumentReference/${SIIM.documentReference}`, {
+    resourceType: "DocumentReference",
+    id: SIIM.documentReference,
+    meta: { lastUpdated: "2019-06-01T00:00:00+00:00", versionId: "MTU1OTM0NzIwMDAwMDAwMDAwMA" },
+    status: "current",
+    description: "SIIM-ACR Pneumothorax Segmentation: training annotations (run-length encoded masks)",
+    content: [{ attachment: { contentType: "text/csv", url: `${baseUrl}${ANNOTATIONS_PATH}`, title: "train-rle.csv", size: Buffer.byteLength(csv) } }],
+  });
+  return csv;
+}
+
+function filesService(csv: () => string): EmulatorService {
+  return {
+    async handle(req, res, url, ctx) {
+      if (url.pathname !== ANNOTATIONS_PATH || (req.method !== "GET" && req.method !== "HEAD")) return false;
+      sendMedia(req, res, Buffer.from(csv()), { "content-type": "text/csv; charset=utf-8" }, ctx);
+      return true;
+    },
+  };
+}
