@@ -1,5 +1,6 @@
 import type { CommandModule } from "yargs";
 import type { CliIo, GlobalArgs } from "../context.ts";
+import { emulatorCommand } from "./emulator.ts";
 
 /**
  * A command: a yargs module whose handler receives the injected process edges.
@@ -7,4 +8,4 @@ import type { CliIo, GlobalArgs } from "../context.ts";
  */
 export type CommandFactory = (io: CliIo) => CommandModule<GlobalArgs, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-export const commands: CommandFactory[] = [];
+export const commands: CommandFactory[] = [emulatorCommand];
