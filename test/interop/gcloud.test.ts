@@ -9,7 +9,7 @@ import { startEmulator, type RunningEmulator } from "../../src/emulator/server.t
 import { peer } from "../support/peers.ts";
 
 const run = promisify(execFile);
-const gcloud = peer("gcloud", ["--version"]);
+const gcloud = peer("gcloud");
 let emu: RunningEmulator;
 let dir: string;
 let env: NodeJS.ProcessEnv;

@@ -11,7 +11,7 @@ import { SIIM, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
 import { peer } from "../support/peers.ts";
 
 const run = promisify(execFile);
-const rclone = peer("rclone", ["version"]);
+const rclone = peer("rclone");
 let cloud: LocalCloud;
 let dir: string;
 
