@@ -1,0 +1,95 @@
+import { Storage } from "@google-cloud/storage";
+import { HcexportError, PermissionError, UsageError } from "../core/errors.ts";
+import type { Policy } from "../workflow/iam-policy.ts";
+import type { Endpoints } from "./endpoints.ts";
+
+/** What the workflow needs from Cloud Storage's admin surface (a port; fakes in unit tests). */
+export interface BucketAdmin {
+  /** Creates the bucket; `created: false` when it already exists and is ours (409 + already own it). */
+  ensureBucket(spec: BucketSpec): Promise<{ created: boolean }>;
+  getPolicy(bucket: string): Promise<Policy>;
+  /** Writes the policy; rejects with `{ status: 412 }` when its etag is stale. */
+  setPolicy(bucket: string, policy: Policy): Promise<Policy>;
+}
+
+export interface BucketSpec {
+  readonly name: string;
+  readonly project: string;
+  readonly location?: string;
+  readonly storageClass?: string;
+  readonly uniformAccess?: boolean;
+}
+
+/** An error with the HTTP status of the Cloud Storage call that failed. */
+export class StorageAdminError extends HcexportError {
+  readonly status: number;
+  constructor(message: string, status: number) {
+    super(message, status === 403 || status === 401 ? 3 : 1);
+    this.status = status;
+  }
+}
+
+/**
+ * BucketAdmin over @google-cloud/storage. Against the local cloud (anonymous endpoints) no
+ * credentials are looked up; against Google, Application Default Credentials.
+ */
+export function storageAdmin(endpoints: Endpoints, projectId?: string): BucketAdmin {
+  const client = (project?: string) =>
+    new Storage({
+      apiEndpoint: endpoints.storage,
+      ...(project === undefined ? {} : { projectId: project }),
+      // Custom endpoints get credentials only when they are not the local cloud.
+      useAuthWithCustomEndpoint: !endpoints.anonymous,
+      retryOptions: { autoRetry: true, maxRetries: 5 },
+    });
+  const storage = client(projectId);
+  return {
+    async ensureBucket(spec) {
+      try {
+        const forProject = spec.project === projectId ? storage : client(spec.project);
+        await forProject.createBucket(spec.name, {
+          ...(spec.location === undefined ? {} : { location: spec.location }),
+          ...(spec.storageClass === undefined ? {} : { storageClass: spec.storageClass }),
+          ...(spec.uniformAccess === undefined ? {} : { iamConfiguration: { uniformBucketLevelAccess: { enabled: spec.uniformAccess } } }),
+        });
+        return { created: true };
+      } catch (err) {
+        const status = statusOf(err);
+        const message = err instanceof Error ? err.message : String(err);
+        if (status === 409 && /already own it/i.test(message)) return { created: false };
+        if (status === 409) throw new UsageError(`bucket name "${spec.name}" is taken by someone else: ${message}`, { hint: "choose another bucket name in the config (bucket names are global)" });
+        throw wrap(err, `create bucket gs://${spec.name}`);
+      }
+    },
+    async getPolicy(bucket) {
+      try {
+        const [policy] = await storage.bucket(bucket).iam.getPolicy({ requestedPolicyVersion: 3 });
+        return policy as Policy;
+      } catch (err) {
+        throw wrap(err, `read the IAM policy of gs://${bucket}`);
+      }
+    },
+    async setPolicy(bucket, policy) {
+      try {
+        const [next] = await storage.bucket(bucket).iam.setPolicy(policy as never);
+        return next as Policy;
+      } catch (err) {
+        throw wrap(err, `write the IAM policy of gs://${bucket}`);
+      }
+    },
+  };
+}
+
+function statusOf(err: unknown): number {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === "number" ? code : 0;
+}
+
+function wrap(err: unknown, what: string): Error {
+  const status = statusOf(err);
+  const message = `could not ${what}: ${err instanceof Error ? err.message : String(err)}`;
+  if (status === 403 || status === 401) {
+    return new PermissionError(message, { hint: "the caller needs storage.buckets.get/create and storage.buckets.getIamPolicy/setIamPolicy (e.g. roles/storage.admin) on the destination bucket" });
+  }
+  return new StorageAdminError(message, status);
+}
