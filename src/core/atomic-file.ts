@@ -39,6 +39,11 @@ export class DirectoryGuard {
    * @param remoteName reported in errors
    */
   async ensure(segments: readonly string[], remoteName: string): Promise<string> {
+    // The root itself is the user's choice (trusted): create it if needed.
+    if (!this.#verified.has(this.root)) {
+      await mkdir(this.root, { recursive: true });
+      this.#verified.add(this.root);
+    }
     let dir = this.root;
     for (const seg of segments) {
       dir = path.join(dir, seg);

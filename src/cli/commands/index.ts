@@ -1,5 +1,6 @@
 import type { CommandModule } from "yargs";
 import type { CliIo, GlobalArgs } from "../context.ts";
+import { demoCommand } from "./demo.ts";
 import { emulatorCommand } from "./emulator.ts";
 
 /**
@@ -8,4 +9,4 @@ import { emulatorCommand } from "./emulator.ts";
  */
 export type CommandFactory = (io: CliIo) => CommandModule<GlobalArgs, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-export const commands: CommandFactory[] = [emulatorCommand];
+export const commands: CommandFactory[] = [demoCommand, emulatorCommand];

@@ -1,0 +1,50 @@
+import type { HttpClient } from "../net/http-client.ts";
+import type { RemoteObject, RemoteSource } from "../mirror/ports.ts";
+
+interface ListPage {
+  items?: Array<{ name?: unknown; size?: unknown; generation?: unknown; crc32c?: unknown; md5Hash?: unknown }>;
+  nextPageToken?: string;
+}
+
+/**
+ * The mirror's source over the raw GCS JSON API (no SDK on the hot path): listing pages of 1000
+ * with a `fields` mask, media downloads pinned to the listed generation on a keep-alive pool.
+ */
+export function gcsSource(client: HttpClient, storageBase: string): RemoteSource {
+  const base = storageBase.replace(/\/+$/, "");
+  return {
+    async *listPages(bucket, prefix, signal) {
+      let pageToken: string | undefined;
+      do {
+        const page: ListPage = await client.json("GET", `${base}/storage/v1/b/${encodeURIComponent(bucket)}/o`, {
+          query: { prefix, maxResults: 1000, pageToken, fields: "nextPageToken,items(name,size,generation,crc32c,md5Hash)" },
+          ...(signal === undefined ? {} : { signal }),
+        });
+        yield (page?.items ?? []).map(toRemote);
+        pageToken = page?.nextPageToken;
+      } while (pageToken !== undefined && pageToken !== "");
+    },
+    async open(bucket, object, signal) {
+      const res = await client.stream("GET", `${base}/download/storage/v1/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object.name)}`, {
+        query: { alt: "media", generation: object.generation },
+        ...(signal === undefined ? {} : { signal }),
+      });
+      return res.body;
+    },
+  };
+}
+
+function toRemote(item: NonNullable<ListPage["items"]>[number]): RemoteObject {
+  if (typeof item.name !== "string" || typeof item.generation !== "string" || (typeof item.size !== "string" && typeof item.size !== "number")) {
+    throw new Error(`malformed object listing entry: ${JSON.stringify(item).slice(0, 200)}`);
+  }
+  const size = Number(item.size);
+  if (!Number.isSafeInteger(size) || size < 0) throw new Error(`malformed size for ${item.name}: ${String(item.size)}`);
+  return {
+    name: item.name,
+    size,
+    generation: item.generation,
+    ...(typeof item.crc32c === "string" ? { crc32c: item.crc32c } : {}),
+    ...(typeof item.md5Hash === "string" ? { md5Hash: item.md5Hash } : {}),
+  };
+}
