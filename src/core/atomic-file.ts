@@ -123,7 +123,13 @@ export async function writeFileAtomic(
     }
     if (options.fsync ?? true) await fh.sync();
     await fh.close();
-    await rename(temp, target);
+    try {
+      await rename(temp, target);
+    } catch (err) {
+      // Another name created a directory here meanwhile (objects `a` and `a/b`): a name clash.
+      if ((err as NodeJS.ErrnoException).code === "EISDIR") throw new UnsafeNameError(relName, "exists as a directory in the destination");
+      throw err;
+    }
     renamed = true;
     return { path: target, ...got };
   } finally {

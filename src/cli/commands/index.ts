@@ -2,6 +2,7 @@ import type { CommandModule } from "yargs";
 import type { CliIo, GlobalArgs } from "../context.ts";
 import { demoCommand } from "./demo.ts";
 import { emulatorCommand } from "./emulator.ts";
+import { mirrorCommand } from "./mirror.ts";
 
 /**
  * A command: a yargs module whose handler receives the injected process edges.
@@ -9,4 +10,4 @@ import { emulatorCommand } from "./emulator.ts";
  */
 export type CommandFactory = (io: CliIo) => CommandModule<GlobalArgs, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-export const commands: CommandFactory[] = [demoCommand, emulatorCommand];
+export const commands: CommandFactory[] = [demoCommand, emulatorCommand, mirrorCommand];

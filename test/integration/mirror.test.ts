@@ -1,0 +1,174 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, readdir, readFile, rm, symlink, mkdir } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { PassThrough, Writable } from "node:stream";
+import { startEmulator, type RunningEmulator } from "../../src/emulator/server.ts";
+import { noFaults } from "../../src/emulator/types.ts";
+import { gcsSource } from "../../src/gcp/gcs-objects.ts";
+import { mirror, type MirrorEvent } from "../../src/mirror/mirror.ts";
+import { HttpClient } from "../../src/net/http-client.ts";
+import { runCli } from "../../src/cli/run-cli.ts";
+
+const fastRetry = { retries: 12, backoff: { initialMs: 5, maxMs: 50, multiplier: 2, jitter: "equal" as const } };
+let emu: RunningEmulator;
+let client: HttpClient;
+let tmp: string;
+const B = "mirror-bucket";
+const objects = new Map<string, Buffer>();
+
+function content(i: number, size: number): Buffer {
+  const b = Buffer.alloc(size);
+  for (let j = 0; j < size; j++) b[j] = (i * 131 + j * 7) & 0xff;
+  return b;
+}
+
+async function files(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) if (!e.isDirectory()) out.push(path.relative(dir, path.join(e.parentPath, e.name)));
+  return out.sort();
+}
+
+async function assertMirrored(dir: string): Promise<void> {
+  for (const [name, data] of objects) assert.deepEqual(await readFile(path.join(dir, name.slice("train/".length))), data, name);
+  const all = await files(dir);
+  assert.deepEqual(all.filter((f) => !f.startsWith(".hcexport/")), [...objects.keys()].map((n) => n.slice("train/".length)).sort());
+  assert.ok(!all.some((f) => f.includes(".hcx-tmp-")), "no temp files left");
+}
+
+before(async () => {
+  emu = await startEmulator();
+  client = new HttpClient({ retry: fastRetry });
+  tmp = await mkdtemp(path.join(os.tmpdir(), "hcx-mirror-"));
+  emu.store.createBucket({ name: B, projectNumber: "1" });
+  for (let i = 0; i < 300; i++) {
+    const name = `train/s${i % 17}/se${i}/i${i}.dcm`;
+    const data = content(i, 1000 + ((i * 997) % 30_000));
+    objects.set(name, data);
+    emu.store.putObject(B, name, data, "application/dicom");
+  }
+  emu.store.putObject(B, "other/not-mine.dcm", Buffer.from("x"), "application/dicom");
+});
+after(async () => {
+  await client.close();
+  await emu.close();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+const source = () => gcsSource(client, emu.baseUrl);
+
+describe("mirror", () => {
+  test("byte-identical under injected faults, no partial or temp files", async () => {
+    const dir = path.join(tmp, "faults");
+    emu.faults = { ...noFaults, rate503: 0.05, rate429: 0.05, resetRate: 0.02, truncateRate: 0.01, corruptRate: 0.01, seed: 11 };
+    const events: MirrorEvent[] = [];
+    try {
+      const s = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, concurrency: 16, retry: fastRetry, onEvent: (e) => events.push(e), fsync: false });
+      assert.equal(s.listed, 300);
+      assert.equal(s.downloaded, 300);
+      assert.equal(s.failed + s.refused, 0, JSON.stringify(s.failures));
+    } finally {
+      emu.faults = { ...noFaults };
+    }
+    assert.ok(events.filter((e) => e.kind === "mirror.retry").length > 0, "faults were injected and retried");
+    await assertMirrored(dir);
+  });
+
+  test("re-sync after a re-export of identical bytes downloads nothing", async () => {
+    const dir = path.join(tmp, "faults");
+    for (const [name, data] of objects) emu.store.putObject(B, name, data, "application/dicom"); // new generations, same bytes
+    emu.requests.clear();
+    const s = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, retry: fastRetry });
+    assert.deepEqual([s.downloaded, s.skipped], [0, 300]);
+    assert.equal(emu.requests.mediaGets(), 0);
+    // A changed object is downloaded again, alone.
+    const changed = [...objects.keys()][7]!;
+    objects.set(changed, Buffer.from("changed content"));
+    emu.store.putObject(B, changed, objects.get(changed)!, "application/dicom");
+    const again = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, retry: fastRetry });
+    assert.deepEqual([again.downloaded, again.skipped], [1, 299]);
+    await assertMirrored(dir);
+  });
+
+  test("an interrupted mirror resumes without re-downloading finished files", async () => {
+    const dir = path.join(tmp, "resume");
+    const controller = new AbortController();
+    let landed = 0;
+    emu.faults = { ...noFaults, latencyMs: 5 };
+    await assert.rejects(
+      mirror({
+        source: source(), bucket: B, prefix: "train", dest: dir, concurrency: 4, retry: fastRetry, signal: controller.signal,
+        onEvent: (e) => {
+          if (e.kind === "mirror.file" && e.action === "downloaded" && ++landed === 120) controller.abort(new Error("interrupted"));
+        },
+      }),
+    );
+    emu.faults = { ...noFaults };
+    assert.ok((await files(dir)).every((f) => !f.includes(".hcx-tmp-")));
+    emu.requests.clear();
+    const s = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, retry: fastRetry });
+    assert.ok(s.skipped >= 120, `skipped ${s.skipped}`);
+    assert.equal(s.downloaded + s.skipped, 300);
+    assert.equal(emu.requests.mediaGets(), s.downloaded);
+    await assertMirrored(dir);
+  });
+
+  test("--shard K/3 over three runs covers every object exactly once", async () => {
+    const seen = new Map<string, number>();
+    for (let k = 0; k < 3; k++) {
+      const dir = path.join(tmp, `shard${k}`);
+      const s = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, shard: { index: k, count: 3 }, retry: fastRetry });
+      assert.ok(s.downloaded > 50, `shard ${k} got ${s.downloaded}`);
+      for (const f of await files(dir)) if (!f.startsWith(".hcexport/")) seen.set(f, (seen.get(f) ?? 0) + 1);
+    }
+    assert.equal(seen.size, 300);
+    assert.ok([...seen.values()].every((n) => n === 1));
+  });
+
+  test("dry run lists what it would do and writes nothing", async () => {
+    const dir = path.join(tmp, "dry");
+    const events: MirrorEvent[] = [];
+    const s = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, dryRun: true, onEvent: (e) => events.push(e) });
+    assert.equal(s.downloaded, 0);
+    assert.equal(events.filter((e) => e.kind === "mirror.file" && e.action === "would-download").length, 300);
+    await assert.rejects(readdir(dir), { code: "ENOENT" });
+  });
+});
+
+describe("hostile object names", () => {
+  const hostile = ["evil/../../escape.txt", "evil/a//b.txt", "evil/./dot.txt", "evil/dir/", "evil/back\\slash", "evil/nul\0byte", "evil/.hcexport/manifest.ndjson", "evil/clash", "evil/clash/child", "evil/link/x.txt"];
+  before(() => {
+    for (const n of hostile) emu.store.putObject(B, n, Buffer.from(`hostile ${n}`), "text/plain");
+    emu.store.putObject(B, "evil/good/ok.txt", Buffer.from("good"), "text/plain");
+  });
+
+  test("never escape, are refused and reported with exit 5, while good objects land", async () => {
+    const dir = path.join(tmp, "hostile", "dest");
+    const outside = path.join(tmp, "hostile", "outside");
+    await mkdir(outside, { recursive: true });
+    await mkdir(dir, { recursive: true });
+    await symlink(outside, path.join(dir, "link"));
+    const stdout = new PassThrough();
+    let err = "";
+    const stderr = new Writable({ write: (c, _e, cb) => ((err += String(c)), cb()) });
+    let out = "";
+    stdout.on("data", (c) => (out += String(c)));
+    const code = await runCli(["mirror", `gs://${B}/evil`, dir, "--emulator", emu.baseUrl, "--concurrency", "4"], { stdout, stderr, env: {}, cwd: tmp, signal: new AbortController().signal });
+    assert.equal(code, 5, err);
+    assert.equal(await readFile(path.join(dir, "good", "ok.txt"), "utf8"), "good");
+    assert.deepEqual(await readdir(outside), [], "nothing written through the planted symlink");
+    await assert.rejects(readFile(path.join(tmp, "hostile", "escape.txt")), { code: "ENOENT" });
+    await assert.rejects(readFile(path.join(tmp, "escape.txt")), { code: "ENOENT" });
+    for (const name of hostile.filter((n) => !n.startsWith("evil/clash"))) {
+      assert.ok(err.includes(JSON.stringify(name)), `reported: ${name}\n${err}`);
+    }
+    assert.match(err, /refused as unsafe names/);
+    assert.match(out, /refused/);
+    // Exactly one of the clashing pair landed; the other was refused, not silently dropped.
+    const clash = await readFile(path.join(dir, "clash"), "utf8").catch(() => undefined);
+    const child = await readFile(path.join(dir, "clash", "child"), "utf8").catch(() => undefined);
+    assert.ok((clash === undefined) !== (child === undefined));
+    assert.doesNotMatch(err, /✖ failed/, "clashes are refusals, not transfer failures");
+  });
+});
