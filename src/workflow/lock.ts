@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { link, mkdir, readFile, rename, unlink, writeFile } from "node:fs/promises";
+import { link, mkdir, readFile, stat, unlink, writeFile } from "node:fs/promises";
+import { setTimeout as delay } from "node:timers/promises";
 import os from "node:os";
 import path from "node:path";
 import { LockHeldError } from "../core/errors.ts";
@@ -40,10 +41,10 @@ export function processIsAlive(pid: number): boolean {
 
 /**
  * Takes the lock at `lockPath` (one per destination/state directory) or throws LockHeldError
- * (exit 6) naming the holder. A lock left by a dead process on this host is taken over: the stale
- * file is renamed aside (only one contender can win that rename), checked to be the stale one we
- * judged, and our own lock is then created with link(2), which fails if anyone else got there
- * first. Locks from another host are never broken automatically.
+ * (exit 6) naming the holder. The lock file is created with link(2), which fails if anyone else
+ * got there first. A lock left by a dead process on this host is removed under a takeover mutex
+ * (see breakStale) and the race to create it starts again. Locks from another host are never
+ * broken automatically.
  */
 export async function acquireLock(lockPath: string, options: LockOptions = {}): Promise<HeldLock> {
   const owner: LockOwner = {
@@ -57,7 +58,7 @@ export async function acquireLock(lockPath: string, options: LockOptions = {}): 
   const mine = `${lockPath}.${randomBytes(6).toString("hex")}.new`;
   await writeFile(mine, `${JSON.stringify(owner)}\n`, { flag: "wx" });
   try {
-    for (let attempt = 0; attempt < 5; attempt++) {
+    for (let attempt = 0; attempt < 50; attempt++) {
       try {
         await link(mine, lockPath);
         return held(lockPath, owner);
@@ -68,28 +69,36 @@ export async function acquireLock(lockPath: string, options: LockOptions = {}): 
       if (text === undefined) continue; // released meanwhile: try again
       const holder = parseOwner(text);
       if (holder !== undefined && (holder.host !== owner.host || isAlive(holder.pid))) throw lockHeld(lockPath, holder);
-      // Stale (dead holder on this host, or unreadable): move it aside, then verify we moved what we judged.
-      const aside = `${lockPath}.${randomBytes(6).toString("hex")}.stale`;
-      try {
-        await rename(lockPath, aside);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
-        throw err;
-      }
-      const moved = await readFile(aside, "utf8").catch(() => "");
-      if (moved !== text) {
-        // We moved a fresh lock another contender had just taken: put it back and yield to it.
-        await link(aside, lockPath).catch(() => {});
-        await unlink(aside).catch(() => {});
-        const fresh = parseOwner(moved);
-        if (fresh !== undefined) throw lockHeld(lockPath, fresh);
-        continue;
-      }
-      await unlink(aside).catch(() => {});
+      await breakStale(lockPath, text, mine);
     }
     throw new LockHeldError(`could not take the lock ${lockPath} after several attempts`, { hint: "another run is starting at the same moment; try again" });
   } finally {
     await unlink(mine).catch(() => {});
+  }
+}
+
+/**
+ * Removes a stale lock, but only while holding `lockPath.takeover` (created with link(2), so one
+ * contender at a time) and only if the lock still holds exactly the stale content we judged: a
+ * fresh lock taken meanwhile by someone else is never removed. A takeover file left by a process
+ * that died inside this short critical section is cleared after 10 s.
+ */
+async function breakStale(lockPath: string, staleText: string, mine: string): Promise<void> {
+  const takeover = `${lockPath}.takeover`;
+  try {
+    await link(mine, takeover);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    const st = await stat(takeover).catch(() => undefined);
+    if (st !== undefined && Date.now() - st.mtimeMs > 10_000) await unlink(takeover).catch(() => {});
+    await delay(5 + Math.random() * 20);
+    return;
+  }
+  try {
+    const current = await readFile(lockPath, "utf8").catch(() => undefined);
+    if (current === staleText) await unlink(lockPath).catch(() => {});
+  } finally {
+    await unlink(takeover).catch(() => {});
   }
 }
 
