@@ -23,7 +23,7 @@ const restricted = (extraPatterns) => ({
 });
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "coverage/**", "**/*.d.ts"] },
+  { ignores: ["dist/**", "node_modules/**", "coverage/**", "scratch/**", "bench-out/**", "demo-out/**", "**/*.d.ts"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -167,7 +167,7 @@ async function main(): Promise<void> {
   for (const count of [10_000, Number(values["rss-objects"])]) {
     server = await startServer(["--objects", String(count), "--size", "16", "--prefix", "many"]);
     try {
-      rss[count] = await peakRss([cli, "mirror", "gs://bench-bucket/many", path.join(work, `rss-${count}`), "--emulator", server.url, "--dry-run", "--quiet", "--json"]);
+      rss[count] = await peakRss([cli, "mirror", "gs://bench-bucket/many", path.join(work, `rss-${count}`), "--emulator", server.url, "--dry-run", "--quiet"]);
     } finally {
       await stopServer(server);
     }

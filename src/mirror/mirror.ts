@@ -91,8 +91,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
           onRetry: (n) => emit({ kind: "mirror.retry", name: obj.name, attempt: n.attempt, delayMs: n.delayMs, reason: n.error instanceof Error ? n.error.message : String(n.error) }),
         },
       );
-      const st = await stat(written.path);
-      manifest.set({ n: rel, size: obj.size, generation: obj.generation, ...(obj.crc32c === undefined ? {} : { crc32c: obj.crc32c }), ...(obj.md5Hash === undefined ? {} : { md5: obj.md5Hash }), mtimeMs: st.mtimeMs });
+      manifest.set({ n: rel, size: obj.size, generation: obj.generation, ...(obj.crc32c === undefined ? {} : { crc32c: obj.crc32c }), ...(obj.md5Hash === undefined ? {} : { md5: obj.md5Hash }), mtimeMs: written.mtimeMs });
       s.downloaded++;
       s.bytes += obj.size;
       emit({ kind: "mirror.file", name: obj.name, action: "downloaded", bytes: obj.size });

@@ -1,5 +1,5 @@
 import path from "node:path";
-import { PermissionError } from "../core/errors.ts";
+import { OperationFailedError, PermissionError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import type { BucketAdmin, BucketSpec } from "../gcp/storage-admin.ts";
 import type { HealthcareApi } from "../gcp/healthcare.ts";
@@ -7,7 +7,10 @@ import type { FetchedAnnotations } from "../fhir/annotations.ts";
 import { mirror, type MirrorEvent, type MirrorSummary } from "../mirror/mirror.ts";
 import type { RemoteSource } from "../mirror/ports.ts";
 import { EXPORT_ROLE, hasExportRole, memberOf, withMemberInRole } from "../workflow/iam-policy.ts";
-import { pollOperation, type OperationEvent, type PollOptions } from "../workflow/poll-operation.ts";
+import { countersOf, pollOperation, type OperationEvent, type PollOptions } from "../workflow/poll-operation.ts";
+import { MemoryStateStore, type RunState, type StateStore } from "../workflow/state.ts";
+import { startExportOnce, type StartExportEvent } from "./start-export.ts";
+import type { Clock } from "../core/clock.ts";
 
 /** What to do: the resolved config of one run (DESIGN §3). */
 export interface PipelineSpec {
@@ -34,6 +37,7 @@ export type PipelineEvent =
   | { readonly kind: "step.start"; readonly step: StepName; readonly detail: string }
   | { readonly kind: "step.done"; readonly step: StepName; readonly detail: string }
   | OperationEvent
+  | StartExportEvent
   | MirrorEvent;
 
 export interface PipelineResult {
@@ -48,37 +52,115 @@ export interface PipelineOptions {
   readonly onEvent?: EventSink<PipelineEvent>;
   readonly signal?: AbortSignal;
   readonly poll?: Omit<PollOptions, "onEvent" | "signal">;
+  /** Checkpoints; default in memory (nothing resumes). */
+  readonly state?: StateStore;
+  /** Redo finished steps (bucket, IAM, exports, annotations). */
+  readonly force?: boolean;
+  /** Start new exports even where an earlier run finished one (scheduled re-sync). */
+  readonly freshExport?: boolean;
+  readonly now?: () => Date;
+  /** For the export start's retry delays (tests pass a fake). */
+  readonly clock?: Clock;
+}
+
+/** What a run would do, step by step, given the config and the saved state (pure). */
+export interface PlannedStep {
+  readonly step: StepName;
+  readonly action: "run" | "skip" | "resume";
+  readonly detail: string;
+}
+
+export function planRun(spec: PipelineSpec, state: RunState, flags: { force?: boolean; freshExport?: boolean } = {}): PlannedStep[] {
+  const force = flags.force === true;
+  const b = spec.bucket.name;
+  const steps: PlannedStep[] = [];
+  steps.push(state.bucket?.done && state.bucket.name === b && !force ? { step: "bucket", action: "skip", detail: `gs://${b} ensured at ${state.bucket.at}` } : { step: "bucket", action: "run", detail: `ensure gs://${b} (${spec.bucket.location ?? "US"}, ${spec.bucket.storageClass ?? "STANDARD"})` });
+  const member = memberOf(spec.serviceAgent);
+  steps.push(state.iam?.done && state.iam.member === member && !force ? { step: "iam", action: "skip", detail: `${spec.serviceAgent} checked at ${state.iam.at}` } : { step: "iam", action: "run", detail: `check ${spec.serviceAgent} has ${EXPORT_ROLE}${spec.grantIam ? " (grant if missing)" : " (stop with exit 3 if missing)"}` });
+  for (const e of spec.exports) {
+    const prev = state.exports[e.prefix];
+    const uri = `gs://${b}/${e.prefix}`;
+    if (prev !== undefined && prev.uriPrefix === uri && prev.status === "running" && prev.operation !== undefined) steps.push({ step: "wait", action: "resume", detail: `resume polling ${prev.operation}` });
+    else if (prev !== undefined && prev.uriPrefix === uri && prev.status === "done" && !force && flags.freshExport !== true) steps.push({ step: "export", action: "skip", detail: `${e.store} exported to ${uri} at ${prev.finishedAt ?? "?"}` });
+    else steps.push({ step: "export", action: "run", detail: `${e.store} → ${uri}${prev?.status === "starting" ? " (an earlier attempt may have started one: check 'operations list')" : ""}` });
+  }
+  for (const e of spec.exports) steps.push({ step: "mirror", action: "run", detail: `gs://${b}/${e.prefix} → ${e.dest} (incremental)` });
+  if (spec.annotations !== undefined) {
+    steps.push(state.annotations !== undefined && !force ? { step: "annotations", action: "skip", detail: `${state.annotations.path} fetched at ${state.annotations.at}` } : { step: "annotations", action: "run", detail: `DocumentReference/${spec.annotations.documentReference} → ${spec.annotations.dest}` });
+  }
+  return steps;
 }
 
 /**
  * The export-and-mirror workflow: ensure the bucket → check (and, when allowed, grant) the
- * service agent's role → start every export → wait for each → mirror each prefix → fetch the
- * annotations. Each step emits start/done events.
+ * service agent's role → start every export, saving each operation name before polling → wait
+ * for each → mirror each prefix → fetch the annotations. Finished steps recorded in the state
+ * are skipped (unless forced); a rerun after a crash resumes polling instead of exporting again.
  */
 export async function runPipeline(spec: PipelineSpec, ports: PipelinePorts, options: PipelineOptions = {}): Promise<PipelineResult> {
   const emit = options.onEvent ?? (() => {});
   const signalOpt = options.signal === undefined ? {} : { signal: options.signal };
+  const store = options.state ?? new MemoryStateStore();
+  const now = () => (options.now ?? (() => new Date()))().toISOString();
+  const plan = planRun(spec, store.state, options);
+  const planned = (step: StepName, match?: (p: PlannedStep) => boolean) => plan.find((p) => p.step === step && (match?.(p) ?? true));
   const b = spec.bucket.name;
 
-  emit({ kind: "step.start", step: "bucket", detail: `gs://${b}` });
-  const { created } = await ports.buckets.ensureBucket(spec.bucket);
-  emit({ kind: "step.done", step: "bucket", detail: created ? `created gs://${b}` : `gs://${b} exists (ours)` });
+  let created = false;
+  const bucketPlan = planned("bucket")!;
+  if (bucketPlan.action === "skip") emit({ kind: "step.done", step: "bucket", detail: `gs://${b}: done in an earlier run` });
+  else {
+    emit({ kind: "step.start", step: "bucket", detail: `gs://${b}` });
+    created = (await ports.buckets.ensureBucket(spec.bucket)).created;
+    await store.update((s) => void (s.bucket = { name: b, done: true, at: now(), created }));
+    emit({ kind: "step.done", step: "bucket", detail: created ? `created gs://${b}` : `gs://${b} exists (ours)` });
+  }
 
-  emit({ kind: "step.start", step: "iam", detail: `${spec.serviceAgent} → ${EXPORT_ROLE}` });
-  const iamGranted = await ensureExportRole(ports.buckets, b, spec.serviceAgent, spec.grantIam);
-  emit({ kind: "step.done", step: "iam", detail: iamGranted ? `granted ${EXPORT_ROLE} to ${spec.serviceAgent}` : "binding already present" });
+  let iamGranted = false;
+  if (planned("iam")!.action === "skip") emit({ kind: "step.done", step: "iam", detail: `${spec.serviceAgent}: checked in an earlier run` });
+  else {
+    emit({ kind: "step.start", step: "iam", detail: `${spec.serviceAgent} → ${EXPORT_ROLE}` });
+    iamGranted = await ensureExportRole(ports.buckets, b, spec.serviceAgent, spec.grantIam);
+    await store.update((s) => void (s.iam = { member: memberOf(spec.serviceAgent), done: true, at: now(), granted: iamGranted }));
+    emit({ kind: "step.done", step: "iam", detail: iamGranted ? `granted ${EXPORT_ROLE} to ${spec.serviceAgent}` : "binding already present" });
+  }
 
-  const operations: Array<{ store: string; name: string }> = [];
+  const operations: Array<{ store: string; name: string; prefix: string }> = [];
   for (const e of spec.exports) {
     const uri = `gs://${b}/${e.prefix}`;
+    const prev = store.state.exports[e.prefix];
+    if (prev?.uriPrefix === uri && prev.status === "running" && prev.operation !== undefined) {
+      emit({ kind: "step.done", step: "export", detail: `resuming ${prev.operation} (started ${prev.startedAt}); no new export` });
+      operations.push({ store: e.store, name: prev.operation, prefix: e.prefix });
+      continue;
+    }
+    if (prev?.uriPrefix === uri && prev.status === "done" && options.force !== true && options.freshExport !== true) {
+      emit({ kind: "step.done", step: "export", detail: `${e.prefix}: exported in an earlier run (${prev.operation ?? "?"}); no new export` });
+      continue;
+    }
     emit({ kind: "step.start", step: "export", detail: `${e.store} → ${uri}` });
-    const name = await ports.healthcare.startExport(e.store, uri);
-    operations.push({ store: e.store, name });
+    // A `starting` record means an earlier run may have reached the server: look before posting.
+    const maybeStarted = prev?.uriPrefix === uri && prev.status === "starting";
+    const since = maybeStarted ? prev.startedAt : now();
+    if (!maybeStarted) await store.update((s) => void (s.exports[e.prefix] = { store: e.store, uriPrefix: uri, status: "starting", startedAt: since }));
+    const known = new Set(Object.values(store.state.exports).flatMap((x) => (x.operation === undefined ? [] : [x.operation])));
+    const name = await startExportOnce(ports.healthcare, e.store, uri, { since, known, maybeStarted, onEvent: emit, ...(options.clock === undefined ? {} : { clock: options.clock }) });
+    await store.update((s) => Object.assign(s.exports[e.prefix]!, { status: "running", operation: name }));
+    operations.push({ store: e.store, name, prefix: e.prefix });
     emit({ kind: "step.done", step: "export", detail: name });
   }
   for (const op of operations) {
     emit({ kind: "step.start", step: "wait", detail: op.name });
-    await pollOperation((n) => ports.healthcare.getOperation(n), op.name, { ...options.poll, onEvent: emit, ...signalOpt });
+    try {
+      const done = await pollOperation((n) => ports.healthcare.getOperation(n), op.name, { ...options.poll, onEvent: emit, ...signalOpt });
+      const c = countersOf(done);
+      await store.update((s) => Object.assign(s.exports[op.prefix]!, { status: "done", finishedAt: now(), counters: { success: c.success, failure: c.failure } }));
+    } catch (err) {
+      if (err instanceof OperationFailedError) {
+        await store.update((s) => Object.assign(s.exports[op.prefix]!, { status: "failed", finishedAt: now(), error: err.message }));
+      }
+      throw err;
+    }
     emit({ kind: "step.done", step: "wait", detail: op.name });
   }
 
@@ -87,16 +169,23 @@ export async function runPipeline(spec: PipelineSpec, ports: PipelinePorts, opti
     emit({ kind: "step.start", step: "mirror", detail: `gs://${b}/${e.prefix} → ${e.dest}` });
     const summary = await mirror({ source: ports.source, bucket: b, prefix: e.prefix, dest: path.resolve(e.dest), concurrency: spec.concurrency, onEvent: emit, ...signalOpt });
     mirrors.push({ prefix: e.prefix, dest: e.dest, summary });
+    const { failures: _f, ...counts } = summary;
+    await store.update((s) => void (s.mirrors[e.prefix] = { at: now(), ...counts }));
     emit({ kind: "step.done", step: "mirror", detail: `${summary.downloaded} downloaded, ${summary.skipped} up to date, ${summary.failed + summary.refused} failed or refused` });
   }
 
   let annotations: FetchedAnnotations | undefined;
   if (spec.annotations !== undefined && ports.fetchAnnotations !== undefined) {
-    emit({ kind: "step.start", step: "annotations", detail: `${spec.annotations.store} DocumentReference/${spec.annotations.documentReference}` });
-    annotations = await ports.fetchAnnotations(spec.annotations);
-    emit({ kind: "step.done", step: "annotations", detail: `${annotations.path}: ${annotations.summary.images} images, ${annotations.summary.imagesWithPneumothorax} with pneumothorax, ${annotations.summary.masks} masks` });
+    if (planned("annotations")!.action === "skip") emit({ kind: "step.done", step: "annotations", detail: `${store.state.annotations!.path}: fetched in an earlier run` });
+    else {
+      emit({ kind: "step.start", step: "annotations", detail: `${spec.annotations.store} DocumentReference/${spec.annotations.documentReference}` });
+      const got = await ports.fetchAnnotations(spec.annotations);
+      annotations = got;
+      await store.update((s) => void (s.annotations = { at: now(), path: got.path, bytes: got.bytes, images: got.summary.images, imagesWithPneumothorax: got.summary.imagesWithPneumothorax, masks: got.summary.masks }));
+      emit({ kind: "step.done", step: "annotations", detail: `${got.path}: ${got.summary.images} images, ${got.summary.imagesWithPneumothorax} with pneumothorax, ${got.summary.masks} masks` });
+    }
   }
-  return { bucketCreated: created, iamGranted, operations, mirrors, ...(annotations === undefined ? {} : { annotations }) };
+  return { bucketCreated: created, iamGranted, operations: operations.map(({ store: st, name }) => ({ store: st, name })), mirrors, ...(annotations === undefined ? {} : { annotations }) };
 }
 
 /**

@@ -3,6 +3,8 @@ import type { CliIo, GlobalArgs } from "../context.ts";
 import { demoCommand } from "./demo.ts";
 import { emulatorCommand } from "./emulator.ts";
 import { mirrorCommand } from "./mirror.ts";
+import { planCommand, runCommand } from "./run.ts";
+import { statusCommand } from "./status.ts";
 
 /**
  * A command: a yargs module whose handler receives the injected process edges.
@@ -10,4 +12,4 @@ import { mirrorCommand } from "./mirror.ts";
  */
 export type CommandFactory = (io: CliIo) => CommandModule<GlobalArgs, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-export const commands: CommandFactory[] = [demoCommand, emulatorCommand, mirrorCommand];
+export const commands: CommandFactory[] = [runCommand, planCommand, statusCommand, mirrorCommand, demoCommand, emulatorCommand];

@@ -1,0 +1,40 @@
+import { parseStoreName, serviceAgentFor } from "../core/resource-names.ts";
+import { fetchAnnotations } from "../fhir/annotations.ts";
+import { authFor } from "../gcp/auth.ts";
+import { resolveEndpoints, type Endpoints } from "../gcp/endpoints.ts";
+import { gcsSource } from "../gcp/gcs-objects.ts";
+import { healthcareApi } from "../gcp/healthcare.ts";
+import { projectNumber } from "../gcp/resource-manager.ts";
+import { storageAdmin } from "../gcp/storage-admin.ts";
+import { HttpClient } from "../net/http-client.ts";
+import type { PipelinePorts } from "../pipeline/export-and-mirror.ts";
+import type { Config } from "../config/schema.ts";
+import type { CliIo, GlobalArgs } from "./context.ts";
+
+/** The real adapters for one invocation (Google, or the local cloud with `--emulator`). */
+export interface Services {
+  readonly endpoints: Endpoints;
+  readonly client: HttpClient;
+  readonly ports: PipelinePorts;
+  close(): Promise<void>;
+}
+
+export function createServices(args: GlobalArgs, io: CliIo, config?: Config): Services {
+  const endpoints = resolveEndpoints({ ...args, config: config?.endpoints }, io.env);
+  const client = new HttpClient({ auth: authFor(endpoints), connections: Math.max(8, config?.mirror.concurrency ?? 32) });
+  const ports: PipelinePorts = {
+    buckets: storageAdmin(endpoints, config?.project ?? args.project),
+    healthcare: healthcareApi(client, endpoints.healthcare),
+    source: gcsSource(client, endpoints.storage),
+    fetchAnnotations: (a) => fetchAnnotations({ client, healthcareBase: endpoints.healthcare, storageBase: endpoints.storage, fhirStore: a.store, documentReference: a.documentReference, dest: a.dest, signal: io.signal }),
+  };
+  return { endpoints, client, ports, close: () => client.close() };
+}
+
+/** The source project's Healthcare service agent: from the config, else from its project number. */
+export async function resolveServiceAgent(config: Config, services: Services): Promise<string> {
+  if (config.serviceAgent !== undefined) return config.serviceAgent;
+  const store = parseStoreName(config.exports[0]!.store);
+  if (!store.ok) throw new Error(store.error);
+  return serviceAgentFor(await projectNumber(services.client, services.endpoints.resourceManager, store.value.project));
+}

@@ -1,0 +1,91 @@
+import { z } from "zod";
+import { checkBucketName, parseStoreName } from "../core/resource-names.ts";
+import { checkRelativeName } from "../core/safe-path.ts";
+
+const storeOf = (kind: "dicomStores" | "fhirStores") =>
+  z.string().superRefine((v, ctx) => {
+    const r = parseStoreName(v, kind);
+    if (!r.ok) ctx.addIssue({ code: "custom", message: r.error });
+  });
+
+const prefix = z.string().superRefine((v, ctx) => {
+  const r = checkRelativeName(v);
+  if (!r.ok) ctx.addIssue({ code: "custom", message: `"${v}" is not a usable object prefix: ${r.reason}` });
+});
+
+const url = z.string().superRefine((v, ctx) => {
+  if (!/^https?:\/\/[^\s/]+/.test(v)) ctx.addIssue({ code: "custom", message: `"${v}" is not an http(s) URL` });
+});
+
+/** The config file (DESIGN §3), validated by this one schema. Unknown keys are errors. */
+export const configSchema = z
+  .object({
+    project: z.string().regex(/^[a-z][a-z0-9-]{4,28}[a-z0-9]$/, "must be a Google Cloud project id (6–30 lowercase letters, digits, hyphens)"),
+    bucket: z
+      .object({
+        name: z.string().superRefine((v, ctx) => {
+          const bad = checkBucketName(v);
+          if (bad !== undefined) ctx.addIssue({ code: "custom", message: bad });
+        }),
+        location: z.string().min(1).default("US"),
+        storageClass: z.enum(["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE", "REGIONAL", "MULTI_REGIONAL"]).default("STANDARD"),
+        uniformAccess: z.boolean().default(true),
+      })
+      .strict(),
+    serviceAgent: z
+      .string()
+      .regex(/^service-\d+@gcp-sa-healthcare\.iam\.gserviceaccount\.com$/, "must look like service-PROJECT_NUMBER@gcp-sa-healthcare.iam.gserviceaccount.com")
+      .optional(),
+    grantIam: z.boolean().default(false),
+    exports: z
+      .array(z.object({ store: storeOf("dicomStores"), prefix, dest: z.string().min(1) }).strict())
+      .min(1, "name at least one DICOM store to export"),
+    annotations: z
+      .object({ store: storeOf("fhirStores"), documentReference: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/, "must be a FHIR resource id"), dest: z.string().min(1) })
+      .strict()
+      .optional(),
+    mirror: z
+      .object({ concurrency: z.number().int().min(1).max(512).default(32), delete: z.boolean().default(false) })
+      .strict()
+      .default({ concurrency: 32, delete: false }),
+    endpoints: z.object({ emulator: url.optional(), storage: url.optional(), healthcare: url.optional(), resourceManager: url.optional() }).strict().optional(),
+    /** Where state, lock and reports live; relative to the config file's directory. */
+    stateDir: z.string().min(1).default(".hcexport"),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Map<string, number>();
+    c.exports.forEach((e, i) => {
+      const first = seen.get(e.prefix);
+      if (first !== undefined) ctx.addIssue({ code: "custom", path: ["exports", i, "prefix"], message: `prefix "${e.prefix}" is already used by exports[${first}]` });
+      seen.set(e.prefix, i);
+    });
+  });
+
+export type Config = z.infer<typeof configSchema>;
+
+/** One problem, with the JSON path it is at (`exports[1].store`). */
+export interface ConfigProblem {
+  readonly path: string;
+  readonly message: string;
+}
+
+/** Pure validation: every problem is reported, none is thrown. */
+export function validateConfig(input: unknown): { config?: Config; problems: ConfigProblem[] } {
+  const r = configSchema.safeParse(input);
+  if (r.success) return { config: r.data, problems: [] };
+  const problems = r.error.issues.map((issue) => {
+    const keys = issue.code === "unrecognized_keys" ? (issue as { keys?: string[] }).keys ?? [] : [];
+    const base = formatPath(issue.path);
+    if (keys.length > 0) return { path: base, message: `unknown key${keys.length > 1 ? "s" : ""} ${keys.map((k) => `"${k}"`).join(", ")}` };
+    return { path: base, message: issue.message };
+  });
+  return { problems };
+}
+
+/** `["exports", 1, "store"]` → `exports[1].store`; the root is `(config)`. */
+export function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = "";
+  for (const k of path) out += typeof k === "number" ? `[${k}]` : `${out === "" ? "" : "."}${String(k)}`;
+  return out === "" ? "(config)" : out;
+}
