@@ -20,6 +20,8 @@ const url = z.string().superRefine((v, ctx) => {
 /** The config file (DESIGN §3), validated by this one schema. Unknown keys are errors. */
 export const configSchema = z
   .object({
+    /** Free text for people reading the file (JSON has no comments); ignored. */
+    $comment: z.string().optional(),
     project: z.string().regex(/^[a-z][a-z0-9-]{4,28}[a-z0-9]$/, "must be a Google Cloud project id (6–30 lowercase letters, digits, hyphens)"),
     bucket: z
       .object({

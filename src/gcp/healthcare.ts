@@ -1,4 +1,4 @@
-import { HttpError, UsageError } from "../core/errors.ts";
+import { HcexportError, HttpError, UsageError } from "../core/errors.ts";
 import type { HttpClient } from "../net/http-client.ts";
 
 /** A google.longrunning.Operation as the Healthcare API returns it. */
@@ -43,7 +43,12 @@ export function healthcareApi(client: HttpClient, base: string, version: "v1" | 
       return op.name;
     },
     async getOperation(name) {
-      const op = await client.json<Operation>("GET", `${root}/${name}`);
+      const op = await client.json<Operation>("GET", `${root}/${name}`).catch((err: unknown) => {
+        if (err instanceof HttpError && err.status === 404) {
+          throw new HcexportError(`operation ${name} not found`, 1, { hint: "operation records expire about 30 days after they finish; list the dataset's with 'hcexport operations list projects/P/locations/L/datasets/D'", cause: err });
+        }
+        throw err;
+      });
       if (typeof op?.name !== "string") throw new Error(`operation ${name}: malformed response`);
       return op;
     },

@@ -1,5 +1,5 @@
 import path from "node:path";
-import { OperationFailedError, PermissionError } from "../core/errors.ts";
+import { HttpError, OperationFailedError, PermissionError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import type { BucketAdmin, BucketSpec } from "../gcp/storage-admin.ts";
 import type { HealthcareApi } from "../gcp/healthcare.ts";
@@ -82,7 +82,7 @@ export function planRun(spec: PipelineSpec, state: RunState, flags: { force?: bo
     const uri = `gs://${b}/${e.prefix}`;
     if (prev !== undefined && prev.uriPrefix === uri && prev.status === "running" && prev.operation !== undefined) steps.push({ step: "wait", action: "resume", detail: `resume polling ${prev.operation}` });
     else if (prev !== undefined && prev.uriPrefix === uri && prev.status === "done" && !force && flags.freshExport !== true) steps.push({ step: "export", action: "skip", detail: `${e.store} exported to ${uri} at ${prev.finishedAt ?? "?"}` });
-    else steps.push({ step: "export", action: "run", detail: `${e.store} → ${uri}${prev?.status === "starting" ? " (an earlier attempt may have started one: check 'operations list')" : ""}` });
+    else steps.push({ step: "export", action: "run", detail: `${e.store} → ${uri}${prev?.status === "starting" ? " (an earlier run was interrupted while starting it: an export it started will be adopted, not repeated)" : ""}` });
   }
   for (const e of spec.exports) steps.push({ step: "mirror", action: "run", detail: `gs://${b}/${e.prefix} → ${e.dest} (incremental)` });
   if (spec.annotations !== undefined) {
@@ -129,7 +129,7 @@ export async function runPipeline(spec: PipelineSpec, ports: PipelinePorts, opti
   for (const e of spec.exports) {
     const uri = `gs://${b}/${e.prefix}`;
     const prev = store.state.exports[e.prefix];
-    if (prev?.uriPrefix === uri && prev.status === "running" && prev.operation !== undefined) {
+    if (prev?.uriPrefix === uri && prev.status === "running" && prev.operation !== undefined && (await exists(ports.healthcare, prev.operation))) {
       emit({ kind: "step.done", step: "export", detail: `resuming ${prev.operation} (started ${prev.startedAt}); no new export` });
       operations.push({ store: e.store, name: prev.operation, prefix: e.prefix });
       continue;
@@ -211,5 +211,18 @@ export async function ensureExportRole(buckets: BucketAdmin, bucket: string, ser
       if ((err as { status?: number }).status === 412 && attempt < 10) continue;
       throw err;
     }
+  }
+}
+
+/** Whether a saved operation can still be polled (records expire ~30 days after they finish). */
+async function exists(api: HealthcareApi, name: string): Promise<boolean> {
+  try {
+    await api.getOperation(name);
+    return true;
+  } catch (err) {
+    for (let e: unknown = err; e !== undefined && e !== null; e = (e as { cause?: unknown }).cause) {
+      if (e instanceof HttpError && e.status === 404) return false;
+    }
+    throw err;
   }
 }

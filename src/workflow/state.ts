@@ -19,6 +19,8 @@ export interface ExportState {
 /** What `.hcexport/state.json` holds: enough to resume and to answer `status`. */
 export interface RunState {
   version: 1;
+  /** The Healthcare API base the checkpoints belong to; other endpoints' state is not resumed. */
+  endpoint?: string;
   bucket?: { readonly name: string; done: boolean; at: string; created: boolean };
   iam?: { readonly member: string; done: boolean; at: string; granted: boolean };
   /** by prefix */
@@ -30,6 +32,19 @@ export interface RunState {
 }
 
 export const emptyState = (): RunState => ({ version: 1, exports: {}, mirrors: {} });
+
+/**
+ * Makes `state` belong to `endpoint`. Checkpoints recorded against another endpoint (another
+ * local cloud, or Google instead of an emulator) name operations that do not exist here, so they
+ * are dropped; returns whether that happened.
+ */
+export function adoptEndpoint(state: RunState, endpoint: string): boolean {
+  if (state.endpoint === endpoint) return false;
+  const stale = state.endpoint !== undefined || Object.keys(state.exports).length > 0 || state.bucket !== undefined;
+  for (const k of Object.keys(state) as Array<keyof RunState>) delete state[k];
+  Object.assign(state, emptyState(), { endpoint });
+  return stale;
+}
 
 /** Where run state lives (a port: a file for real runs, memory for the demo and tests). */
 export interface StateStore {
@@ -82,6 +97,6 @@ export async function readState(file: string): Promise<RunState> {
     if (s.version !== 1 || typeof s.exports !== "object" || typeof s.mirrors !== "object") throw new Error("unexpected shape");
     return s;
   } catch (err) {
-    throw new HcexportError(`state file ${file} is unreadable: ${(err as Error).message}`, 1, { hint: `move it aside and run again (exports already finished will be started again unless you do nothing else)` });
+    throw new HcexportError(`state file ${file} is unreadable: ${(err as Error).message}`, 1, { hint: `move it aside and run again: finished exports are then started again, which is harmless (an export overwrites objects with identical bytes) and the mirror stays incremental` });
   }
 }

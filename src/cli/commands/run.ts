@@ -5,9 +5,10 @@ import { loadConfig, type LoadedConfig } from "../../config/load.ts";
 import { exitCodeOf, PartialFailureError } from "../../core/errors.ts";
 import { planRun, runPipeline, type PipelineResult, type PipelineSpec } from "../../pipeline/export-and-mirror.ts";
 import { acquireLock } from "../../workflow/lock.ts";
-import { FileStateStore } from "../../workflow/state.ts";
+import { adoptEndpoint, FileStateStore } from "../../workflow/state.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { formatPipelineEvent, table } from "../format.ts";
+import { formatWorkflowEvent } from "../format-workflow.ts";
 import { createServices, resolveServiceAgent } from "../services.ts";
 
 export interface RunArgs extends GlobalArgs {
@@ -52,7 +53,7 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
   builder: (y) => runOptions(y) as never,
   handler: async (args) => {
     const { out } = createContext(args, io);
-    out.use(formatPipelineEvent);
+    out.use(formatWorkflowEvent).use(formatPipelineEvent);
     const loaded = await loadConfig(path.resolve(io.cwd, args.config), { project: args.project, grantIam: args["grant-iam"], concurrency: args.concurrency });
     const services = createServices(args, io, loaded.config);
     const startedAt = new Date();
@@ -61,12 +62,22 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
     const lock = args["dry-run"] ? undefined : await acquireLock(path.join(loaded.stateDir, "lock"), { command: `run ${args.config}` });
     const state = await FileStateStore.open(loaded.stateDir);
     try {
-      const spec = specOf(loaded, await resolveServiceAgent(loaded.config, services));
+      const endpoint = services.endpoints.healthcare;
+      if (state.state.endpoint !== endpoint) {
+        const previous = state.state.endpoint;
+        if (args["dry-run"]) adoptEndpoint(state.state, endpoint);
+        else await state.update((s) => void adoptEndpoint(s, endpoint));
+        if (previous !== undefined) out.line(`! ${path.join(loaded.stateDir, "state.json")} was recorded against ${previous}; starting over for ${endpoint}`);
+      }
       if (args["dry-run"]) {
+        // The plan is computed from config + state only: no call, not even the project-number lookup.
+        const agent = loaded.config.serviceAgent ?? state.state.iam?.member.replace(/^serviceAccount:/, "") ?? `(the Healthcare service agent of ${loaded.config.exports[0]!.store.split("/")[1]}, looked up at run time)`;
+        const spec = specOf(loaded, agent);
         const plan = planRun(spec, state.state, { force: args.force, freshExport: args["fresh-export"] });
         out.result(table([["step", "action", "detail"], ...plan.map((p) => [p.step, p.action, p.detail])]), { plan });
         return;
       }
+      const spec = specOf(loaded, await resolveServiceAgent(loaded.config, services));
       await state.update((s) => void (s.lastRun = { startedAt: startedAt.toISOString() }));
       result = await runPipeline(spec, services.ports, { onEvent: out.emit, signal: io.signal, state, force: args.force, freshExport: args["fresh-export"] });
       const downloaded = result.mirrors.reduce((n, m) => n + m.summary.downloaded, 0);
