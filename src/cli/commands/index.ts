@@ -5,6 +5,10 @@ import { emulatorCommand } from "./emulator.ts";
 import { mirrorCommand } from "./mirror.ts";
 import { planCommand, runCommand } from "./run.ts";
 import { statusCommand } from "./status.ts";
+import { bucketCommand } from "./bucket.ts";
+import { iamCommand } from "./iam.ts";
+import { exportCommand } from "./export.ts";
+import { operationsCommand } from "./operations.ts";
 
 /**
  * A command: a yargs module whose handler receives the injected process edges.
@@ -12,4 +16,4 @@ import { statusCommand } from "./status.ts";
  */
 export type CommandFactory = (io: CliIo) => CommandModule<GlobalArgs, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-export const commands: CommandFactory[] = [runCommand, planCommand, statusCommand, mirrorCommand, demoCommand, emulatorCommand];
+export const commands: CommandFactory[] = [runCommand, planCommand, statusCommand, bucketCommand, iamCommand, exportCommand, operationsCommand, mirrorCommand, demoCommand, emulatorCommand];
