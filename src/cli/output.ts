@@ -49,8 +49,10 @@ export class Output {
     return this;
   }
 
+  /** Spinners only on a real terminal with a known width (a 0-column pty made ora clear lines forever). */
   get isTTY(): boolean {
-    return this.options.stderr.isTTY === true && !this.options.json;
+    const err = this.options.stderr as { isTTY?: boolean; columns?: number };
+    return err.isTTY === true && (err.columns ?? 0) > 0 && !this.options.json;
   }
 
   /** Sink for module events. */
@@ -72,8 +74,10 @@ export class Output {
     if (rendered.done !== undefined && this.#spinner !== undefined) {
       const sp = this.#spinner;
       this.#spinner = undefined;
-      if (rendered.done === "succeed") sp.succeed(rendered.line);
-      else sp.fail(rendered.line);
+      // ora draws its own ✔/✖ symbol.
+      const text = rendered.line?.replace(/^[✔✖] /, "");
+      if (rendered.done === "succeed") sp.succeed(text);
+      else sp.fail(text);
       return;
     }
     if (rendered.line !== undefined) this.line(rendered.line);
@@ -82,7 +86,7 @@ export class Output {
   /** A human line on stderr (kept out of stdout so results stay pipeable). */
   line(text: string): void {
     if (this.options.json) return;
-    if (this.#spinner !== undefined) {
+    if (this.#spinner !== undefined && this.isTTY) {
       this.#spinner.clear();
       this.options.stderr.write(`${text}\n`);
       this.#spinner.render();
