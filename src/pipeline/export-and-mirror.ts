@@ -199,7 +199,7 @@ export async function ensureExportRole(buckets: BucketAdmin, bucket: string, ser
     const policy = await buckets.getPolicy(bucket);
     if (hasExportRole(policy, member)) return false;
     if (!grant) {
-      throw new PermissionError(`gs://${bucket}: ${serviceAgent} lacks ${EXPORT_ROLE}, so the export would fail with PERMISSION_DENIED`, {
+      throw new PermissionError(`gs://${bucket}: ${serviceAgent} lacks ${EXPORT_ROLE}, so the export would fail with PERMISSION_DENIED (objectCreator is not enough: exports overwrite objects)`, {
         hint: `run 'hcexport iam grant gs://${bucket} --service-agent ${serviceAgent}' or pass --grant-iam`,
       });
     }

@@ -1,9 +1,9 @@
 import type { Argv, CommandModule } from "yargs";
-import { PermissionError, UsageError } from "../../core/errors.ts";
+import { UsageError } from "../../core/errors.ts";
 import { parseGsUri, serviceAgentFor } from "../../core/resource-names.ts";
 import { projectNumber } from "../../gcp/resource-manager.ts";
 import { ensureExportRole } from "../../pipeline/export-and-mirror.ts";
-import { EXPORT_ROLE, hasExportRole, memberOf } from "../../workflow/iam-policy.ts";
+import { EXPORT_ROLE } from "../../workflow/iam-policy.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { createServices, type Services } from "../services.ts";
 
@@ -42,12 +42,8 @@ const iamCheck = (io: CliIo): CommandModule<GlobalArgs, IamArgs> => ({
     const services = createServices(args, io);
     try {
       const { bucket, agent } = await target(args, services);
-      const policy = await services.ports.buckets.getPolicy(bucket);
-      if (!hasExportRole(policy, memberOf(agent))) {
-        throw new PermissionError(`gs://${bucket}: serviceAccount:${agent} lacks ${EXPORT_ROLE} (objectCreator is not enough: exports overwrite objects)`, {
-          hint: `run 'hcexport iam grant gs://${bucket} --service-agent ${agent}', or pass --grant-iam to 'hcexport run'`,
-        });
-      }
+      // Without grant, the mechanism `run` uses throws the exit-3 error with the fix.
+      await ensureExportRole(services.ports.buckets, bucket, agent, false);
       out.result(`gs://${bucket}: ${agent} holds ${EXPORT_ROLE}`, { bucket, serviceAgent: agent, role: EXPORT_ROLE, ok: true });
     } finally {
       await services.close();
