@@ -10,6 +10,8 @@ import { parseArgs } from "node:util";
 import { Agent, request } from "undici";
 
 const { values } = parseArgs({
+  // Imported by bench.ts: only parse our own command line.
+  args: import.meta.url === `file://${process.argv[1]}` ? process.argv.slice(2) : [],
   options: {
     objects: { type: "string", default: "10000" },
     size: { type: "string", default: "150000" },
@@ -22,9 +24,10 @@ const { values } = parseArgs({
 });
 
 /** Lists all names under a prefix, then GETs each with `concurrency` workers; returns the rate. */
-export async function measureServeRate(baseUrl: string, bucket: string, prefix: string, concurrency: number): Promise<{ objects: number; bytes: number; seconds: number; objectsPerSecond: number; mibPerSecond: number }> {
+export async function measureServeRate(baseUrl: string, bucket: string, prefix: string, concurrency: number): Promise<{ objects: number; bytes: number; seconds: number; objectsPerSecond: number; mibPerSecond: number; listSeconds: number }> {
   const agent = new Agent({ connections: concurrency, keepAliveTimeout: 30_000 });
   const names: string[] = [];
+  const listStart = performance.now();
   let token: string | undefined;
   do {
     const res = await request(`${baseUrl}/storage/v1/b/${bucket}/o?prefix=${encodeURIComponent(`${prefix}/`)}&fields=nextPageToken,items(name)${token ? `&pageToken=${token}` : ""}`, { dispatcher: agent });
@@ -32,6 +35,7 @@ export async function measureServeRate(baseUrl: string, bucket: string, prefix: 
     names.push(...(page.items ?? []).map((i) => i.name));
     token = page.nextPageToken;
   } while (token !== undefined);
+  const listSeconds = (performance.now() - listStart) / 1000;
   let next = 0;
   let bytes = 0;
   const start = performance.now();
@@ -46,7 +50,7 @@ export async function measureServeRate(baseUrl: string, bucket: string, prefix: 
   );
   const seconds = (performance.now() - start) / 1000;
   await agent.close();
-  return { objects: names.length, bytes, seconds, objectsPerSecond: names.length / seconds, mibPerSecond: bytes / 1048576 / seconds };
+  return { objects: names.length, bytes, seconds, objectsPerSecond: names.length / seconds, mibPerSecond: bytes / 1048576 / seconds, listSeconds };
 }
 
 async function main(): Promise<void> {
@@ -68,7 +72,7 @@ async function main(): Promise<void> {
   try {
     const r = await measureServeRate(url, values.bucket, values.prefix, Number(values.concurrency));
     if (values.json) console.log(JSON.stringify(r));
-    else console.log(`local cloud serving rate: ${r.objects} objects (${(r.bytes / 1048576).toFixed(0)} MiB) in ${r.seconds.toFixed(2)} s = ${r.objectsPerSecond.toFixed(0)} objects/s, ${r.mibPerSecond.toFixed(0)} MiB/s (concurrency ${values.concurrency})`);
+    else console.log(`local cloud serving rate: ${r.objects} objects (${(r.bytes / 1048576).toFixed(0)} MiB) in ${r.seconds.toFixed(2)} s = ${r.objectsPerSecond.toFixed(0)} objects/s, ${r.mibPerSecond.toFixed(0)} MiB/s (concurrency ${values.concurrency}); listing took ${r.listSeconds.toFixed(2)} s`);
   } finally {
     if (server !== undefined) {
       server.kill("SIGTERM");

@@ -6,7 +6,10 @@ import { EmulatorObjectStore } from "./gcs/object-store.ts";
 import { createStorageService } from "./gcs/storage-service.ts";
 import { ApiError, errorBody, readJson, sendError, sendJson } from "./http-util.ts";
 import { ProjectRegistry } from "./projects.ts";
+import { RequestLog } from "./request-log.ts";
 import { noFaults, type EmulatorService, type FaultConfig, type ObjectStore, type RequestContext } from "./types.ts";
+
+export { RequestLog, routeKind, type RequestEntry } from "./request-log.ts";
 
 export interface EmulatorOptions {
   /** 0 (default) picks a free port. */
@@ -19,35 +22,6 @@ export interface EmulatorOptions {
   readonly services?: (store: ObjectStore, projects: ProjectRegistry) => EmulatorService[];
   /** Known projects: id → number. */
   readonly projects?: Record<string, string>;
-}
-
-/** One logged request. */
-export interface RequestEntry {
-  readonly method: string;
-  readonly path: string;
-  readonly query: string;
-  status: number;
-}
-
-/** The requests a running emulator served, for tests and benchmarks. */
-export class RequestLog {
-  readonly entries: RequestEntry[] = [];
-  static readonly MAX = 500_000;
-  add(e: RequestEntry): void {
-    if (this.entries.length < RequestLog.MAX) this.entries.push(e);
-  }
-  count(predicate: (e: RequestEntry) => boolean): number {
-    let n = 0;
-    for (const e of this.entries) if (predicate(e)) n++;
-    return n;
-  }
-  /** Media downloads (GCS `alt=media` or the download path), optionally of names under a prefix. */
-  mediaGets(namePrefix = ""): number {
-    return this.count((e) => (e.method === "GET" || e.method === "HEAD") && (e.path.startsWith("/download/") || /(^|&)alt=media(&|$)/.test(e.query)) && decodeURIComponent(e.path).includes(namePrefix));
-  }
-  clear(): void {
-    this.entries.length = 0;
-  }
 }
 
 export interface RunningEmulator {
@@ -77,20 +51,18 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   let baseUrl = "";
 
   const server = createServer({ keepAlive: true, keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
-    void handle(req, res);
+    handle(req, res).catch(() => res.destroy());
   });
   server.headersTimeout = 60_000;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? "/", baseUrl);
-    const entry: RequestEntry = { method: req.method ?? "GET", path: url.pathname, query: url.search.slice(1), status: 0 };
-    requests.add(entry);
-    res.on("finish", () => {
-      entry.status = res.statusCode;
-    });
     req.on("error", () => {});
     res.on("error", () => {});
+    const url = parseRequestUrl(req.url ?? "/", baseUrl);
+    const entry = requests.add(req.method ?? "GET", url?.pathname ?? req.url ?? "", url?.search.slice(1) ?? "");
+    res.on("finish", () => requests.finished(entry, res.statusCode));
     try {
+      if (url === undefined) throw new ApiError(400, "invalid", `malformed request target "${req.url}"`);
       if (url.pathname.startsWith("/_emulator/")) {
         await admin(req, res, url);
         return;
@@ -147,7 +119,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       return sendJson(res, 200, state.faults);
     }
     if (p === "/_emulator/requests" && req.method === "GET") {
-      return sendJson(res, 200, { total: requests.entries.length, mediaGets: requests.mediaGets() });
+      return sendJson(res, 200, requests.summary());
     }
     for (const service of services) {
       if (await service.handle(req, res, url, { baseUrl, faults: noFaults, random })) return;
@@ -182,4 +154,16 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       }),
   };
   return running;
+}
+
+/**
+ * The request target as a URL on our own origin. Origin-form targets are appended to the base
+ * rather than resolved against it, so `//x/y` stays a path instead of becoming a host.
+ */
+function parseRequestUrl(target: string, baseUrl: string): URL | undefined {
+  try {
+    return new URL(target.startsWith("/") ? baseUrl + target : target);
+  } catch {
+    return undefined;
+  }
 }

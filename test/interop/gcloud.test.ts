@@ -24,6 +24,8 @@ before(async () => {
     CLOUDSDK_AUTH_DISABLE_CREDENTIALS: "True",
     CLOUDSDK_CORE_DISABLE_PROMPTS: "1",
     CLOUDSDK_CORE_PROJECT: "gcloud-project",
+    // Uploads above 150 MiB would otherwise become parallel composite uploads (compose is not emulated).
+    CLOUDSDK_STORAGE_PARALLEL_COMPOSITE_UPLOAD_ENABLED: "False",
   };
 });
 after(async () => {
@@ -50,4 +52,27 @@ test("gcloud storage ls and cp (both ways) against the local cloud", { skip: gcl
   await writeFile(up, upData);
   await run("gcloud", ["storage", "cp", up, "gs://gcloud-bucket/uploads/upload.bin"], { env, timeout: 90_000 });
   assert.deepEqual(emu.store.readObject("gcloud-bucket", "uploads/upload.bin"), upData);
+
+  // Above storage/resumable_threshold (8 MiB) gcloud starts a resumable upload at /resumable/upload/….
+  const large = Buffer.alloc(10 * 1024 * 1024 + 3);
+  for (let i = 0; i + 4 <= large.length; i += 4096) large.writeUInt32BE((i * 2654435761) >>> 0, i);
+  const largeFile = path.join(dir, "large.bin");
+  await writeFile(largeFile, large);
+  emu.requests.clear();
+  await run("gcloud", ["storage", "cp", largeFile, "gs://gcloud-bucket/uploads/large.bin"], { env, timeout: 90_000 });
+  assert.ok(emu.requests.count("POST upload") >= 1 && emu.requests.count("PUT upload") >= 1, JSON.stringify(emu.requests.summary()));
+  assert.deepEqual(emu.store.readObject("gcloud-bucket", "uploads/large.bin"), large);
+
+  // Sliced download: several ranged GETs stitched together, verified by gcloud's own CRC32C check.
+  const sliced = path.join(dir, "sliced.bin");
+  emu.requests.clear();
+  await run("gcloud", ["storage", "cp", "gs://gcloud-bucket/uploads/large.bin", sliced], {
+    env: { ...env, CLOUDSDK_STORAGE_SLICED_OBJECT_DOWNLOAD_THRESHOLD: "1M", CLOUDSDK_STORAGE_SLICED_OBJECT_DOWNLOAD_COMPONENT_SIZE: "2M" },
+    timeout: 90_000,
+  });
+  assert.deepEqual(await readFile(sliced), large);
+  assert.ok(emu.requests.mediaGets() >= 2, `expected a sliced download, got ${emu.requests.mediaGets()} media GETs`);
+
+  const long = await run("gcloud", ["storage", "ls", "-l", "gs://gcloud-bucket/uploads/"], { env, timeout: 90_000 });
+  assert.match(long.stdout, new RegExp(`\\s${large.length}\\s+\\S+\\s+gs://gcloud-bucket/uploads/large\\.bin`));
 });

@@ -47,6 +47,19 @@ test("bucket create (409 on repeat), uploads both ways, paged listing, verified 
   assert.deepEqual(got, big);
 });
 
+test("autoPaginate walks more than 1000 objects, 1000 per page, in byte order", async () => {
+  const names = Array.from({ length: 2500 }, (_, i) => `auto/${String(i).padStart(5, "0")}.dcm`);
+  for (const n of names) emu.store.putObject("sdk-bucket", n, Buffer.from(n), "application/dicom");
+  emu.requests.clear();
+  const [files] = await storage.bucket("sdk-bucket").getFiles({ prefix: "auto/" });
+  assert.deepEqual(
+    files.map((f) => f.name),
+    names,
+  );
+  assert.equal(emu.requests.count("GET object.list"), 3);
+  assert.equal(files[7]!.metadata.size, String(Buffer.byteLength(names[7]!)), "size is a JSON string, as the SDK expects");
+});
+
 test("the SDK's CRC32C validation is active: corrupted bytes under true hashes are rejected", async () => {
   const bucket = storage.bucket("sdk-bucket");
   emu.faults = { ...noFaults, corruptRate: 1 };

@@ -1,64 +1,10 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { decideFault, mergeFaults, seededRandom, faultsApply } from "../../src/emulator/faults.ts";
-import { noFaults } from "../../src/emulator/types.ts";
-import { applyFieldsMask, parseFieldsMask } from "../../src/emulator/gcs/fields-mask.ts";
+import { seededRandom } from "../../src/emulator/faults.ts";
 import { compareUtf8 } from "../../src/core/utf8-order.ts";
 import { parseRange } from "../../src/emulator/media.ts";
-
-describe("faults", () => {
-  test("off by default: nothing ever happens", () => {
-    const r = seededRandom(7);
-    for (let i = 0; i < 1000; i++) assert.equal(decideFault(noFaults, r, true).kind, "none");
-  });
-  test("rates are honoured and reproducible from a seed", () => {
-    const cfg = { ...noFaults, rate503: 0.05, rate429: 0.05, resetRate: 0.02, truncateRate: 0.01, corruptRate: 0.01 };
-    const count = (seed: number) => {
-      const r = seededRandom(seed);
-      const c: Record<string, number> = {};
-      for (let i = 0; i < 20_000; i++) {
-        const d = decideFault(cfg, r, true);
-        const k = d.kind === "status" ? String(d.status) : d.kind;
-        c[k] = (c[k] ?? 0) + 1;
-      }
-      return c;
-    };
-    const a = count(42);
-    assert.deepEqual(a, count(42));
-    assert.ok(Math.abs(a["503"]! / 20_000 - 0.05) < 0.01, JSON.stringify(a));
-    assert.ok(Math.abs(a["reset"]! / 20_000 - 0.02) < 0.006, JSON.stringify(a));
-    assert.ok(Math.abs(a["corrupt"]! / 20_000 - 0.01) < 0.005, JSON.stringify(a));
-  });
-  test("body faults only where there is a body; Retry-After when configured", () => {
-    const r = seededRandom(1);
-    assert.equal(decideFault({ ...noFaults, resetRate: 1 }, r, false).kind, "none");
-    assert.deepEqual(decideFault({ ...noFaults, rate429: 1, retryAfterSeconds: 2 }, r, false), { kind: "status", status: 429, retryAfterSeconds: 2 });
-  });
-  test("admin paths never get faults; pathFilter narrows", () => {
-    assert.equal(faultsApply({ ...noFaults, pathFilter: "" }, "/_emulator/faults"), false);
-    assert.equal(faultsApply({ ...noFaults, pathFilter: "/download/" }, "/storage/v1/b"), false);
-    assert.equal(faultsApply({ ...noFaults, pathFilter: "/download/" }, "/download/storage/v1/b/x/o/y"), true);
-  });
-  test("mergeFaults validates every field", () => {
-    const { errors } = mergeFaults(noFaults, { rate503: 2, bogus: 1, latencyMs: -1 });
-    assert.equal(errors.length, 3);
-    assert.equal(mergeFaults(noFaults, { rate503: 0.5 }).config.rate503, 0.5);
-  });
-});
-
-describe("fields masks", () => {
-  const body = { kind: "storage#objects", nextPageToken: "t", prefixes: ["a/"], items: [{ name: "a", size: "1", crc32c: "x", md5Hash: "y", metadata: { k: "v", j: "w" } }] };
-  test("parenthesised sub-selections", () => {
-    assert.deepEqual(applyFieldsMask(body, parseFieldsMask("nextPageToken,items(name,size)")), { nextPageToken: "t", items: [{ name: "a", size: "1" }] });
-  });
-  test("gcloud's slash paths", () => {
-    assert.deepEqual(applyFieldsMask(body, parseFieldsMask("prefixes,items/name,items/metadata/k,nextPageToken")), { prefixes: ["a/"], items: [{ name: "a", metadata: { k: "v" } }], nextPageToken: "t" });
-  });
-  test("malformed masks are rejected", () => {
-    assert.throws(() => parseFieldsMask("items(name"));
-    assert.throws(() => parseFieldsMask("a,,b"));
-  });
-});
+import { EmulatorObjectStore } from "../../src/emulator/gcs/object-store.ts";
+import { RequestLog, routeKind } from "../../src/emulator/request-log.ts";
 
 describe("compareUtf8", () => {
   test("agrees with a byte-wise comparison of the UTF-8 encodings", () => {
@@ -82,5 +28,62 @@ describe("Range", () => {
     assert.equal(parseRange("bytes=100-", 100), "unsatisfiable");
     assert.equal(parseRange("bytes=9-3", 100), undefined);
     assert.equal(parseRange("items=1-2", 100), undefined);
+  });
+});
+
+describe("object store index", () => {
+  test("listing stays in UTF-8 byte order through interleaved puts, deletes and overwrites", () => {
+    const store = new EmulatorObjectStore();
+    store.createBucket({ name: "b", projectNumber: "1" });
+    const r = seededRandom(9);
+    const alphabet = ["a", "b", "/", "~", "é", "\u{E000}", "\u{1F600}", "0"];
+    const live = new Set<string>();
+    const list = () => store.listObjects("b", { limit: 1_000_000 }).map((m) => m.name);
+    const expected = () => [...live].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+    for (let round = 0; round < 30; round++) {
+      for (let i = 0; i < 40; i++) {
+        const name = Array.from({ length: 1 + Math.floor(r() * 4) }, () => alphabet[Math.floor(r() * (round < 15 ? 4 : alphabet.length))]).join("");
+        if (r() < 0.25 && live.has(name)) {
+          assert.equal(store.deleteObject("b", name), true);
+          live.delete(name);
+        } else {
+          store.putObject("b", name, Buffer.from(name), "text/plain");
+          live.add(name);
+        }
+      }
+      assert.deepEqual(list(), expected(), `round ${round}`);
+    }
+    // startAfter and prefix with keys the bucket does not hold
+    const all = expected();
+    const after = store.listObjects("b", { startAfter: "a", limit: 5 }).map((m) => m.name);
+    assert.deepEqual(after, all.filter((n) => Buffer.compare(Buffer.from(n), Buffer.from("a")) > 0).slice(0, 5));
+    assert.deepEqual(store.listObjects("b", { prefix: "b", limit: 1000 }).map((m) => m.name), all.filter((n) => n.startsWith("b")));
+  });
+});
+
+describe("request log", () => {
+  test("route kinds", () => {
+    assert.equal(routeKind("/download/storage/v1/b/b/o/x", "alt=media"), "object.media");
+    assert.equal(routeKind("/storage/v1/b/b/o/x%2Fy", "generation=1&alt=media"), "object.media");
+    assert.equal(routeKind("/storage/v1/b/b/o/x%2Fy", ""), "object.meta");
+    assert.equal(routeKind("/storage/v1/b/b/o", "prefix=a"), "object.list");
+    assert.equal(routeKind("/storage/v1/b/b/iam", ""), "iam");
+    assert.equal(routeKind("/storage/v1/b", "project=p"), "bucket.collection");
+    assert.equal(routeKind("/storage/v1/b/b", ""), "bucket");
+    assert.equal(routeKind("/upload/storage/v1/b/b/o", "uploadType=media"), "upload");
+    assert.equal(routeKind("/_emulator/faults", ""), "admin");
+    assert.equal(routeKind("/v1/projects/p/locations/l/datasets/d", ""), "healthcare");
+  });
+  test("counters are exact while retained entries stay bounded", () => {
+    const log = new RequestLog();
+    for (let i = 0; i < RequestLog.MAX + 10; i++) log.finished(log.add("GET", "/download/storage/v1/b/b/o/x", "alt=media"), 200);
+    log.finished(log.add("GET", "/storage/v1/b/b/o", ""), 503);
+    assert.equal(log.mediaGets(), RequestLog.MAX + 10);
+    assert.equal(log.count("GET object.list"), 1);
+    assert.equal(log.countStatus(503), 1);
+    assert.ok(log.entries.length <= RequestLog.MAX);
+    assert.equal(log.summary().byRoute["GET object.media"], RequestLog.MAX + 10);
+    log.clear();
+    assert.equal(log.count(), 0);
   });
 });

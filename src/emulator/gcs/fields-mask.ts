@@ -69,6 +69,7 @@ function mergeInto(into: FieldsMask, key: string, value: FieldsMask | true): voi
 export function applyFieldsMask(value: unknown, mask: FieldsMask): unknown {
   if (Array.isArray(value)) return value.map((v) => applyFieldsMask(v, mask));
   if (typeof value !== "object" || value === null) return value;
+  if (mask.get("*") === true) return value;
   const out: Record<string, unknown> = {};
   for (const [key, sub] of mask) {
     const v = (value as Record<string, unknown>)[key];

@@ -9,8 +9,15 @@ interface BucketState {
   meta: BucketMeta;
   policy: IamPolicy;
   objects: Map<string, ObjectMeta>;
-  /** Names in UTF-8 byte order; rebuilt lazily after writes. */
-  sorted: string[] | undefined;
+  /** Names in UTF-8 byte order, except the new ones still in `pending`. */
+  sorted: string[];
+  /** Names added since the last listing; merged into `sorted` (linear time) on the next one. */
+  pending: string[];
+  /**
+   * Whether any name ever held a code unit ≥ U+D800. Until one does, UTF-16 order equals UTF-8
+   * byte order and the much faster native string comparison is exact.
+   */
+  exotic: boolean;
   blobs: Map<string, Buffer>;
 }
 
@@ -147,7 +154,7 @@ export class EmulatorObjectStore implements ObjectStore {
     if (b === undefined || meta === undefined) return false;
     b.objects.delete(name);
     b.blobs.delete(name);
-    b.sorted = undefined;
+    removeName(b, name);
     this.#journal({ op: "delete", bucket, name });
     if (this.#dataDir !== undefined) this.#removeBlob(meta);
     return true;
@@ -156,11 +163,12 @@ export class EmulatorObjectStore implements ObjectStore {
   listObjects(bucket: string, options: { prefix?: string; startAfter?: string; limit: number }): ObjectMeta[] {
     const b = this.#buckets.get(bucket);
     if (b === undefined) return [];
-    const sorted = (b.sorted ??= [...b.objects.keys()].sort(compareUtf8));
+    const sorted = flushPending(b);
+    const compare = comparator(b);
     const prefix = options.prefix ?? "";
-    let i = lowerBound(sorted, prefix);
-    if (options.startAfter !== undefined && compareUtf8(options.startAfter, prefix) >= 0) {
-      i = lowerBound(sorted, options.startAfter);
+    let i = lowerBound(sorted, prefix, compare);
+    if (options.startAfter !== undefined && compare(options.startAfter, prefix) >= 0) {
+      i = lowerBound(sorted, options.startAfter, compare);
       if (sorted[i] === options.startAfter) i++;
     }
     const out: ObjectMeta[] = [];
@@ -198,12 +206,17 @@ export class EmulatorObjectStore implements ObjectStore {
       },
       objects: new Map(),
       sorted: [],
+      pending: [],
+      exotic: false,
       blobs: new Map(),
     });
   }
 
   #applyPut(b: BucketState, meta: ObjectMeta): void {
-    if (!b.objects.has(meta.name)) b.sorted = undefined;
+    if (!b.objects.has(meta.name)) {
+      b.pending.push(meta.name);
+      if (!b.exotic && EXOTIC.test(meta.name)) b.exotic = true;
+    }
     b.objects.set(meta.name, meta);
     this.#lastGeneration = Math.max(this.#lastGeneration, Number(meta.generation));
   }
@@ -261,11 +274,13 @@ export class EmulatorObjectStore implements ObjectStore {
         if (b !== undefined) this.#applyPut(b, e.meta);
       } else if (e.op === "delete") {
         const b = this.#buckets.get(e.bucket);
-        b?.objects.delete(e.name);
-        if (b !== undefined) b.sorted = undefined;
+        if (b?.objects.delete(e.name) === true) removeName(b, e.name);
       }
     }
-    writeFileSync(journal, this.#snapshot());
+    // Compact through a temporary file: a crash mid-write must not lose the journal.
+    const tmp = `${journal}.${randomBytes(4).toString("hex")}.tmp`;
+    writeFileSync(tmp, this.#snapshot());
+    renameSync(tmp, journal);
   }
 
   /** The journal compacted to the current state. */
@@ -286,13 +301,53 @@ function etagNumber(etag: string): number {
   return n;
 }
 
+/** Code units where UTF-16 order and UTF-8 byte order disagree (surrogates and U+E000–FFFF). */
+const EXOTIC = /[\uD800-\uFFFF]/;
+
+function compareNative(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function comparator(b: BucketState): (x: string, y: string) => number {
+  return b.exotic ? compareUtf8 : compareNative;
+}
+
+/** Merges the names added since the last listing into the sorted index and returns it. */
+function flushPending(b: BucketState): string[] {
+  if (b.pending.length === 0) return b.sorted;
+  const compare = comparator(b);
+  const add = b.pending.sort(compare);
+  b.pending = [];
+  const old = b.sorted;
+  if (old.length === 0) {
+    b.sorted = add;
+    return add;
+  }
+  const merged = new Array<string>(old.length + add.length);
+  let i = 0;
+  let j = 0;
+  let k = 0;
+  while (i < old.length && j < add.length) merged[k++] = compare(old[i]!, add[j]!) <= 0 ? old[i++]! : add[j++]!;
+  while (i < old.length) merged[k++] = old[i++]!;
+  while (j < add.length) merged[k++] = add[j++]!;
+  b.sorted = merged;
+  return merged;
+}
+
+/** Drops a deleted name from the index (the caller already removed it from `objects`). */
+function removeName(b: BucketState, name: string): void {
+  const sorted = flushPending(b);
+  const i = lowerBound(sorted, name, comparator(b));
+  if (sorted[i] === name) sorted.splice(i, 1);
+}
+
 /** First index whose name is ≥ `key` in UTF-8 order. */
-function lowerBound(sorted: readonly string[], key: string): number {
+function lowerBound(sorted: readonly string[], key: string, compare: (a: string, b: string) => number): number {
   let lo = 0;
   let hi = sorted.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (compareUtf8(sorted[mid]!, key) < 0) lo = mid + 1;
+    if (compare(sorted[mid]!, key) < 0) lo = mid + 1;
     else hi = mid;
   }
   return lo;

@@ -3,10 +3,13 @@ import { compareUtf8 } from "../../core/utf8-order.ts";
 import { ApiError, decodeSegment, sendJson } from "../http-util.ts";
 import { sendMedia } from "../media.ts";
 import type { ObjectMeta, ObjectStore, RequestContext } from "../types.ts";
-import { applyFieldsMask, parseFieldsMask } from "./fields-mask.ts";
+import { COPY_ROUTE, copyObject } from "./copy.ts";
+import { parseFieldsMask, type FieldsMask } from "./fields-mask.ts";
 import { mediaHeaders, objectResource } from "./resources.ts";
 
 const MAX_PAGE = 1000;
+/** Names fetched from the store at a time while building a page. */
+const BATCH = 256;
 
 /** `/o`, `/o/NAME` (metadata, `?alt=media`, DELETE) and the `/download/...` media path. */
 export function handleObjects(
@@ -18,13 +21,15 @@ export function handleObjects(
   res: ServerResponse,
   url: URL,
   ctx: RequestContext,
-): boolean {
+): boolean | Promise<boolean> {
   if (tail === "" || tail === "/") {
     if (mediaPath || req.method !== "GET") return false;
     listObjects(store, bucket, res, url, ctx);
     return true;
   }
   if (!tail.startsWith("/")) return false;
+  const copy = req.method === "POST" && !mediaPath ? COPY_ROUTE.exec(tail) : null;
+  if (copy !== null) return copyObject(store, bucket, copy, req, res, url, ctx);
   const name = decodeSegment(tail.slice(1));
   const generation = url.searchParams.get("generation") ?? undefined;
   if (req.method === "DELETE" && !mediaPath) {
@@ -45,7 +50,7 @@ export function handleObjects(
     sendMedia(req, res, data, mediaHeaders(meta), ctx);
     return true;
   }
-  sendJson(res, 200, masked(objectResource(meta, ctx.baseUrl), url));
+  sendJson(res, 200, objectResource(meta, ctx.baseUrl, fieldsMask(url)));
   return true;
 }
 
@@ -63,17 +68,20 @@ function listObjects(store: ObjectStore, bucket: string, res: ServerResponse, ur
 
   const items: ObjectMeta[] = [];
   const prefixes: string[] = [];
-  let last: string | undefined;
   let more = false;
+  // While set, names under this prefix are already represented by it and are skipped; the cursor
+  // already points past it, so the next batch jumps over the rest of the group.
+  let skipPrefix: string | undefined;
   outer: for (;;) {
     const batch = store.listObjects(bucket, {
       prefix,
       ...(cursor === undefined ? {} : { startAfter: cursor.inclusive ? beforeKey(cursor.after) : cursor.after }),
-      limit: 256,
+      limit: BATCH,
     });
-    if (batch.length === 0) break;
     for (const meta of batch) {
       if (endOffset !== undefined && compareUtf8(meta.name, endOffset) >= 0) break outer;
+      if (skipPrefix !== undefined && meta.name.startsWith(skipPrefix)) continue;
+      skipPrefix = undefined;
       if (items.length + prefixes.length >= maxResults) {
         more = true;
         break outer;
@@ -84,21 +92,25 @@ function listObjects(store: ObjectStore, bucket: string, res: ServerResponse, ur
         const p = prefix + rest.slice(0, cut + delimiter.length);
         prefixes.push(p);
         if (includeTrailing && meta.name === p) items.push(meta);
-        last = p;
-        // Skip everything under this prefix.
+        skipPrefix = p;
         cursor = { after: `${p}\u{10FFFF}`, inclusive: false };
-        continue outer;
+        continue;
       }
       items.push(meta);
-      last = meta.name;
       cursor = { after: meta.name, inclusive: false };
     }
+    if (batch.length < BATCH) break;
   }
-  const body: Record<string, unknown> = { kind: "storage#objects" };
-  if (more && last !== undefined) body["nextPageToken"] = encodeToken(cursor!);
-  if (prefixes.length > 0) body["prefixes"] = prefixes;
-  if (items.length > 0) body["items"] = items.map((m) => objectResource(m, ctx.baseUrl));
-  sendJson(res, 200, masked(body, url));
+  // Mask while building: a listing page is 1000 objects, and clients usually want 5 fields of each.
+  const mask = fieldsMask(url);
+  const itemsMask = mask?.get("items");
+  const want = (key: string) => mask === undefined || mask.get("*") === true || mask.has(key);
+  const body: Record<string, unknown> = {};
+  if (want("kind")) body["kind"] = "storage#objects";
+  if (more && cursor !== undefined && want("nextPageToken")) body["nextPageToken"] = encodeToken(cursor);
+  if (prefixes.length > 0 && want("prefixes")) body["prefixes"] = prefixes;
+  if (items.length > 0 && want("items")) body["items"] = items.map((m) => objectResource(m, ctx.baseUrl, itemsMask === true ? undefined : itemsMask));
+  sendJson(res, 200, body);
 }
 
 /** A key just before `k` for an inclusive start: the store's `startAfter` is exclusive. */
@@ -122,11 +134,12 @@ function decodeToken(t: string): { after: string; inclusive: boolean } {
   throw new ApiError(400, "invalid", "Invalid pageToken");
 }
 
-function masked(body: Record<string, unknown>, url: URL): unknown {
+/** The request's `fields` mask, if any (a malformed one is a 400). */
+function fieldsMask(url: URL): FieldsMask | undefined {
   const fields = url.searchParams.get("fields");
-  if (fields === null || fields === "") return body;
+  if (fields === null || fields === "") return undefined;
   try {
-    return applyFieldsMask(body, parseFieldsMask(fields));
+    return parseFieldsMask(fields);
   } catch (err) {
     throw new ApiError(400, "invalidParameter", err instanceof Error ? err.message : "invalid fields");
   }

@@ -1,33 +1,51 @@
 import type { BucketMeta, ObjectMeta } from "../types.ts";
+import { applyFieldsMask, type FieldsMask } from "./fields-mask.ts";
 
 /** The JSON API's percent-encoding of an object name in a path (`/` becomes `%2F`). */
 export function encodeName(name: string): string {
   return encodeURIComponent(name);
 }
 
-/** The object resource as the JSON API returns it (size and generation as strings). */
-export function objectResource(meta: ObjectMeta, baseUrl: string): Record<string, unknown> {
-  const enc = encodeName(meta.name);
-  return {
-    kind: "storage#object",
-    id: `${meta.bucket}/${meta.name}/${meta.generation}`,
-    selfLink: `${baseUrl}/storage/v1/b/${meta.bucket}/o/${enc}`,
-    mediaLink: `${baseUrl}/download/storage/v1/b/${meta.bucket}/o/${enc}?generation=${meta.generation}&alt=media`,
-    name: meta.name,
-    bucket: meta.bucket,
-    generation: meta.generation,
-    metageneration: meta.metageneration,
-    contentType: meta.contentType,
-    storageClass: "STANDARD",
-    size: String(meta.size),
-    md5Hash: meta.md5Hash,
-    crc32c: meta.crc32c,
-    etag: objectEtag(meta),
-    timeCreated: meta.timeCreated,
-    updated: meta.updated,
-    timeStorageClassUpdated: meta.timeCreated,
-    ...(meta.metadata === undefined ? {} : { metadata: meta.metadata }),
-  };
+type FieldGetter = (meta: ObjectMeta, baseUrl: string) => unknown;
+
+/** The object resource's fields in the API's order; computed only when a response asks for them. */
+const OBJECT_FIELDS: ReadonlyArray<readonly [string, FieldGetter]> = [
+  ["kind", () => "storage#object"],
+  ["id", (m) => `${m.bucket}/${m.name}/${m.generation}`],
+  ["selfLink", (m, base) => `${base}/storage/v1/b/${m.bucket}/o/${encodeName(m.name)}`],
+  ["mediaLink", (m, base) => `${base}/download/storage/v1/b/${m.bucket}/o/${encodeName(m.name)}?generation=${m.generation}&alt=media`],
+  ["name", (m) => m.name],
+  ["bucket", (m) => m.bucket],
+  ["generation", (m) => m.generation],
+  ["metageneration", (m) => m.metageneration],
+  ["contentType", (m) => m.contentType],
+  ["storageClass", () => "STANDARD"],
+  ["size", (m) => String(m.size)],
+  ["md5Hash", (m) => m.md5Hash],
+  ["crc32c", (m) => m.crc32c],
+  ["etag", (m) => objectEtag(m)],
+  ["timeCreated", (m) => m.timeCreated],
+  ["updated", (m) => m.updated],
+  ["timeStorageClassUpdated", (m) => m.timeCreated],
+  ["metadata", (m) => m.metadata],
+];
+
+/**
+ * The object resource as the JSON API returns it (size and generation as strings). With a
+ * `fields` mask (for `items` of a listing, or a whole metadata response) only the selected
+ * fields are built, which keeps large listings cheap.
+ */
+export function objectResource(meta: ObjectMeta, baseUrl: string, mask?: FieldsMask): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const all = mask === undefined || mask.get("*") === true;
+  for (const [key, get] of OBJECT_FIELDS) {
+    const sub = all ? true : mask.get(key);
+    if (sub === undefined) continue;
+    const value = get(meta, baseUrl);
+    if (value === undefined) continue;
+    out[key] = sub === true ? value : applyFieldsMask(value, sub);
+  }
+  return out;
 }
 
 export function objectEtag(meta: ObjectMeta): string {

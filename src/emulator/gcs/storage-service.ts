@@ -8,13 +8,14 @@ import { handleUpload } from "./uploads.ts";
 
 /**
  * The GCS JSON API subset (DESIGN §5): buckets, IAM, objects, media and uploads under
- * `/storage/v1`, `/download/storage/v1` and `/upload/storage/v1`.
+ * `/storage/v1`, `/download/storage/v1` and `/upload/storage/v1` (or `/resumable/upload/storage/v1`).
  */
 export function createStorageService(store: ObjectStore, projects: ProjectRegistry): EmulatorService {
   return {
     async handle(req, res, url, ctx) {
       const p = url.pathname;
-      if (p.startsWith("/upload/storage/v1/b/")) {
+      // gcloud (apitools) starts resumable uploads at /resumable/upload/storage/v1/….
+      if (p.startsWith("/upload/storage/v1/b/") || p.startsWith("/resumable/upload/storage/v1/b/")) {
         await handleUpload(store, req, res, url, ctx);
         return true;
       }

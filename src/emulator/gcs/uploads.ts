@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ApiError, decodeSegment, readBody, sendJson } from "../http-util.ts";
-import type { ObjectStore, RequestContext } from "../types.ts";
+import type { ObjectMeta, ObjectStore, RequestContext } from "../types.ts";
 import { objectResource } from "./resources.ts";
 
 interface Session {
@@ -15,10 +15,13 @@ interface Session {
 }
 
 const sessions = new Map<string, Session>();
+/** Finished sessions: a client that lost the final response asks again and must get the object, not a 404. */
+const completed = new Map<string, ObjectMeta>();
+const MAX_COMPLETED = 10_000;
 
 /** `/upload/storage/v1/b/B/o` with uploadType media, multipart or resumable (+ PUT chunks). */
 export async function handleUpload(store: ObjectStore, req: IncomingMessage, res: ServerResponse, url: URL, ctx: RequestContext): Promise<void> {
-  const m = /^\/upload\/storage\/v1\/b\/([^/]+)\/o\/?$/.exec(url.pathname);
+  const m = /^(?:\/resumable)?\/upload\/storage\/v1\/b\/([^/]+)\/o\/?$/.exec(url.pathname);
   if (m === null) throw new ApiError(404, "notFound", `no upload endpoint at ${url.pathname}`);
   const bucket = decodeSegment(m[1]!);
   if (store.getBucket(bucket) === undefined) throw new ApiError(404, "notFound", "The specified bucket does not exist.");
@@ -72,7 +75,13 @@ export async function handleUpload(store: ObjectStore, req: IncomingMessage, res
 
 async function resumeUpload(store: ObjectStore, id: string, req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
   const s = sessions.get(id);
-  if (s === undefined) throw new ApiError(404, "notFound", "No such upload session (it expired or completed).");
+  const done = completed.get(id);
+  if (s === undefined && done !== undefined) {
+    req.resume();
+    sendJson(res, 200, objectResource(done, ctx.baseUrl));
+    return;
+  }
+  if (s === undefined) throw new ApiError(404, "notFound", "No such upload session (it expired or was cancelled).");
   if (req.method === "DELETE") {
     sessions.delete(id);
     res.writeHead(499).end();
@@ -100,7 +109,9 @@ async function resumeUpload(store: ObjectStore, id: string, req: IncomingMessage
   const total = m === null || m[2] === "*" ? s.received : m[3] === "*" ? undefined : Number(m[3]);
   if (total !== undefined && s.received >= total) {
     sessions.delete(id);
-    finish(store, s, Buffer.concat(s.chunks), res, ctx);
+    const meta = finish(store, s, Buffer.concat(s.chunks), res, ctx);
+    if (completed.size >= MAX_COMPLETED) completed.delete(completed.keys().next().value!);
+    completed.set(id, meta);
     return;
   }
   const headers: Record<string, string | number> = { "content-length": 0, "x-http-status-code-override": "308" };
@@ -109,7 +120,7 @@ async function resumeUpload(store: ObjectStore, id: string, req: IncomingMessage
   res.end();
 }
 
-function finish(store: ObjectStore, s: Pick<Session, "bucket" | "name" | "contentType" | "metadata" | "ifGenerationMatch">, data: Buffer, res: ServerResponse, ctx: RequestContext): void {
+function finish(store: ObjectStore, s: Pick<Session, "bucket" | "name" | "contentType" | "metadata" | "ifGenerationMatch">, data: Buffer, res: ServerResponse, ctx: RequestContext): ObjectMeta {
   if (s.ifGenerationMatch !== null) {
     const current = store.getObject(s.bucket, s.name);
     const ok = s.ifGenerationMatch === "0" ? current === undefined : current?.generation === s.ifGenerationMatch;
@@ -117,6 +128,7 @@ function finish(store: ObjectStore, s: Pick<Session, "bucket" | "name" | "conten
   }
   const meta = store.putObject(s.bucket, s.name, data, s.contentType, s.metadata);
   sendJson(res, 200, objectResource(meta, ctx.baseUrl));
+  return meta;
 }
 
 function stringMap(v: unknown): Record<string, string> | undefined {
