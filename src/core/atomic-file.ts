@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
+import { closeSync, constants, fstatSync, fsync as fsyncCb, lstatSync, mkdirSync, openSync, renameSync, unlinkSync, writevSync } from "node:fs";
 import { lstat, mkdir, open, rename, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { IntegrityError, UnsafeNameError } from "./errors.ts";
@@ -20,6 +20,9 @@ export interface WrittenFile {
   readonly bytes: number;
   /** The file's mtime as written (for manifests that detect later local changes). */
   readonly mtimeMs: number;
+  /** mtime in ns and inode number (decimal strings): the file's identity for a manifest. */
+  readonly mtimeNs: string;
+  readonly ino: string;
   readonly crc32c?: string;
   readonly md5?: string;
 }
@@ -58,6 +61,32 @@ export class DirectoryGuard {
       );
       if (!made) {
         const st = await lstat(dir);
+        if (st.isSymbolicLink()) throw new UnsafeNameError(remoteName, `'${path.relative(this.root, dir)}' is a symlink in the destination; refusing to follow it`);
+        if (!st.isDirectory()) throw new UnsafeNameError(remoteName, `'${path.relative(this.root, dir)}' exists as a file, so it cannot also be a directory`);
+      }
+      this.#verified.add(dir);
+    }
+    return dir;
+  }
+
+  /**
+   * `ensure` with synchronous syscalls: for small files a mkdir/lstat costs less than the
+   * promise and thread-pool round trip around it (measured in the mirror's profile).
+   */
+  ensureSync(segments: readonly string[], remoteName: string): string {
+    if (!this.#verified.has(this.root)) {
+      mkdirSync(this.root, { recursive: true });
+      this.#verified.add(this.root);
+    }
+    let dir = this.root;
+    for (const seg of segments) {
+      dir = path.join(dir, seg);
+      if (this.#verified.has(dir)) continue;
+      try {
+        mkdirSync(dir);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+        const st = lstatSync(dir);
         if (st.isSymbolicLink()) throw new UnsafeNameError(remoteName, `'${path.relative(this.root, dir)}' is a symlink in the destination; refusing to follow it`);
         if (!st.isDirectory()) throw new UnsafeNameError(remoteName, `'${path.relative(this.root, dir)}' exists as a file, so it cannot also be a directory`);
       }
@@ -133,7 +162,7 @@ export async function writeFileAtomic(
       throw new IntegrityError(`${relName}: md5 ${got.md5} does not match the expected ${expected.md5}`);
     }
     if (options.fsync ?? true) await fh.sync();
-    const { mtimeMs } = await fh.stat();
+    const st = await fh.stat({ bigint: true });
     await fh.close();
     try {
       await rename(temp, target);
@@ -143,11 +172,74 @@ export async function writeFileAtomic(
       throw err;
     }
     renamed = true;
-    return { path: target, mtimeMs, ...got };
+    return { path: target, mtimeMs: Number(st.mtimeMs), mtimeNs: String(st.mtimeNs), ino: String(st.ino), ...got };
   } finally {
     if (!renamed) {
       await fh.close().catch(() => {});
       await unlink(temp).catch(() => {});
+    }
+  }
+}
+
+/**
+ * Writes bytes already received in memory and already verified by the caller (e.g. a download
+ * hashed while it streamed in) with the same guarantees as `writeFileAtomic`: temp file in the
+ * target directory (O_EXCL, O_NOFOLLOW), fsync, rename; nothing under the final name on failure.
+ * The cheap syscalls run synchronously and only the fsync goes to the thread pool: for small
+ * files this halves the CPU per file (measured: ~8 promise round trips per file dominated).
+ */
+export async function writeVerifiedAtomic(root: string, relName: string, chunks: readonly Uint8Array[], options: { readonly fsync?: boolean; readonly guard?: DirectoryGuard } = {}): Promise<WrittenFile> {
+  const target = resolveInside(root, relName);
+  const check = checkRelativeName(relName);
+  if (!check.ok) throw new UnsafeNameError(relName, check.reason);
+  const guard = options.guard ?? new DirectoryGuard(root);
+  const dir = guard.ensureSync(check.segments.slice(0, -1), relName);
+  const temp = path.join(dir, `.${path.basename(target).slice(0, 100)}${TEMP_MARKER}${TEMP_ID}-${++tempCounter}`);
+  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+  let closed = false;
+  let renamed = false;
+  try {
+    let pending = chunks.filter((c) => c.byteLength > 0);
+    let bytes = 0;
+    while (pending.length > 0) {
+      let left = writevSync(fd, pending);
+      bytes += left;
+      const rest: Uint8Array[] = [];
+      for (const b of pending) {
+        if (left >= b.byteLength) left -= b.byteLength;
+        else {
+          rest.push(left === 0 ? b : b.subarray(left));
+          left = 0;
+        }
+      }
+      pending = rest;
+    }
+    if (options.fsync ?? true) await new Promise<void>((resolve, reject) => fsyncCb(fd, (err) => (err ? reject(err) : resolve())));
+    const st = fstatSync(fd, { bigint: true });
+    closeSync(fd);
+    closed = true;
+    try {
+      renameSync(temp, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EISDIR") throw new UnsafeNameError(relName, "exists as a directory in the destination");
+      throw err;
+    }
+    renamed = true;
+    return { path: target, bytes, mtimeMs: Number(st.mtimeMs), mtimeNs: String(st.mtimeNs), ino: String(st.ino) };
+  } finally {
+    if (!renamed) {
+      if (!closed) {
+        try {
+          closeSync(fd);
+        } catch {
+          // already failing
+        }
+      }
+      try {
+        unlinkSync(temp);
+      } catch {
+        // already gone
+      }
     }
   }
 }

@@ -1,74 +1,131 @@
-import { appendFile, mkdir, readFile } from "node:fs/promises";
+import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
-import { replaceFileAtomic } from "../core/atomic-file.ts";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { RESERVED_DIR } from "../core/safe-path.ts";
 
-/** What was downloaded to a path, and the local file's identity right after. */
+/** What was downloaded to a path, and the local file's identity right after it landed. */
 export interface ManifestEntry {
-  /** relative path */
-  readonly n: string;
+  /** Path relative to the destination. */
+  readonly name: string;
   readonly size: number;
   readonly generation: string;
-  readonly crc32c?: string;
-  readonly md5?: string;
-  /** mtime in ms of the local file when it was written */
-  readonly mtimeMs: number;
+  readonly crc32c?: string | undefined;
+  readonly md5?: string | undefined;
+  /** The local file's mtime in ns and inode number (decimal strings) when it was written. */
+  readonly mtimeNs: string;
+  readonly ino: string;
 }
 
+/** Puts are committed in transactions of this many (or on `flush`). */
+const BATCH = 512;
+
 /**
- * The mirror's local manifest, `DIR/.hcexport/manifest.ndjson`: appended as files land (so an
- * interrupted mirror knows what finished), compacted at the end. A torn last line is ignored.
+ * The mirror's local manifest, `DIR/.hcexport/manifest.sqlite` (node:sqlite, WAL): name → size,
+ * generation, digests and the local file's identity. Lookups go to disk, so memory stays flat at
+ * millions of entries; puts are batched into transactions. A kill -9 loses at most the last
+ * uncommitted batch, and those files are then re-hashed (not re-downloaded) on the next run.
+ * Also holds the run's pending deletes, so they never sit in memory.
  */
 export class Manifest {
   readonly file: string;
-  readonly #entries = new Map<string, ManifestEntry>();
-  #pending: string[] = [];
+  readonly #db: DatabaseSync;
+  readonly #get: StatementSync;
+  readonly #put: StatementSync | undefined;
+  readonly #del: StatementSync | undefined;
+  readonly #addExtra: StatementSync | undefined;
+  #inTx = 0;
 
-  private constructor(file: string) {
+  private constructor(file: string, db: DatabaseSync, readOnly: boolean) {
     this.file = file;
-  }
-
-  static async open(dest: string): Promise<Manifest> {
-    const m = new Manifest(path.join(dest, RESERVED_DIR, "manifest.ndjson"));
-    const text = await readFile(m.file, "utf8").catch(() => "");
-    for (const line of text.split("\n")) {
-      if (line === "") continue;
-      try {
-        const e = JSON.parse(line) as ManifestEntry;
-        if (typeof e.n === "string" && typeof e.size === "number") m.#entries.set(e.n, e);
-      } catch {
-        // torn line from a crash: ignore
-      }
+    this.#db = db;
+    this.#get = db.prepare("SELECT name, size, generation, crc32c, md5, mtime_ns AS mtimeNs, ino FROM files WHERE name = ?");
+    if (!readOnly) {
+      this.#put = db.prepare("INSERT OR REPLACE INTO files (name, size, generation, crc32c, md5, mtime_ns, ino) VALUES (?, ?, ?, ?, ?, ?, ?)");
+      this.#del = db.prepare("DELETE FROM files WHERE name = ?");
+      this.#addExtra = db.prepare("INSERT OR IGNORE INTO pending_delete (name) VALUES (?)");
     }
-    return m;
   }
 
-  get(rel: string): ManifestEntry | undefined {
-    return this.#entries.get(rel);
+  /**
+   * Opens (creating unless `readOnly`) the manifest of `dest`. A read-only open of a missing
+   * manifest gives an empty in-memory one (dry runs write nothing).
+   */
+  static open(dest: string, options: { readonly readOnly?: boolean } = {}): Manifest {
+    const file = path.join(dest, RESERVED_DIR, "manifest.sqlite");
+    const readOnly = options.readOnly === true;
+    if (readOnly && !existsSync(file)) {
+      const mem = new DatabaseSync(":memory:");
+      createSchema(mem);
+      return new Manifest(file, mem, true);
+    }
+    if (!readOnly) mkdirSync(path.dirname(file), { recursive: true });
+    const db = new DatabaseSync(file, { readOnly });
+    db.exec("PRAGMA busy_timeout = 10000");
+    if (!readOnly) {
+      db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");
+      createSchema(db);
+      db.exec("DELETE FROM pending_delete");
+    }
+    return new Manifest(file, db, readOnly);
   }
 
-  get size(): number {
-    return this.#entries.size;
+  get(name: string): ManifestEntry | undefined {
+    const row = this.#get.get(name) as { name: string; size: number; generation: string; crc32c: string | null; md5: string | null; mtimeNs: string; ino: string } | undefined;
+    if (row === undefined) return undefined;
+    return { name: row.name, size: row.size, generation: row.generation, crc32c: row.crc32c ?? undefined, md5: row.md5 ?? undefined, mtimeNs: row.mtimeNs, ino: row.ino };
   }
 
-  /** Records an entry; buffered, written by `flush`. */
-  set(entry: ManifestEntry): void {
-    this.#entries.set(entry.n, entry);
-    this.#pending.push(JSON.stringify(entry));
+  /** Records an entry (committed with its batch). */
+  put(e: ManifestEntry): void {
+    this.#write(this.#put, e.name, e.size, e.generation, e.crc32c ?? null, e.md5 ?? null, e.mtimeNs, e.ino);
   }
 
-  async flush(): Promise<void> {
-    if (this.#pending.length === 0) return;
-    const lines = this.#pending;
-    this.#pending = [];
-    await mkdir(path.dirname(this.file), { recursive: true });
-    await appendFile(this.file, `${lines.join("\n")}\n`);
+  remove(name: string): void {
+    this.#write(this.#del, name);
   }
 
-  /** Rewrites the manifest with only current entries. */
-  async compact(keep?: (e: ManifestEntry) => boolean): Promise<void> {
-    this.#pending = [];
-    const lines = [...this.#entries.values()].filter((e) => keep?.(e) ?? true).map((e) => JSON.stringify(e));
-    await replaceFileAtomic(this.file, lines.length === 0 ? "" : `${lines.join("\n")}\n`);
+  /** Remembers a destination-only file to delete after a clean run. */
+  addPendingDelete(name: string): void {
+    this.#write(this.#addExtra, name);
   }
+
+  /** The pending deletes in name order, streamed from disk. */
+  *pendingDeletes(): Generator<string> {
+    this.flush();
+    for (const row of this.#db.prepare("SELECT name FROM pending_delete ORDER BY name").iterate()) yield (row as { name: string }).name;
+  }
+
+  pendingDeleteCount(): number {
+    this.flush();
+    return Number((this.#db.prepare("SELECT count(*) AS n FROM pending_delete").get() as { n: number }).n);
+  }
+
+  /** Commits the open batch. */
+  flush(): void {
+    if (this.#inTx > 0) {
+      this.#db.exec("COMMIT");
+      this.#inTx = 0;
+    }
+  }
+
+  close(): void {
+    if (!this.#db.isOpen) return;
+    this.flush();
+    if (this.#put !== undefined) this.#db.exec("DELETE FROM pending_delete");
+    this.#db.close();
+  }
+
+  #write(stmt: StatementSync | undefined, ...params: Array<string | number | null>): void {
+    if (stmt === undefined) throw new Error("the manifest is open read-only");
+    if (this.#inTx === 0) this.#db.exec("BEGIN IMMEDIATE");
+    stmt.run(...params);
+    if (++this.#inTx >= BATCH) this.flush();
+  }
+}
+
+function createSchema(db: DatabaseSync): void {
+  db.exec(`CREATE TABLE IF NOT EXISTS files (
+    name TEXT PRIMARY KEY, size INTEGER NOT NULL, generation TEXT NOT NULL, crc32c TEXT, md5 TEXT, mtime_ns TEXT NOT NULL, ino TEXT NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS pending_delete (name TEXT PRIMARY KEY) WITHOUT ROWID`);
 }

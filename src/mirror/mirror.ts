@@ -1,172 +1,271 @@
-import { stat } from "node:fs/promises";
-import { DirectoryGuard, writeFileAtomic } from "../core/atomic-file.ts";
+import { lstat, unlink } from "node:fs/promises";
+import path from "node:path";
+import { DirectoryGuard } from "../core/atomic-file.ts";
 import { systemClock, type Clock } from "../core/clock.ts";
 import { UnsafeNameError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
-import { isRetryable, withRetry, type RetryPolicy } from "../core/retry.ts";
-import { checkRelativeName, resolveInside } from "../core/safe-path.ts";
+import { isRetryable, type RetryPolicy } from "../core/retry.ts";
+import { downloadObject, type DownloadContext } from "./download.ts";
+import { hashLocal, statLocal } from "./local-io.ts";
+import { walkLocal, type LocalEntry } from "./local-walk.ts";
 import { Manifest } from "./manifest.ts";
+import { NameFilter, decide, decideExtra, deleteBlocker, march, sameContent, type Accepted } from "./plan.ts";
 import type { RemoteObject, RemoteSource } from "./ports.ts";
-import { shardOf } from "./shard.ts";
+import { TaskPool } from "./task-pool.ts";
 
 export type MirrorEvent =
-  | { readonly kind: "mirror.start"; readonly source: string; readonly dest: string; readonly concurrency: number }
+  | { readonly kind: "mirror.start"; readonly source: string; readonly dest: string; readonly concurrency: number; readonly dryRun: boolean }
   | { readonly kind: "mirror.file"; readonly name: string; readonly action: "downloaded" | "skipped" | "would-download"; readonly bytes: number }
   | { readonly kind: "mirror.refused"; readonly name: string; readonly reason: string }
   | { readonly kind: "mirror.failed"; readonly name: string; readonly reason: string }
   | { readonly kind: "mirror.retry"; readonly name: string; readonly attempt: number; readonly delayMs: number; readonly reason: string }
-  | { readonly kind: "mirror.progress"; readonly listed: number; readonly downloaded: number; readonly skipped: number; readonly bytes: number; readonly elapsedMs: number }
+  | { readonly kind: "mirror.delete"; readonly path: string; readonly action: "deleted" | "would-delete" }
+  | { readonly kind: "mirror.delete-skipped"; readonly pending: number; readonly reason: string }
+  | {
+      readonly kind: "mirror.progress";
+      readonly listed: number;
+      readonly downloaded: number;
+      readonly skipped: number;
+      readonly failed: number;
+      readonly bytes: number;
+      /** Bytes of every download decided so far (known in full once `listingDone`). */
+      readonly plannedBytes: number;
+      readonly listingDone: boolean;
+      readonly elapsedMs: number;
+    }
   | { readonly kind: "mirror.done"; readonly summary: MirrorSummary };
 
 export interface MirrorOptions {
+  /** The bucket side (src/gcp/gcs-objects.ts over the JSON API; test doubles in tests). */
   readonly source: RemoteSource;
   readonly bucket: string;
-  /** Object prefix treated as a directory ("" = whole bucket). */
+  /** Object prefix treated as a directory ("" = whole bucket): `PREFIX/x/y` → `dest/x/y`. */
   readonly prefix: string;
   readonly dest: string;
   readonly concurrency?: number;
+  /** Delete destination-only files, only after a clean run. */
+  readonly delete?: boolean;
+  /** With `delete`: refuse to delete more than this many files (nothing is deleted then). */
+  readonly maxDelete?: number;
   readonly dryRun?: boolean;
   readonly shard?: { readonly index: number; readonly count: number };
   readonly onEvent?: EventSink<MirrorEvent>;
   readonly signal?: AbortSignal;
   readonly clock?: Clock;
   readonly retry?: RetryPolicy;
-  /** fsync each file before rename (default true). */
+  /** fsync each file before its rename (default true). */
   readonly fsync?: boolean;
+  /** Leftover temp files older than this are removed (default 60 s; a younger one may be a concurrent run's). */
+  readonly staleTempMs?: number;
 }
 
 export interface MirrorSummary {
   listed: number;
   downloaded: number;
   skipped: number;
+  deleted: number;
   failed: number;
   refused: number;
   bytes: number;
   durationMs: number;
+  /** Local files hashed because the manifest could not vouch for them. */
+  hashed: number;
+  /** Dry run: what would happen. */
+  wouldDownload: number;
+  wouldDelete: number;
+  /** Why `--delete` deleted nothing, if it did not. */
+  deleteSkipped?: string;
+  /** False when the listing or the local walk stopped early (then nothing is deleted). */
+  complete: boolean;
   /** The first 100 failures and refusals, with reasons. */
   failures: Array<{ name: string; reason: string }>;
 }
 
-/** Default parallel downloads: see the README's benchmark for the measurement behind it. */
+/** Default parallel downloads; see the README's benchmark for the measurement behind it. */
 export const DEFAULT_CONCURRENCY = 32;
+const MAX_FAILURES_KEPT = 100;
+const PROGRESS_MS = 250;
 
 /**
- * Mirrors `gs://bucket/prefix/` to `dest`: streamed listing, a decision per object (skip when the
- * manifest and the local file show the same content), bounded parallel downloads pinned to the
- * listed generation, verified against CRC32C/MD5 and written atomically. Unsafe names are
- * refused and counted, never written. Returns the summary; the caller turns failures into exit 5.
+ * Mirrors `gs://bucket/prefix/` to `dest` (DESIGN §6): the streamed listing and a byte-order walk
+ * of `dest` are merged in lock step; each source-only or changed object is downloaded (bounded
+ * pool, pinned generation, verified, atomic), unchanged ones are proven equal by the manifest and
+ * a stat, destination-only files are deleted only with `delete` after a clean run. Unsafe names
+ * are refused and counted, never written. Returns the summary; the caller turns failed/refused
+ * into exit 5. Throws only when aborted (after the in-flight work settled and was recorded).
  */
 export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   const clock = options.clock ?? systemClock;
   const emit = options.onEvent ?? (() => {});
-  const concurrency = Math.max(1, options.concurrency ?? DEFAULT_CONCURRENCY);
+  const concurrency = Math.max(1, Math.floor(options.concurrency ?? DEFAULT_CONCURRENCY));
+  const dryRun = options.dryRun === true;
+  const signal = options.signal;
   const started = clock.now();
-  const s: MirrorSummary = { listed: 0, downloaded: 0, skipped: 0, failed: 0, refused: 0, bytes: 0, durationMs: 0, failures: [] };
-  const note = (name: string, reason: string) => {
-    if (s.failures.length < 100) s.failures.push({ name, reason });
-  };
+  const s: MirrorSummary = { listed: 0, downloaded: 0, skipped: 0, deleted: 0, failed: 0, refused: 0, bytes: 0, durationMs: 0, hashed: 0, wouldDownload: 0, wouldDelete: 0, complete: true, failures: [] };
   const listPrefix = options.prefix === "" ? "" : `${options.prefix.replace(/\/+$/, "")}/`;
-  emit({ kind: "mirror.start", source: `gs://${options.bucket}/${listPrefix}`, dest: options.dest, concurrency });
+  emit({ kind: "mirror.start", source: `gs://${options.bucket}/${listPrefix}`, dest: options.dest, concurrency, dryRun });
 
-  const manifest = await Manifest.open(options.dest);
-  const guard = new DirectoryGuard(options.dest);
-  const running = new Set<Promise<void>>();
-  let lastProgress = started;
+  const manifest = Manifest.open(options.dest, { readOnly: dryRun });
+  const pool = new TaskPool(concurrency);
+  const filter = new NameFilter(listPrefix, options.shard);
+  const ctx: DownloadContext = { source: options.source, bucket: options.bucket, dest: options.dest, guard: new DirectoryGuard(options.dest), fsync: options.fsync ?? true, clock, retry: options.retry, signal };
+  let plannedBytes = 0;
+  let listingDone = false;
+  let pendingDeletes = 0;
+  let lastTick = started;
 
-  const transfer = async (obj: RemoteObject, rel: string) => {
-    try {
-      const written = await withRetry(
-        async () => {
-          const body = await options.source.open(options.bucket, obj, options.signal);
-          return writeFileAtomic(options.dest, rel, body, {
-            guard,
-            fsync: options.fsync ?? true,
-            expected: { size: obj.size, ...(obj.crc32c !== undefined ? { crc32c: obj.crc32c } : obj.md5Hash !== undefined ? { md5: obj.md5Hash } : {}) },
-          });
-        },
-        {
-          ...(options.retry === undefined ? {} : { policy: options.retry }),
-          clock,
-          ...(options.signal === undefined ? {} : { signal: options.signal }),
-          onRetry: (n) => emit({ kind: "mirror.retry", name: obj.name, attempt: n.attempt, delayMs: n.delayMs, reason: n.error instanceof Error ? n.error.message : String(n.error) }),
-        },
-      );
-      manifest.set({ n: rel, size: obj.size, generation: obj.generation, ...(obj.crc32c === undefined ? {} : { crc32c: obj.crc32c }), ...(obj.md5Hash === undefined ? {} : { md5: obj.md5Hash }), mtimeMs: written.mtimeMs });
-      s.downloaded++;
-      s.bytes += obj.size;
-      emit({ kind: "mirror.file", name: obj.name, action: "downloaded", bytes: obj.size });
-    } catch (err) {
-      if (options.signal?.aborted) throw err;
-      if (err instanceof UnsafeNameError) {
-        s.refused++;
-        note(obj.name, err.message);
-        emit({ kind: "mirror.refused", name: obj.name, reason: err.message });
-      } else {
-        s.failed++;
-        const reason = `${err instanceof Error ? err.message : String(err)}${isRetryable(err) ? " (gave up after retries)" : ""}`;
-        note(obj.name, reason);
-        emit({ kind: "mirror.failed", name: obj.name, reason });
+  const note = (name: string, reason: string) => {
+    if (s.failures.length < MAX_FAILURES_KEPT) s.failures.push({ name, reason });
+  };
+  const refuse = (name: string, reason: string) => {
+    s.refused++;
+    note(name, reason);
+    emit({ kind: "mirror.refused", name, reason });
+  };
+  const fail = (name: string, reason: string) => {
+    s.failed++;
+    note(name, reason);
+    emit({ kind: "mirror.failed", name, reason });
+  };
+  const tick = (force = false) => {
+    const now = clock.now();
+    if (!force && now - lastTick < PROGRESS_MS) return;
+    lastTick = now;
+    if (!dryRun) manifest.flush();
+    emit({ kind: "mirror.progress", listed: s.listed, downloaded: s.downloaded, skipped: s.skipped, failed: s.failed + s.refused, bytes: s.bytes, plannedBytes, listingDone, elapsedMs: now - started });
+  };
+
+  async function* accepted(): AsyncGenerator<Accepted> {
+    for await (const page of options.source.listPages(options.bucket, listPrefix, signal)) {
+      for (const obj of page) {
+        const verdict = filter.classify(obj.name);
+        if (verdict.kind === "other-shard") continue;
+        s.listed++;
+        if (verdict.kind === "refuse") refuse(obj.name, verdict.reason);
+        else yield { rel: verdict.rel, obj };
       }
+    }
+    listingDone = true;
+  }
+
+  const download = async (obj: RemoteObject, rel: string) => {
+    if (dryRun) {
+      s.wouldDownload++;
+      emit({ kind: "mirror.file", name: obj.name, action: "would-download", bytes: obj.size });
+      return;
+    }
+    plannedBytes += obj.size;
+    const written = await downloadObject({ ...ctx, onRetry: (n) => emit({ kind: "mirror.retry", name: obj.name, attempt: n.attempt, delayMs: n.delayMs, reason: messageOf(n.error) }) }, obj, rel);
+    manifest.put({ name: rel, size: obj.size, generation: obj.generation, crc32c: obj.crc32c, md5: obj.md5Hash, mtimeNs: written.mtimeNs, ino: written.ino });
+    s.downloaded++;
+    s.bytes += obj.size;
+    emit({ kind: "mirror.file", name: obj.name, action: "downloaded", bytes: obj.size });
+  };
+
+  const skip = (obj: RemoteObject) => {
+    s.skipped++;
+    emit({ kind: "mirror.file", name: obj.name, action: "skipped", bytes: 0 });
+  };
+
+  /** A source object: stat the local file if the walk saw one, decide, act. Never rejects. */
+  const handle = async ({ rel, obj }: Accepted, local: LocalEntry | undefined) => {
+    try {
+      const file = path.join(options.dest, rel);
+      const state = local === undefined ? undefined : await statLocal(file, local.type);
+      const entry = state === undefined ? undefined : manifest.get(rel);
+      const d = decide(obj, state, entry);
+      if (d.action === "refuse") return refuse(obj.name, d.reason);
+      if (d.action === "skip") {
+        if (d.record && !dryRun) manifest.put({ ...entry!, generation: obj.generation });
+        return skip(obj);
+      }
+      if (d.action === "hash") {
+        s.hashed++;
+        const got = await hashLocal(file, { crc32c: obj.crc32c !== undefined, md5: obj.crc32c === undefined });
+        if (got.bytes === obj.size && sameContent(obj, got)) {
+          if (!dryRun) manifest.put({ name: rel, size: obj.size, generation: obj.generation, crc32c: obj.crc32c, md5: obj.md5Hash, mtimeNs: state!.mtimeNs, ino: state!.ino });
+          return skip(obj);
+        }
+      }
+      await download(obj, rel);
+    } catch (err) {
+      if (signal?.aborted === true) return;
+      if (err instanceof UnsafeNameError) refuse(obj.name, err.message.replace(/^refusing unsafe name "(?:[^"\\]|\\.)*": /, ""));
+      else fail(obj.name, `${messageOf(err)}${isRetryable(err) ? " (gave up after retries)" : ""}`);
+    } finally {
+      tick();
+    }
+  };
+
+  /** A destination-only entry. */
+  const extra = async (local: LocalEntry) => {
+    const file = path.join(options.dest, local.rel);
+    const what = decideExtra(local, listPrefix + local.rel, { delete: options.delete === true, shard: options.shard });
+    if (what === "remove-temp" && !dryRun) {
+      const st = await lstat(file).catch(() => undefined);
+      if (st !== undefined && clock.now() - st.mtimeMs >= (options.staleTempMs ?? 60_000)) await unlink(file).catch(() => {});
+    } else if (what === "delete") {
+      pendingDeletes++;
+      if (dryRun) {
+        s.wouldDelete++;
+        emit({ kind: "mirror.delete", path: local.rel, action: "would-delete" });
+      } else manifest.addPendingDelete(local.rel);
     }
   };
 
   try {
-    for await (const page of options.source.listPages(options.bucket, listPrefix, options.signal)) {
-      for (const obj of page) {
-        if (options.shard !== undefined && shardOf(obj.name, options.shard.count) !== options.shard.index) continue;
-        s.listed++;
-        const rel = obj.name.slice(listPrefix.length);
-        const check = checkRelativeName(rel);
-        if (!check.ok) {
-          s.refused++;
-          const reason = `refusing unsafe name ${JSON.stringify(obj.name)}: ${check.reason}`;
-          note(obj.name, reason);
-          emit({ kind: "mirror.refused", name: obj.name, reason });
-          continue;
-        }
-        if (await upToDate(manifest, options.dest, rel, obj, options.dryRun === true)) {
-          s.skipped++;
-          emit({ kind: "mirror.file", name: obj.name, action: "skipped", bytes: 0 });
-          continue;
-        }
-        if (options.dryRun === true) {
-          emit({ kind: "mirror.file", name: obj.name, action: "would-download", bytes: obj.size });
-          continue;
-        }
-        const task = transfer(obj, rel).finally(() => running.delete(task));
-        running.add(task);
-        if (running.size >= concurrency) await Promise.race(running);
-        const now = clock.now();
-        if (now - lastProgress >= 500) {
-          lastProgress = now;
-          await manifest.flush();
-          emit({ kind: "mirror.progress", listed: s.listed, downloaded: s.downloaded, skipped: s.skipped, bytes: s.bytes, elapsedMs: now - started });
+    try {
+      for await (const pair of march(accepted(), walkLocal(options.dest, signal))) {
+        signal?.throwIfAborted();
+        if (pair.remote === undefined) await extra(pair.local);
+        else {
+          const { remote, local } = pair;
+          await pool.run(() => handle(remote, local));
         }
       }
+    } catch (err) {
+      await pool.drain();
+      if (signal?.aborted === true) throw signal.reason ?? err;
+      s.complete = false;
+      fail(`gs://${options.bucket}/${listPrefix}`, `listing or local walk stopped: ${messageOf(err)}`);
     }
-    await Promise.all(running);
+    await pool.drain();
+    signal?.throwIfAborted();
+    if (options.delete === true && pendingDeletes > 0 && !dryRun) await applyDeletes(manifest, options, s, pendingDeletes, emit);
   } finally {
-    await Promise.allSettled(running);
-    if (options.dryRun !== true) await manifest.flush();
+    manifest.close();
   }
   s.durationMs = clock.now() - started;
+  tick(true);
   emit({ kind: "mirror.done", summary: s });
   return s;
 }
 
-/**
- * Whether `rel` already holds the object's content: the manifest recorded the same content hash
- * and size, and the local file still has the size and mtime recorded then. A re-export that
- * rewrote identical bytes (new generation, same hash) counts as up to date; the manifest then
- * learns the new generation.
- */
-async function upToDate(manifest: Manifest, dest: string, rel: string, obj: RemoteObject, dryRun: boolean): Promise<boolean> {
-  const entry = manifest.get(rel);
-  if (entry === undefined || entry.size !== obj.size) return false;
-  const sameContent = obj.crc32c !== undefined ? entry.crc32c === obj.crc32c : obj.md5Hash !== undefined && entry.md5 === obj.md5Hash;
-  if (!sameContent) return false;
-  const st = await stat(resolveInside(dest, rel)).catch(() => undefined);
-  if (st === undefined || !st.isFile() || st.size !== entry.size || st.mtimeMs !== entry.mtimeMs) return false;
-  if (entry.generation !== obj.generation && !dryRun) manifest.set({ ...entry, generation: obj.generation });
-  return true;
+async function applyDeletes(manifest: Manifest, options: MirrorOptions, s: MirrorSummary, pending: number, emit: EventSink<MirrorEvent>): Promise<void> {
+  const blocker = deleteBlocker(s, pending, options.maxDelete);
+  if (blocker !== undefined) {
+    s.deleteSkipped = blocker;
+    emit({ kind: "mirror.delete-skipped", pending, reason: blocker });
+    return;
+  }
+  for (const rel of manifest.pendingDeletes()) {
+    options.signal?.throwIfAborted();
+    try {
+      // unlink never follows a symlink: a planted link is removed, not its target.
+      await unlink(path.join(options.dest, rel));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
+        s.failed++;
+        if (s.failures.length < MAX_FAILURES_KEPT) s.failures.push({ name: rel, reason: `delete failed: ${messageOf(err)}` });
+        continue;
+      }
+    }
+    manifest.remove(rel);
+    s.deleted++;
+    emit({ kind: "mirror.delete", path: rel, action: "deleted" });
+  }
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

@@ -1,6 +1,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, readFile, rm, symlink, mkdir } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, symlink, mkdir, writeFile } from "node:fs/promises";
+import { spawn } from "node:child_process";
 import os from "node:os";
 import path from "node:path";
 import { PassThrough, Writable } from "node:stream";
@@ -9,6 +10,8 @@ import { noFaults } from "../../src/emulator/types.ts";
 import { gcsSource } from "../../src/gcp/gcs-objects.ts";
 import { mirror, type MirrorEvent } from "../../src/mirror/mirror.ts";
 import { HttpClient } from "../../src/net/http-client.ts";
+import { HttpError } from "../../src/core/errors.ts";
+import type { RemoteSource } from "../../src/mirror/ports.ts";
 import { runCli } from "../../src/cli/run-cli.ts";
 
 const fastRetry = { retries: 12, backoff: { initialMs: 5, maxMs: 50, multiplier: 2, jitter: "equal" as const } };
@@ -136,8 +139,101 @@ describe("mirror", () => {
   });
 });
 
+describe("--delete", () => {
+  test("removes exactly the destination-only files, and only after a clean run", async () => {
+    const dir = path.join(tmp, "delete");
+    const first = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, retry: fastRetry, fsync: false });
+    assert.equal(first.downloaded, 300);
+    await writeFile(path.join(dir, "extra.txt"), "x");
+    await mkdir(path.join(dir, "s1", "gone"), { recursive: true });
+    await writeFile(path.join(dir, "s1", "gone", "old.dcm"), "x");
+    await writeFile(path.join(dir, "s1-"), "sorts before s1/");
+    // Without --delete, extra files stay.
+    const keep = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, retry: fastRetry });
+    assert.deepEqual([keep.deleted, keep.skipped], [0, 300]);
+    assert.equal(await readFile(path.join(dir, "extra.txt"), "utf8"), "x");
+
+    // A download that fails (a non-retryable 403 for one object) blocks every delete.
+    const failing: RemoteSource = {
+      listPages: (b, p, sig) => source().listPages(b, p, sig),
+      open: async (b, o, sig) => {
+        if (o.name.endsWith("/i7.dcm")) throw new HttpError({ status: 403, method: "GET", url: "http://x", message: "forbidden" });
+        return source().open(b, o, sig);
+      },
+    };
+    const changed = [...objects.keys()].find((n) => n.endsWith("/i7.dcm"))!;
+    emu.store.putObject(B, changed, Buffer.from("new bytes for i7"), "application/dicom");
+    const blocked = await mirror({ source: failing, bucket: B, prefix: "train", dest: dir, delete: true, retry: fastRetry });
+    assert.equal(blocked.failed, 1);
+    assert.equal(blocked.deleted, 0);
+    assert.match(blocked.deleteSkipped ?? "", /failed/);
+    assert.equal(await readFile(path.join(dir, "extra.txt"), "utf8"), "x");
+
+    // --max-delete below the count: nothing goes.
+    const guarded = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, delete: true, maxDelete: 2, retry: fastRetry });
+    assert.equal(guarded.downloaded, 1);
+    assert.equal(guarded.deleted, 0);
+    assert.match(guarded.deleteSkipped ?? "", /max-delete 2/);
+
+    // Dry run: reports, deletes nothing.
+    const dry = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, delete: true, dryRun: true });
+    assert.deepEqual([dry.wouldDelete, dry.deleted, dry.wouldDownload], [3, 0, 0]);
+
+    const clean = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, delete: true, retry: fastRetry });
+    assert.deepEqual([clean.deleted, clean.downloaded, clean.failed], [3, 0, 0]);
+    emu.store.putObject(B, changed, objects.get(changed)!, "application/dicom");
+    const back = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, delete: true, retry: fastRetry });
+    assert.equal(back.downloaded, 1);
+    assert.equal((await files(dir)).filter((f) => !f.startsWith(".hcexport/")).length, 300);
+    await assertMirrored(dir);
+  });
+
+  test("with --shard, each shard deletes only files of its own partition", async () => {
+    const dir = path.join(tmp, "shard-delete");
+    await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, retry: fastRetry, fsync: false });
+    const extras = Array.from({ length: 12 }, (_, i) => `extra-${i}.txt`);
+    for (const e of extras) await writeFile(path.join(dir, e), e);
+    let deleted = 0;
+    for (let k = 0; k < 3; k++) {
+      const s = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, delete: true, shard: { index: k, count: 3 }, retry: fastRetry });
+      deleted += s.deleted;
+      assert.equal(s.failed + s.refused, 0);
+      assert.ok(s.deleted < 12, `shard ${k} deleted ${s.deleted}: only its own partition`);
+    }
+    assert.equal(deleted, 12);
+    await assertMirrored(dir);
+  });
+});
+
+describe("kill -9 mid-run", () => {
+  test("a SIGKILLed mirror resumes without re-downloading finished files", async () => {
+    const dir = path.join(tmp, "sigkill");
+    emu.faults = { ...noFaults, latencyMs: 20 };
+    const child = spawn(process.execPath, ["src/cli/main.ts", "mirror", `gs://${B}/train`, dir, "--emulator", emu.baseUrl, "--concurrency", "4", "--quiet"], { stdio: "ignore" });
+    try {
+      for (let i = 0; i < 300; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        const n = (await files(dir).catch(() => [])).filter((f) => f.endsWith(".dcm") && !f.includes(".hcx-tmp-")).length;
+        if (n >= 60) break;
+      }
+      child.kill("SIGKILL");
+      await new Promise((r) => child.once("exit", r));
+    } finally {
+      emu.faults = { ...noFaults };
+    }
+    const landed = (await files(dir)).filter((f) => f.endsWith(".dcm") && !f.includes(".hcx-tmp-")).length;
+    assert.ok(landed >= 60 && landed < 300, `landed ${landed}`);
+    emu.requests.clear();
+    const s = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, retry: fastRetry, staleTempMs: 0 });
+    assert.equal(s.failed + s.refused, 0);
+    assert.equal(s.downloaded, 300 - landed, `only the missing files are fetched (hashed ${s.hashed})`);
+    assert.equal(emu.requests.mediaGets(), s.downloaded);
+    await assertMirrored(dir);
+  });
+});
+
 describe("hostile object names", () => {
-  const hostile = ["evil/../../escape.txt", "evil/a//b.txt", "evil/./dot.txt", "evil/dir/", "evil/back\\slash", "evil/nul\0byte", "evil/.hcexport/manifest.ndjson", "evil/clash", "evil/clash/child", "evil/link/x.txt"];
+  const hostile = ["evil/../../escape.txt", "evil/a//b.txt", "evil/./dot.txt", "evil/a/.", "evil/dir/", "evil/back\\slash", "evil/nul\0byte", "evil/x/../../../escape2.txt", "evil/.hcexport/manifest.ndjson", "evil/clash", "evil/clash/child", "evil/link/x.txt"];
   before(() => {
     for (const n of hostile) emu.store.putObject(B, n, Buffer.from(`hostile ${n}`), "text/plain");
     emu.store.putObject(B, "evil/good/ok.txt", Buffer.from("good"), "text/plain");

@@ -1,6 +1,6 @@
 import path from "node:path";
 import type { CommandModule } from "yargs";
-import { PartialFailureError, UsageError } from "../../core/errors.ts";
+import { HcexportError, PartialFailureError, UsageError } from "../../core/errors.ts";
 import { parseGsUri } from "../../core/resource-names.ts";
 import { authFor } from "../../gcp/auth.ts";
 import { resolveEndpoints } from "../../gcp/endpoints.ts";
@@ -9,12 +9,15 @@ import { DEFAULT_CONCURRENCY, mirror } from "../../mirror/mirror.ts";
 import { parseShard } from "../../mirror/shard.ts";
 import { HttpClient } from "../../net/http-client.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
-import { formatPipelineEvent, table } from "../format.ts";
+import { table } from "../format.ts";
+import { formatMirrorEvent } from "../format-mirror.ts";
 
 interface MirrorArgs extends GlobalArgs {
   source: string;
   dir: string;
   concurrency: number;
+  delete: boolean;
+  "max-delete"?: number;
   "dry-run": boolean;
   shard?: string;
 }
@@ -27,19 +30,25 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
     y
       .positional("source", { type: "string", describe: "gs://BUCKET[/PREFIX]" })
       .positional("dir", { type: "string", describe: "local destination directory" })
-      .option("concurrency", { type: "number", default: DEFAULT_CONCURRENCY, describe: "parallel downloads" })
-      .option("dry-run", { type: "boolean", default: false, describe: "print what would be downloaded; change nothing" })
+      .option("concurrency", { type: "number", default: DEFAULT_CONCURRENCY, describe: "parallel downloads (one keep-alive connection each)" })
+      .option("delete", { type: "boolean", default: false, describe: "delete files in DIR that are not in the bucket (only after a run without any error)" })
+      .option("max-delete", { type: "number", describe: "with --delete: delete nothing if more than N files would go" })
+      .option("dry-run", { type: "boolean", default: false, describe: "print what would be downloaded and deleted; change nothing" })
       .option("shard", { type: "string", describe: "K/N: mirror only this stable hash partition of the names (for N machines)" }) as never,
   handler: async (args) => {
     const src = parseGsUri(args.source);
     if (!src.ok) throw new UsageError(src.error);
     const shard = args.shard === undefined ? undefined : parseShard(args.shard);
     if (args.shard !== undefined && shard === undefined) throw new UsageError(`--shard must be K/N with 0 ≤ K < N, got "${args.shard}"`);
-    if (!(args.concurrency >= 1 && args.concurrency <= 512)) throw new UsageError("--concurrency must be between 1 and 512");
+    if (!(Number.isInteger(args.concurrency) && args.concurrency >= 1 && args.concurrency <= 512)) throw new UsageError("--concurrency must be an integer between 1 and 512");
+    const maxDelete = args["max-delete"];
+    if (maxDelete !== undefined && !(Number.isInteger(maxDelete) && maxDelete >= 0)) throw new UsageError("--max-delete must be a whole number ≥ 0");
+    if (maxDelete !== undefined && !args.delete) throw new UsageError("--max-delete only makes sense with --delete");
     const { out } = createContext(args, io);
-    out.use(formatPipelineEvent);
+    out.use(formatMirrorEvent);
     const endpoints = resolveEndpoints(args, io.env);
-    const client = new HttpClient({ auth: authFor(endpoints), connections: args.concurrency });
+    // One keep-alive pool sized to the concurrency (+1 for the listing running alongside).
+    const client = new HttpClient({ auth: authFor(endpoints), connections: args.concurrency + 1 });
     try {
       const summary = await mirror({
         source: gcsSource(client, endpoints.storage),
@@ -47,14 +56,17 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
         prefix: src.value.prefix,
         dest: path.resolve(io.cwd, args.dir),
         concurrency: args.concurrency,
+        delete: args.delete,
+        ...(maxDelete === undefined ? {} : { maxDelete }),
         dryRun: args["dry-run"],
         ...(shard === undefined ? {} : { shard }),
         onEvent: out.emit,
         signal: io.signal,
       });
+      const dry = args["dry-run"];
       const text = table([
-        ["listed", "downloaded", "up to date", "failed", "refused", "MiB", "seconds"],
-        [summary.listed, summary.downloaded, summary.skipped, summary.failed, summary.refused, (summary.bytes / 1048576).toFixed(1), (summary.durationMs / 1000).toFixed(2)].map(String),
+        ["listed", dry ? "would download" : "downloaded", "up to date", dry ? "would delete" : "deleted", "failed", "refused", "MiB", "seconds"],
+        [summary.listed, dry ? summary.wouldDownload : summary.downloaded, summary.skipped, dry ? summary.wouldDelete : summary.deleted, summary.failed, summary.refused, (summary.bytes / 1048576).toFixed(1), (summary.durationMs / 1000).toFixed(2)].map(String),
       ]);
       out.result(text, { summary });
       const bad = summary.failed + summary.refused;
@@ -62,6 +74,9 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
         throw new PartialFailureError(`${bad} of ${summary.listed} objects were not mirrored (${summary.failed} failed, ${summary.refused} refused as unsafe names); the rest landed`, bad, {
           hint: summary.failed > 0 ? "run the same command again to retry what failed (finished files are kept)" : "unsafe names cannot be mirrored to a file system as-is; see the messages above",
         });
+      }
+      if (summary.deleteSkipped !== undefined) {
+        throw new HcexportError(`not deleting: ${summary.deleteSkipped}`, undefined, { hint: "check the list with --dry-run, then raise --max-delete if the deletions are intended" });
       }
     } finally {
       await client.close();
