@@ -1,7 +1,9 @@
 import { annotationsCsv } from "./dataset/annotations.ts";
 import { generateInstance, type GeneratedInstance } from "./dataset/instances.ts";
 import { SIIM, SIIM_FHIR_STORE, SIIM_TEST_STORE, SIIM_TRAIN_STORE } from "./dataset/siim.ts";
-import { createHealthcareService } from "./healthcare/service.ts";
+import path from "node:path";
+import { seededRandom } from "./faults.ts";
+import { createHealthcareService, resumeExports, type HealthcareServiceOptions } from "./healthcare/service.ts";
 import { HealthcareModel } from "./healthcare/model.ts";
 import { sendMedia } from "./media.ts";
 import { createResourceManagerService } from "./resource-manager.ts";
@@ -19,7 +21,7 @@ export interface DatasetOptions {
 export interface LocalCloudOptions extends EmulatorOptions {
   /** Load the SIIM-shaped dataset (stores, FHIR annotations). */
   readonly dataset?: DatasetOptions;
-  /** How fast exports write instances (default 200/s: a few seconds for a small dataset). */
+  /** How fast exports write instances (default 100/s: ~1 s per 100 instances, so progress is visible). */
   readonly exportInstancesPerSecond?: number;
 }
 
@@ -31,28 +33,44 @@ export interface LocalCloud extends RunningEmulator {
   readonly annotationsUrl: string;
 }
 
+/** Where the annotations CSV is served (the DocumentReference's attachment URL points here). */
 export const ANNOTATIONS_PATH = "/_emulator/files/siim/train-rle.csv";
+/** The operations journal inside `dataDir`, beside the object store's files. */
+export const OPERATIONS_JOURNAL = "healthcare-operations.json";
+export const DEFAULT_EXPORT_RATE = 100;
 
 /**
  * The whole local cloud: storage, Healthcare API, Resource Manager and (optionally) the
  * SIIM-shaped dataset of the seed tutorial.
  */
 export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<LocalCloud> {
-  const model = new HealthcareModel();
-  let csv = "";
+  const model = new HealthcareModel(options.dataDir === undefined ? {} : { journal: path.join(options.dataDir, OPERATIONS_JOURNAL) });
   const extra = options.services;
+  let hc: HealthcareServiceOptions | undefined;
+  // The service reads faults through the running emulator (which only exists after the start).
+  const live: { emulator?: RunningEmulator } = {};
+  const faults = () => live.emulator!.faults;
   const emulator = await startEmulator({
     ...options,
     projects: { [SIIM.project]: SIIM.projectNumber, ...options.projects },
-    services: (store, projects) => [
-      createHealthcareService({ model, objects: store, projects, exportInstancesPerSecond: options.exportInstancesPerSecond ?? 200 }),
-      createResourceManagerService(projects),
-      filesService(() => csv),
-      ...(extra?.(store, projects) ?? []),
-    ],
+    services: (store, projects) => {
+      hc = { model, objects: store, projects, exportInstancesPerSecond: options.exportInstancesPerSecond ?? DEFAULT_EXPORT_RATE, faults };
+      return [createHealthcareService(hc), createResourceManagerService(projects), filesService(() => model.annotationsCsv()), ...(extra?.(store, projects) ?? [])];
+    },
   });
-  if (options.dataset !== undefined) csv = loadSiim(model, options.dataset, emulator.baseUrl);
-  return Object.assign(emulator, { healthcare: model, annotationsCsv: csv, annotationsUrl: `${emulator.baseUrl}${ANNOTATIONS_PATH}` });
+  live.emulator = emulator;
+  if (options.dataset !== undefined) model.setAnnotationsCsv(loadSiim(model, options.dataset, emulator.baseUrl));
+  resumeExports(hc!, seededRandom(options.faults?.seed ?? 1), faults);
+  const close = emulator.close;
+  return Object.assign(emulator, {
+    healthcare: model,
+    annotationsCsv: model.annotationsCsv(),
+    annotationsUrl: `${emulator.baseUrl}${ANNOTATIONS_PATH}`,
+    close: async () => {
+      await model.stop();
+      await close();
+    },
+  });
 }
 
 /** Creates the SIIM stores and the FHIR DocumentReference; returns the annotations CSV. */

@@ -5,9 +5,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import dicomParser from "dicom-parser";
-import { generateInstance } from "../../src/emulator/dataset/instances.ts";
+import { generateInstance, imageSide } from "../../src/emulator/dataset/instances.ts";
 import { annotationsCsv, annotationStats } from "../../src/emulator/dataset/annotations.ts";
-import { qidoSearch } from "../../src/emulator/healthcare/qido.ts";
 import { peer } from "../support/peers.ts";
 
 const opts = { seed: 7, instanceBytes: 150_000, storeIndex: 0 };
@@ -35,6 +34,42 @@ describe("generated DICOM instances", () => {
     assert.equal(uids.size, 10_712);
   });
 
+  test("relate their UIDs like SIIM's (instance N, study N-1, series N-2 on one tail) and carry UUID patient ids", () => {
+    const inst = generateInstance(42, opts);
+    const [, tail, n] = /^1\.2\.276\.0\.7230010\.3\.1\.4\.(8323329\.\d+\.\d+)\.(\d+)$/.exec(inst.sopInstanceUid)!;
+    assert.equal(inst.studyUid, `1.2.276.0.7230010.3.1.2.${tail}.${Number(n) - 1}`);
+    assert.equal(inst.seriesUid, `1.2.276.0.7230010.3.1.3.${tail}.${Number(n) - 2}`);
+    assert.match(inst.patientId, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    const views = new Set(Array.from({ length: 50 }, (_, i) => generateInstance(i, opts).viewPosition));
+    assert.deepEqual([...views].sort(), ["AP", "PA"]);
+  });
+
+  test("every pixel image differs between instances, and a size is honoured from 512 B to 150 KB", () => {
+    const a = generateInstance(1, opts).data();
+    const b = generateInstance(2, opts).data();
+    assert.equal(a.length, b.length);
+    assert.notDeepEqual(a.subarray(-1000), b.subarray(-1000));
+    for (const size of [512, 8 * 1024, 150_000]) {
+      const bytes = generateInstance(0, { ...opts, instanceBytes: size }).data();
+      assert.ok(Math.abs(bytes.length - size) < Math.max(600, size * 0.02), `${size} → ${bytes.length}`);
+      const side = imageSide(size);
+      const ds = dicomParser.parseDicom(new Uint8Array(bytes));
+      assert.equal(ds.uint16("x00280010"), side);
+      assert.equal(ds.elements["x7fe00010"]!.length, side * side + ((side * side) % 2));
+    }
+  });
+
+  test("generate a 150 KB instance in well under 2 ms (bytes on demand, nothing cached per instance)", () => {
+    for (let i = 0; i < 200; i++) generateInstance(i, opts).data(); // warm the JIT
+    const insts = Array.from({ length: 500 }, (_, i) => generateInstance(i, opts));
+    const t0 = performance.now();
+    let bytes = 0;
+    for (const inst of insts) bytes += inst.data().length;
+    const perInstance = (performance.now() - t0) / insts.length;
+    process.stderr.write(`dataset generation: ${perInstance.toFixed(3)} ms per 150 KB instance (${Math.round(1000 / perInstance)}/s, ${Math.round(bytes / 1e6)} MB)\n`);
+    assert.ok(perInstance < 2, `${perInstance} ms per instance`);
+  });
+
   test("parse with an independent parser (dicom-parser) with consistent image attributes", () => {
     const inst = generateInstance(11, opts);
     const bytes = inst.data();
@@ -47,6 +82,14 @@ describe("generated DICOM instances", () => {
     assert.equal(ds.string("x0020000e"), inst.seriesUid);
     assert.equal(ds.string("x00080060"), "CR");
     assert.equal(ds.string("x00180015"), "CHEST");
+    assert.equal(ds.string("x00080016"), "1.2.840.10008.5.1.4.1.1.7");
+    assert.equal(ds.string("x00020003"), inst.sopInstanceUid);
+    assert.equal(ds.string("x00280004"), "MONOCHROME2");
+    assert.equal(ds.string("x00185101"), inst.viewPosition);
+    assert.equal(ds.string("x00100020"), inst.patientId);
+    assert.equal(ds.string("x00100040"), inst.patientSex);
+    assert.equal(ds.uint16("x00280100"), 8);
+    assert.equal(ds.uint16("x00280002"), 1);
     const rows = ds.uint16("x00280010")!;
     const cols = ds.uint16("x00280011")!;
     assert.equal(ds.elements["x7fe00010"]!.length, rows * cols + ((rows * cols) % 2));
@@ -67,6 +110,9 @@ describe("generated DICOM instances", () => {
     const dump = execFileSync("dcmdump", ["+E", files[0]!], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
     assert.match(dump, /\(0008,0016\) UI =SecondaryCaptureImageStorage/);
     assert.match(dump, /\(0028,0004\) CS \[MONOCHROME2\]/);
+    assert.match(dump, /\(0008,0060\) CS \[CR\]/);
+    assert.match(dump, /\(0018,0015\) CS \[CHEST\]/);
+    assert.match(dump, /\(0002,0010\) UI =LittleEndianExplicit/);
     assert.doesNotMatch(dump, /^[EW]:/m);
   });
 });
@@ -82,27 +128,8 @@ describe("annotations CSV", () => {
     assert.ok(stats.masks > stats.positive, "some images have several masks");
     for (const line of csv.trim().split("\n").slice(1)) assert.match(line, /^[\d.]+, (-1|\d+ \d+( \d+ \d+)*)$/);
     assert.equal(annotationsCsv(instances, 7), csv);
-  });
-});
-
-describe("QIDO search", () => {
-  const instances = Array.from({ length: 12 }, (_, i) => generateInstance(i, { ...opts, instanceBytes: 1000 }));
-  test("pages with limit/offset in a stable order", () => {
-    const all = qidoSearch(instances, "instances", {}, new URLSearchParams()).map((r) => r["00080018"]!.Value![0]);
-    const paged = [0, 5, 10].flatMap((o) => qidoSearch(instances, "instances", {}, new URLSearchParams({ limit: "5", offset: String(o) })).map((r) => r["00080018"]!.Value![0]));
-    assert.equal(all.length, 12);
-    assert.deepEqual(paged, all);
-  });
-  test("matches UIDs and rejects unknown parameters", () => {
-    const uid = instances[4]!.studyUid;
-    const rows = qidoSearch(instances, "studies", {}, new URLSearchParams({ StudyInstanceUID: uid }));
-    assert.equal(rows.length, 1);
-    assert.equal(rows[0]!["0020000D"]!.Value![0], uid);
-    assert.throws(() => qidoSearch(instances, "instances", {}, new URLSearchParams({ Bogus: "1" })), /invalid QIDO-RS query parameter/);
-  });
-  test("silently caps limit at the level's maximum", () => {
-    const many = Array.from({ length: 5_100 }, (_, i) => generateInstance(i, { ...opts, instanceBytes: 100 }));
-    assert.equal(qidoSearch(many, "studies", {}, new URLSearchParams({ limit: "6000" })).length, 5000);
-    assert.equal(qidoSearch(many, "studies", {}, new URLSearchParams()).length, 100);
+    const ids = new Set(instances.map((i) => i.sopInstanceUid));
+    for (const line of csv.trim().split("\n").slice(1)) assert.ok(ids.has(line.split(",")[0]!), "ImageId is a SOP Instance UID");
+    assert.ok(csv.includes(", -1\n"), "negatives are written ' -1' as in train-rle.csv");
   });
 });

@@ -39,7 +39,7 @@ export const emulatorCommand = (io: CliIo): CommandModule<GlobalArgs, EmulatorAr
       .option("test", { type: "number", default: 50, describe: "test instances (the real store has 1,377)" })
       .option("seed", { type: "number", default: 1, describe: "dataset seed (same seed, same bytes)" })
       .option("instance-bytes", { type: "number", default: 8192, describe: "approximate size of each DICOM file (real: ~150000)" })
-      .option("export-rate", { type: "number", default: 200, describe: "instances an export writes per second" })
+      .option("export-rate", { type: "number", default: 100, describe: "instances an export writes per second (100: about a second per 100 instances)" })
       .option("fault-429", { type: "number", default: 0, describe: "fraction of requests answered 429" })
       .option("fault-503", { type: "number", default: 0, describe: "fraction of requests answered 503" })
       .option("retry-after", { type: "number", describe: "seconds sent in Retry-After with injected 429/503" })

@@ -1,4 +1,5 @@
 import type { GeneratedInstance } from "../dataset/instances.ts";
+import { loadOperations, saveOperations } from "./operation-journal.ts";
 
 /** An emulated DICOM store: its instances (UIDs in memory, bytes generated on demand). */
 export interface DicomStoreRecord {
@@ -37,12 +38,28 @@ export interface OperationRecord {
   readonly destination: string;
 }
 
-/** The state of the emulated Healthcare API: stores and operations. */
+/** The state of the emulated Healthcare API: stores, operations and the annotations CSV. */
 export class HealthcareModel {
   readonly dicomStores = new Map<string, DicomStoreRecord>();
   readonly fhirStores = new Map<string, FhirStoreRecord>();
   readonly #operations = new Map<string, OperationRecord>();
   #nextOperation = 1_000_000_000_000_000_000n;
+  #csv = "";
+  readonly #journal: string | undefined;
+  #saveTimer: NodeJS.Timeout | undefined;
+  readonly #jobs = new Set<Promise<void>>();
+  /** Aborted when the emulator closes: running exports stop where they are (as if the process died). */
+  readonly shutdown = new AbortController();
+
+  /** @param journal a JSON file keeping the operations across restarts (omit: in memory only) */
+  constructor(options: { journal?: string } = {}) {
+    this.#journal = options.journal;
+    if (this.#journal === undefined) return;
+    for (const op of loadOperations(this.#journal)) {
+      this.#operations.set(op.name, op);
+      if (BigInt(op.id) >= this.#nextOperation) this.#nextOperation = BigInt(op.id) + 1n;
+    }
+  }
 
   addDicomStore(name: string, instances: GeneratedInstance[]): DicomStoreRecord {
     const rec = { name, instances, bySop: new Map(instances.map((i) => [i.sopInstanceUid, i])) };
@@ -61,10 +78,20 @@ export class HealthcareModel {
     return this.dicomStores.get(storeName)?.instances ?? [];
   }
 
+  /** The annotations CSV (SIIM's train-rle.csv shape) served as the DocumentReference's attachment. */
+  annotationsCsv(): string {
+    return this.#csv;
+  }
+
+  setAnnotationsCsv(csv: string): void {
+    this.#csv = csv;
+  }
+
   newOperation(init: Omit<OperationRecord, "name" | "id" | "done" | "cancelRequested" | "createTime">, now: Date): OperationRecord {
     const id = (this.#nextOperation++).toString();
     const op: OperationRecord = { ...init, id, name: `${init.dataset}/operations/${id}`, done: false, cancelRequested: false, createTime: now.toISOString() };
     this.#operations.set(op.name, op);
+    this.changed(true);
     return op;
   }
 
@@ -75,6 +102,39 @@ export class HealthcareModel {
   /** All operations, oldest first (optionally of one dataset). */
   operations(dataset?: string): OperationRecord[] {
     return [...this.#operations.values()].filter((o) => dataset === undefined || o.dataset === dataset);
+  }
+
+  /**
+   * Records that an operation changed: saved at once when `now` (creation, end), otherwise
+   * within 200 ms (progress), so a poller sees the same state after an emulator restart.
+   */
+  changed(now = false): void {
+    if (this.#journal === undefined) return;
+    if (now) {
+      this.flush();
+      return;
+    }
+    this.#saveTimer ??= setTimeout(() => this.flush(), 200).unref();
+  }
+
+  /** Tracks a running job so that `stop` can wait for it. */
+  track(job: Promise<void>): void {
+    this.#jobs.add(job);
+    void job.finally(() => this.#jobs.delete(job));
+  }
+
+  /** Stops running exports (they stay unfinished, to be resumed by the next start) and saves the journal. */
+  async stop(): Promise<void> {
+    this.shutdown.abort();
+    await Promise.allSettled([...this.#jobs]);
+    this.flush();
+  }
+
+  /** Writes the journal now (also on close). */
+  flush(): void {
+    if (this.#saveTimer !== undefined) clearTimeout(this.#saveTimer);
+    this.#saveTimer = undefined;
+    if (this.#journal !== undefined) saveOperations(this.#journal, this.operations());
   }
 }
 

@@ -2,10 +2,10 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { parseGsUri } from "../../core/resource-names.ts";
 import { ApiError, decodeSegment, readJson, sendJson } from "../http-util.ts";
 import type { ProjectRegistry } from "../projects.ts";
-import type { EmulatorService, ObjectStore, RequestContext } from "../types.ts";
+import type { EmulatorService, FaultConfig, ObjectStore, RequestContext } from "../types.ts";
 import { runExport } from "./export-job.ts";
-import { operationJson, type HealthcareModel } from "./model.ts";
-import { qidoSearch, type QidoLevel } from "./qido.ts";
+import { operationJson, type DicomStoreRecord, type HealthcareModel, type OperationRecord } from "./model.ts";
+import { instanceAttributes, isFilteredQuery, qidoSearch, type QidoLevel } from "./qido.ts";
 import { retrieve } from "./wado.ts";
 
 export interface HealthcareServiceOptions {
@@ -15,6 +15,8 @@ export interface HealthcareServiceOptions {
   /** Instances an export writes per second. */
   readonly exportInstancesPerSecond: number;
   readonly now?: () => Date;
+  /** The emulator's current faults (read per instance, so a change applies mid-export); default: the request's. */
+  readonly faults?: () => FaultConfig;
 }
 
 const DATASET = /^(projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+)/;
@@ -61,12 +63,20 @@ async function startExport(o: HealthcareServiceOptions, version: "v1" | "v1beta1
     throw invalidArgument(`the emulator exports only application/dicom (no transcoding), not ${JSON.stringify(mimeType)}`);
   }
   const dataset = DATASET.exec(storeName)![1]!;
-  const project = storeName.split("/")[1]!;
   const op = o.model.newOperation(
     { dataset, apiVersion: version, method: "dicom.DicomService.ExportDicomData", counter: { success: 0, failure: 0, pending: store.instances.length }, source: storeName, destination: uriPrefix },
     now(),
   );
-  void runExport({
+  startExportJob(o, op, store, ctx.random, () => (o.faults ?? (() => ctx.faults))(), now);
+  sendJson(res, 200, { name: op.name });
+  return true;
+}
+
+function startExportJob(o: HealthcareServiceOptions, op: OperationRecord, store: DicomStoreRecord, random: () => number, faults: () => FaultConfig, now: () => Date): void {
+  const dest = parseGsUri(op.destination);
+  if (!dest.ok) throw invalidArgument(`invalid gcsDestination.uriPrefix: ${dest.error}`);
+  const project = store.name.split("/")[1]!;
+  o.model.track(runExport({
     op,
     store,
     bucket: dest.value.bucket,
@@ -74,12 +84,33 @@ async function startExport(o: HealthcareServiceOptions, version: "v1" | "v1beta1
     serviceAgent: `service-${o.projects.ensure(project).projectNumber}@gcp-sa-healthcare.iam.gserviceaccount.com`,
     objects: o.objects,
     rate: o.exportInstancesPerSecond,
-    failureRate: () => ctx.faults.exportFailureRate,
-    random: ctx.random,
+    failureRate: () => faults().exportFailureRate,
+    random,
     now,
-  });
-  sendJson(res, 200, { name: op.name });
-  return true;
+    onChange: (final) => o.model.changed(final),
+    signal: o.model.shutdown.signal,
+  }));
+}
+
+/**
+ * Restarts the exports a previous emulator process left unfinished (operations kept with
+ * `--data`): each starts over, which is harmless because an export overwrites what it wrote.
+ */
+export function resumeExports(o: HealthcareServiceOptions, random: () => number, faults: () => FaultConfig): number {
+  const now = o.now ?? (() => new Date());
+  let resumed = 0;
+  for (const op of o.model.operations()) {
+    if (op.done || op.method !== "dicom.DicomService.ExportDicomData") continue;
+    const store = o.model.dicomStores.get(op.source);
+    if (store === undefined || op.cancelRequested) {
+      Object.assign(op, { done: true, endTime: now().toISOString(), error: op.cancelRequested ? { code: 1, message: "Operation was cancelled." } : { code: 10, message: `The emulator restarted without DICOM store ${op.source}; the export was aborted.` } });
+      o.model.changed(true);
+      continue;
+    }
+    startExportJob(o, op, store, random, faults, now);
+    resumed++;
+  }
+  return resumed;
 }
 
 function operations(o: HealthcareServiceOptions, dataset: string, id: string | undefined, cancel: boolean, req: IncomingMessage, res: ServerResponse, url: URL): boolean {
@@ -87,7 +118,9 @@ function operations(o: HealthcareServiceOptions, dataset: string, id: string | u
     if (req.method !== "GET") return false;
     const all = o.model.operations(dataset);
     const pageSize = Math.min(100, Number(url.searchParams.get("pageSize") ?? "100") || 100);
-    const start = Number(url.searchParams.get("pageToken") ?? "0") || 0;
+    const token = url.searchParams.get("pageToken") ?? "";
+    if (token !== "" && !/^\d+$/.test(token)) throw invalidArgument(`invalid pageToken "${token}": pass the nextPageToken of the previous page`);
+    const start = Number(token || "0");
     const page = all.slice(start, start + pageSize);
     sendJson(res, 200, { operations: page.map(operationJson), ...(start + pageSize < all.length ? { nextPageToken: String(start + pageSize) } : {}) });
     return true;
@@ -96,7 +129,10 @@ function operations(o: HealthcareServiceOptions, dataset: string, id: string | u
   if (op === undefined) throw new ApiError(404, "notFound", `operation ${dataset}/operations/${id} not found`, { rpcStatus: "NOT_FOUND" });
   if (cancel) {
     if (req.method !== "POST") return false;
-    if (!op.done) op.cancelRequested = true;
+    if (!op.done) {
+      op.cancelRequested = true;
+      o.model.changed(true);
+    }
     sendJson(res, 200, {});
     return true;
   }
@@ -109,41 +145,46 @@ async function dicomWeb(o: HealthcareServiceOptions, storeName: string, rest: st
   const store = o.model.dicomStores.get(storeName);
   if (store === undefined) throw new ApiError(404, "notFound", `DICOM store "${storeName}" not found`, { rpcStatus: "NOT_FOUND" });
   const parts = rest.split("/");
-  // Search: [studies/S/][series/SE/](studies|series|instances)
-  const scope: { study?: string; series?: string } = {};
+  // [studies/S/][series/SE/][instances/I/][metadata] or a search level as the last segment.
+  const scope: { study?: string; series?: string; instance?: string } = {};
   let i = 0;
-  if (parts[i] === "studies" && parts.length > i + 1) {
-    scope.study = parts[i + 1]!;
-    i += 2;
+  for (const [level, key] of [["studies", "study"], ["series", "series"], ["instances", "instance"]] as const) {
+    if (parts[i] === level && parts.length > i + 1 && parts[i + 1] !== "") {
+      scope[key] = parts[i + 1]!;
+      i += 2;
+    }
   }
-  if (parts[i] === "series" && parts.length > i + 1) {
-    scope.series = parts[i + 1]!;
-    i += 2;
-  }
-  if (parts[i] === "instances" && parts.length === i + 2) {
-    const sop = parts[i + 1]!;
-    const inst = store.bySop.get(sop);
-    const match = inst !== undefined && (scope.study === undefined || inst.studyUid === scope.study) && (scope.series === undefined || inst.seriesUid === scope.series) ? [inst] : [];
-    await retrieve(req, res, match, true, ctx);
+  const selected = () =>
+    (scope.instance !== undefined ? [store.bySop.get(scope.instance)].filter((x) => x !== undefined) : store.instances).filter(
+      (x) => (scope.study === undefined || x.studyUid === scope.study) && (scope.series === undefined || x.seriesUid === scope.series),
+    );
+  if (i === parts.length && scope.study !== undefined) {
+    await retrieve(req, res, selected(), scope.instance !== undefined, ctx);
     return true;
   }
-  if (i === parts.length && scope.study !== undefined) {
-    const match = store.instances.filter((x) => x.studyUid === scope.study && (scope.series === undefined || x.seriesUid === scope.series));
-    await retrieve(req, res, match, false, ctx);
+  if (i === parts.length - 1 && parts[i] === "metadata" && scope.study !== undefined) {
+    const match = selected();
+    if (match.length === 0) throw new ApiError(404, "notFound", "no such DICOM resource", { rpcStatus: "NOT_FOUND" });
+    sendDicomJson(res, match.map(instanceAttributes));
     return true;
   }
   const level = parts[i];
-  if (i !== parts.length - 1 || (level !== "studies" && level !== "series" && level !== "instances")) return false;
+  if (scope.instance !== undefined || i !== parts.length - 1 || (level !== "studies" && level !== "series" && level !== "instances")) return false;
   if (level === "studies" && scope.study !== undefined) return false;
+  if (level === "series" && scope.series !== undefined) return false;
   const rows = qidoSearch(store.instances, level as QidoLevel, scope, url.searchParams);
-  if (rows.length === 0) {
+  if (rows.length === 0 && isFilteredQuery(url.searchParams, scope)) {
     res.writeHead(204).end();
     return true;
   }
-  const text = JSON.stringify(rows);
+  sendDicomJson(res, rows);
+  return true;
+}
+
+function sendDicomJson(res: ServerResponse, body: unknown): void {
+  const text = JSON.stringify(body);
   res.writeHead(200, { "content-type": "application/dicom+json; charset=utf-8", "content-length": Buffer.byteLength(text) });
   res.end(text);
-  return true;
 }
 
 function fhirRead(o: HealthcareServiceOptions, storeName: string, type: string, id: string, res: ServerResponse): boolean {
