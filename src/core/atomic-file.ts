@@ -202,17 +202,9 @@ export async function writeVerifiedAtomic(root: string, relName: string, chunks:
     let pending = chunks.filter((c) => c.byteLength > 0);
     let bytes = 0;
     while (pending.length > 0) {
-      let left = writevSync(fd, pending);
-      bytes += left;
-      const rest: Uint8Array[] = [];
-      for (const b of pending) {
-        if (left >= b.byteLength) left -= b.byteLength;
-        else {
-          rest.push(left === 0 ? b : b.subarray(left));
-          left = 0;
-        }
-      }
-      pending = rest;
+      const written = writevSync(fd, pending);
+      bytes += written;
+      pending = unwritten(pending, written);
     }
     if (options.fsync ?? true) await new Promise<void>((resolve, reject) => fsyncCb(fd, (err) => (err ? reject(err) : resolve())));
     const st = fstatSync(fd, { bigint: true });
@@ -249,21 +241,26 @@ const WRITE_BATCH = 1024 * 1024;
 const TEMP_ID = `${process.pid.toString(36)}${randomBytes(3).toString("hex")}`;
 let tempCounter = 0;
 
-/** writev until every byte of `bufs` is written (writev may write less than asked). */
+/** What is left of `bufs` after a writev wrote `written` bytes (writev may write less than asked). */
+function unwritten(bufs: Uint8Array[], written: number): Uint8Array[] {
+  let left = written;
+  const rest: Uint8Array[] = [];
+  for (const b of bufs) {
+    if (left >= b.byteLength) left -= b.byteLength;
+    else {
+      rest.push(left === 0 ? b : b.subarray(left));
+      left = 0;
+    }
+  }
+  return rest;
+}
+
+/** writev until every byte of `bufs` is written. */
 async function writeAll(fh: FileHandle, bufs: Uint8Array[]): Promise<void> {
   let pending = bufs;
   while (pending.length > 0) {
     const { bytesWritten } = await fh.writev(pending);
-    let left = bytesWritten;
-    const rest: Uint8Array[] = [];
-    for (const b of pending) {
-      if (left >= b.byteLength) left -= b.byteLength;
-      else {
-        rest.push(left === 0 ? b : b.subarray(left));
-        left = 0;
-      }
-    }
-    pending = rest;
+    pending = unwritten(pending, bytesWritten);
   }
 }
 
