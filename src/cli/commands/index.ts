@@ -9,6 +9,8 @@ import { bucketCommand } from "./bucket.ts";
 import { iamCommand } from "./iam.ts";
 import { exportCommand } from "./export.ts";
 import { operationsCommand } from "./operations.ts";
+import { dicomwebCommand } from "./dicomweb.ts";
+import { fhirCommand } from "./fhir.ts";
 
 /**
  * A command: a yargs module whose handler receives the injected process edges.
@@ -16,4 +18,4 @@ import { operationsCommand } from "./operations.ts";
  */
 export type CommandFactory = (io: CliIo) => CommandModule<GlobalArgs, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-export const commands: CommandFactory[] = [runCommand, planCommand, statusCommand, bucketCommand, iamCommand, exportCommand, operationsCommand, mirrorCommand, demoCommand, emulatorCommand];
+export const commands: CommandFactory[] = [runCommand, planCommand, statusCommand, bucketCommand, iamCommand, exportCommand, operationsCommand, mirrorCommand, dicomwebCommand, fhirCommand, demoCommand, emulatorCommand];

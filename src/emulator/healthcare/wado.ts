@@ -1,6 +1,7 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { GeneratedInstance } from "../dataset/instances.ts";
+import { decideFault, faultsApply } from "../faults.ts";
 import { ApiError } from "../http-util.ts";
 import { sendMedia } from "../media.ts";
 import type { RequestContext } from "../types.ts";
@@ -25,18 +26,48 @@ export async function retrieve(req: IncomingMessage, res: ServerResponse, instan
   if (instances.length === 0) throw new ApiError(404, "notFound", "no such DICOM resource", { rpcStatus: "NOT_FOUND" });
   const mode = negotiate(req.headers.accept, single);
   if (mode === "single") {
-    sendMedia(req, res, instances[0]!.data(), { "content-type": `application/dicom; transfer-syntax=${STORED_TS}` }, ctx);
+    const data = instances[0]!.data();
+    sendMedia(req, res, data, { "content-type": `application/dicom; transfer-syntax=${STORED_TS}`, ...reprDigest(req.headers["want-repr-digest"], data) }, ctx);
     return;
   }
+  // A reset or truncation fault cuts the stream inside a random part (corruption is not applied:
+  // parts carry no digest, so it could not be detected by any client).
+  const fault = faultsApply(ctx.faults, new URL(req.url ?? "/", "http://x").pathname) ? decideFault({ ...ctx.faults, rate429: 0, rate503: 0, corruptRate: 0 }, ctx.random, true) : { kind: "none" as const };
+  const cutAt = fault.kind === "reset" || fault.kind === "truncate" ? Math.floor(ctx.random() * instances.length) : -1;
   const boundary = randomBytes(12).toString("hex");
   res.writeHead(200, { "content-type": `multipart/related; type="application/dicom"; boundary=${boundary}` });
-  for (const inst of instances) {
+  for (const [i, inst] of instances.entries()) {
     const head = `--${boundary}\r\nContent-Type: application/dicom; transfer-syntax=${STORED_TS}\r\n\r\n`;
     if (!res.write(head)) await drain(res);
-    if (!res.write(inst.data())) await drain(res);
+    const data = inst.data();
+    if (i === cutAt) {
+      res.write(data.subarray(0, Math.max(1, Math.floor(data.length * ctx.random()))), () => {
+        const socket = res.socket;
+        if (socket === null) return;
+        if (fault.kind === "reset") socket.resetAndDestroy();
+        else socket.end(() => socket.destroy());
+      });
+      return;
+    }
+    if (!res.write(data)) await drain(res);
     if (!res.write("\r\n")) await drain(res);
   }
   res.end(`--${boundary}--\r\n`);
+}
+
+/**
+ * RFC 9530: a client that sends `Want-Repr-Digest` gets `Repr-Digest` for sha-256 and/or md5
+ * (the Healthcare API does not document one; the emulator offers it so clients can prove that
+ * they verify it — corruption faults keep the true digest).
+ */
+export function reprDigest(want: string | string[] | undefined, data: Buffer): Record<string, string> {
+  const asked = (Array.isArray(want) ? want.join(",") : (want ?? "")).toLowerCase();
+  const parts: string[] = [];
+  for (const [alg, node] of [["sha-256", "sha256"], ["md5", "md5"]] as const) {
+    const m = new RegExp(`(?:^|[,\\s])${alg}\\s*=\\s*(\\d+)`).exec(asked);
+    if (m !== null && Number(m[1]) > 0) parts.push(`${alg}=:${createHash(node).update(data).digest("base64")}:`);
+  }
+  return parts.length === 0 ? {} : { "repr-digest": parts.join(", ") };
 }
 
 function drain(res: ServerResponse): Promise<void> {

@@ -1,0 +1,33 @@
+import { opendir, lstat, unlink } from "node:fs/promises";
+import path from "node:path";
+import { RESERVED_DIR, TEMP_MARKER } from "./safe-path.ts";
+
+/**
+ * Removes the temp files an interrupted run left under `root` (names carrying `TEMP_MARKER`),
+ * if older than `olderThanMs` — a younger one may belong to a run still going. Never follows
+ * symlinks and never enters the reserved `.hcexport/` directory. Returns how many it removed.
+ */
+export async function sweepTempFiles(root: string, olderThanMs: number, now: number = Date.now()): Promise<number> {
+  let removed = 0;
+  const visit = async (dir: string): Promise<void> => {
+    let handle;
+    try {
+      handle = await opendir(dir);
+    } catch {
+      return; // gone meanwhile, or not a directory
+    }
+    const subdirs: string[] = [];
+    for await (const d of handle) {
+      const full = path.join(dir, d.name);
+      if (d.isDirectory()) {
+        if (!(dir === root && d.name === RESERVED_DIR)) subdirs.push(full);
+      } else if (d.isFile() && d.name.includes(TEMP_MARKER)) {
+        const st = await lstat(full).catch(() => undefined);
+        if (st !== undefined && now - st.mtimeMs >= olderThanMs && (await unlink(full).then(() => true, () => false))) removed++;
+      }
+    }
+    for (const sub of subdirs) await visit(sub);
+  };
+  await visit(path.resolve(root));
+  return removed;
+}

@@ -1,0 +1,83 @@
+import { createHash, type Hash } from "node:crypto";
+import { StreamingHasher } from "../core/hashing.ts";
+
+/**
+ * Digests a server may send with a body, checked while it streams: RFC 9530 `Repr-Digest` /
+ * `Content-Digest` (sha-256, sha-512, md5), Google's `x-goog-hash` (crc32c, md5) and
+ * `Content-MD5`. DICOMweb servers are not required to send any; the client asks with
+ * `Want-Repr-Digest` and verifies whatever comes back.
+ */
+export const WANT_REPR_DIGEST = "sha-256=10, md5=3";
+
+type Algorithm = "sha-256" | "sha-512" | "md5" | "crc32c";
+const NODE_HASH: Record<Exclude<Algorithm, "crc32c">, string> = { "sha-256": "sha256", "sha-512": "sha512", md5: "md5" };
+
+export interface ExpectedDigest {
+  readonly algorithm: Algorithm;
+  /** base64 */
+  readonly value: string;
+  /** the header it came from, for messages */
+  readonly header: string;
+}
+
+/** The digests announced in response headers (only those of an identity-encoded whole body). */
+export function expectedDigests(headers: Record<string, string | string[] | undefined>): ExpectedDigest[] {
+  const get = (name: string): string | undefined => {
+    const v = headers[name];
+    return Array.isArray(v) ? v.join(", ") : v;
+  };
+  const encoding = (get("content-encoding") ?? "identity").trim().toLowerCase();
+  const out: ExpectedDigest[] = [];
+  for (const header of ["repr-digest", "content-digest"]) {
+    if (header === "repr-digest" && encoding !== "identity") continue;
+    const raw = get(header);
+    if (raw === undefined) continue;
+    // Structured-field dictionary: `sha-256=:base64:, md5=:base64:`
+    for (const m of raw.matchAll(/([a-z0-9-]+)\s*=\s*:([A-Za-z0-9+/=]*):/g)) {
+      const alg = m[1] as Algorithm;
+      if (alg in NODE_HASH) out.push({ algorithm: alg, value: m[2]!, header });
+    }
+  }
+  const goog = get("x-goog-hash");
+  if (goog !== undefined) {
+    for (const m of goog.matchAll(/(crc32c|md5)=([A-Za-z0-9+/=]+)/g)) out.push({ algorithm: m[1] as Algorithm, value: m[2]!, header: "x-goog-hash" });
+  }
+  const md5 = get("content-md5");
+  if (md5 !== undefined && /^[A-Za-z0-9+/=]+$/.test(md5.trim())) out.push({ algorithm: "md5", value: md5.trim(), header: "content-md5" });
+  return out;
+}
+
+/** Hashes a body with the announced algorithms; `mismatch()` names the first one that differs. */
+export class DigestVerifier {
+  readonly expected: readonly ExpectedDigest[];
+  readonly #hashes = new Map<Algorithm, Hash>();
+  readonly #crc: StreamingHasher | undefined;
+
+  constructor(expected: readonly ExpectedDigest[]) {
+    this.expected = expected;
+    for (const e of expected) {
+      if (e.algorithm !== "crc32c" && !this.#hashes.has(e.algorithm)) this.#hashes.set(e.algorithm, createHash(NODE_HASH[e.algorithm]));
+    }
+    this.#crc = expected.some((e) => e.algorithm === "crc32c") ? new StreamingHasher({ crc32c: true }) : undefined;
+  }
+
+  get active(): boolean {
+    return this.expected.length > 0;
+  }
+
+  update(chunk: Uint8Array): void {
+    for (const h of this.#hashes.values()) h.update(chunk);
+    this.#crc?.update(chunk);
+  }
+
+  /** Call once, at the end of the body. */
+  mismatch(): string | undefined {
+    const got = new Map<Algorithm, string>();
+    for (const [alg, h] of this.#hashes) got.set(alg, h.digest("base64"));
+    if (this.#crc !== undefined) got.set("crc32c", this.#crc.digest().crc32c!);
+    for (const e of this.expected) {
+      if (got.get(e.algorithm) !== e.value) return `${e.algorithm} ${got.get(e.algorithm)} does not match the ${e.header} header's ${e.value}`;
+    }
+    return undefined;
+  }
+}
