@@ -9,6 +9,7 @@ import { bucketCommand } from "./bucket.ts";
 import { iamCommand } from "./iam.ts";
 import { exportCommand } from "./export.ts";
 import { operationsCommand } from "./operations.ts";
+import { doctorCommand } from "./doctor.ts";
 import { dicomwebCommand } from "./dicomweb.ts";
 import { fhirCommand } from "./fhir.ts";
 
@@ -18,4 +19,4 @@ import { fhirCommand } from "./fhir.ts";
  */
 export type CommandFactory = (io: CliIo) => CommandModule<GlobalArgs, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-export const commands: CommandFactory[] = [runCommand, planCommand, statusCommand, bucketCommand, iamCommand, exportCommand, operationsCommand, mirrorCommand, dicomwebCommand, fhirCommand, demoCommand, emulatorCommand];
+export const commands: CommandFactory[] = [runCommand, planCommand, statusCommand, bucketCommand, iamCommand, exportCommand, operationsCommand, mirrorCommand, dicomwebCommand, fhirCommand, demoCommand, emulatorCommand, doctorCommand];

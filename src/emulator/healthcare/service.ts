@@ -31,6 +31,7 @@ export function createHealthcareService(options: HealthcareServiceOptions): Emul
       const version = m[1] as "v1" | "v1beta1";
       const path = m[2]!.split("/").map(decodeSegment).join("/");
       if (!DATASET.test(path)) return false;
+      if (req.method === "POST" && path.endsWith(":testIamPermissions")) return testIamPermissions(options, path.slice(0, -":testIamPermissions".length), req, res);
       if (req.method === "POST" && path.endsWith(":export")) return startExport(options, version, path.slice(0, -":export".length), req, res, ctx, now);
       const op = /^(projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+)\/operations(?:\/([^/:]+))?(:cancel)?$/.exec(path);
       if (op !== null) return operations(options, op[1]!, op[2], op[3] !== undefined, req, res, url);
@@ -69,6 +70,33 @@ async function startExport(o: HealthcareServiceOptions, version: "v1" | "v1beta1
   );
   startExportJob(o, op, store, ctx.random, () => (o.faults ?? (() => ctx.faults))(), now);
   sendJson(res, 200, { name: op.name });
+  return true;
+}
+
+const IAM_RESOURCE = /^projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+(?:\/(?:dicomStores|fhirStores)\/[^/]+)?$/;
+const HEALTHCARE_PERMISSION = /^healthcare\.[A-Za-z]+\.[A-Za-z]+$/;
+
+/**
+ * `POST {dataset|dicomStore|fhirStore}:testIamPermissions` with `{"permissions":[…]}` →
+ * `{"permissions":[…held…]}` (`{}` when none). The anonymous local cloud holds every Healthcare
+ * permission, so it answers the valid `healthcare.*` permissions asked. Like the real API, a
+ * resource that does not exist yields an empty set rather than NOT_FOUND, and wildcards are 400.
+ */
+async function testIamPermissions(o: HealthcareServiceOptions, resource: string, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+  if (!IAM_RESOURCE.test(resource)) return false;
+  const body = await readJson(req);
+  rejectUnknown(body, ["permissions"], "");
+  const asked = body["permissions"] ?? [];
+  if (!Array.isArray(asked) || asked.some((p) => typeof p !== "string")) throw invalidArgument("permissions must be a list of strings");
+  const wildcard = (asked as string[]).find((p) => p.includes("*"));
+  if (wildcard !== undefined) throw invalidArgument(`Permissions with wildcards (such as * or storage.*) are not allowed: "${wildcard}"`);
+  const exists = resource.includes("/dicomStores/")
+    ? o.model.dicomStores.has(resource)
+    : resource.includes("/fhirStores/")
+      ? o.model.fhirStores.has(resource)
+      : [...o.model.dicomStores.keys(), ...o.model.fhirStores.keys()].some((name) => name.startsWith(`${resource}/`));
+  const granted = exists ? [...new Set((asked as string[]).filter((p) => HEALTHCARE_PERMISSION.test(p)))] : [];
+  sendJson(res, 200, granted.length === 0 ? {} : { permissions: granted });
   return true;
 }
 
