@@ -47,6 +47,17 @@ export function expectedDigests(headers: Record<string, string | string[] | unde
   return out;
 }
 
+const PREFERENCE: readonly Algorithm[] = ["crc32c", "sha-256", "md5", "sha-512"];
+
+/** One digest is enough to catch damage in transit: the cheapest to compute of those announced. */
+export function cheapestDigest(all: readonly ExpectedDigest[]): ExpectedDigest[] {
+  for (const alg of PREFERENCE) {
+    const d = all.find((e) => e.algorithm === alg);
+    if (d !== undefined) return [d];
+  }
+  return [];
+}
+
 /** Hashes a body with the announced algorithms; `mismatch()` names the first one that differs. */
 export class DigestVerifier {
   readonly expected: readonly ExpectedDigest[];

@@ -8,7 +8,7 @@ import { withRetry, type RetryPolicy } from "../core/retry.ts";
 import { RESERVED_DIR } from "../core/safe-path.ts";
 import { sweepTempFiles } from "../core/temp-sweep.ts";
 import { TaskPool } from "../mirror/task-pool.ts";
-import { DigestVerifier, expectedDigests } from "./digest.ts";
+import { cheapestDigest, DigestVerifier, expectedDigests } from "./digest.ts";
 import { MultipartError, MultipartParser, parseContentType, type MultipartEvent } from "./multipart.ts";
 import { Part10Inspector, type Part10Uids } from "./part10.ts";
 import { checkUid, listInstances, type InstanceRef, type QidoPort, type SearchEvent } from "./search.ts";
@@ -336,7 +336,7 @@ interface LandOptions {
  */
 async function land(ctx: RetrieveContext, body: AsyncIterable<Uint8Array>, headers: Record<string, string | string[] | undefined>, o: LandOptions): Promise<string | undefined> {
   const inspector = new Part10Inspector();
-  const digest = new DigestVerifier(expectedDigests(headers));
+  const digest = new DigestVerifier(cheapestDigest(expectedDigests(headers)));
   const head: Uint8Array[] = [];
   let headBytes = 0;
   const it = body[Symbol.asyncIterator]();

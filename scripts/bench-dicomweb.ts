@@ -1,0 +1,97 @@
+/**
+ * `npm run bench:dicomweb`: the seed's two ways to get a DICOM store onto disk, on the same
+ * dataset of the local cloud, side by side in one run:
+ *
+ *   - `hcexport dicomweb pull` (QIDO-RS + WADO-RS), per instance and per study (multipart);
+ *   - `hcexport run` (export to a bucket, then mirror), with the emulated export as fast as it
+ *     goes so that the figure is the tool's own work, not an invented export duration.
+ *
+ * The local cloud runs as its own process (`hcexport emulator`). Writes bench-out/dicomweb.{md,json}.
+ *
+ *   npm run bench:dicomweb                       # 5,000 × 150 KB
+ *   npm run bench:dicomweb -- --instances 1000   # quicker
+ */
+import { execFile, spawn } from "node:child_process";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs, promisify } from "node:util";
+
+const exec = promisify(execFile);
+const { values } = parseArgs({
+  options: {
+    instances: { type: "string", default: "5000" },
+    size: { type: "string", default: "150000" },
+    concurrency: { type: "string", default: "16" },
+    out: { type: "string", default: "bench-out" },
+  },
+});
+const N = Number(values.instances);
+const C = values.concurrency;
+const work = path.resolve(values.out, "dicomweb");
+const cli = path.resolve("dist/cli/main.js");
+const STORE = "projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/dicomStores/dicom-images-train";
+
+async function timed(args: string[]): Promise<number> {
+  const t = process.hrtime.bigint();
+  await exec(process.execPath, [cli, ...args], { maxBuffer: 64 * 1024 * 1024 });
+  return Number(process.hrtime.bigint() - t) / 1e9;
+}
+
+async function main(): Promise<void> {
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true });
+  const emulator = spawn(process.execPath, [cli, "emulator", "--dataset", "siim", "--train", String(N), "--test", "0", "--instance-bytes", values.size, "--export-rate", "1000000"], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  emulator.stdout!.setEncoding("utf8");
+  const url = await new Promise<string>((resolve, reject) => {
+    emulator.stdout!.on("data", (d: string) => {
+      out += d;
+      const m = /listening on (\S+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    emulator.once("exit", (code) => reject(new Error(`emulator exited ${code}`)));
+  });
+  try {
+    const rows: Array<[string, number, string]> = [];
+    const add = (what: string, secs: number, note = "") => {
+      rows.push([what, secs, note]);
+      process.stderr.write(`${what}: ${secs.toFixed(2)} s (${(N / secs).toFixed(0)} instances/s)\n`);
+    };
+    add(`dicomweb pull, per instance (c=${C})`, await timed(["--emulator", url, "--quiet", "dicomweb", "pull", STORE, path.join(work, "pull-instance"), "--concurrency", C, "--page-size", "5000"]));
+    add(`dicomweb pull, per study (multipart, c=${C})`, await timed(["--emulator", url, "--quiet", "dicomweb", "pull", STORE, path.join(work, "pull-study"), "--concurrency", C, "--page-size", "5000", "--mode", "study"]));
+    add("dicomweb pull, rerun with nothing to do", await timed(["--emulator", url, "--quiet", "dicomweb", "pull", STORE, path.join(work, "pull-instance"), "--concurrency", C, "--page-size", "5000"]));
+    const config = {
+      project: "bench-project",
+      bucket: { name: "hcexport-bench-dicomweb" },
+      grantIam: true,
+      exports: [{ store: STORE, prefix: "train", dest: path.join(work, "run-train") }],
+      mirror: { concurrency: 32 },
+      stateDir: path.join(work, "run-state"),
+    };
+    const configFile = path.join(work, "run.json");
+    await writeFile(configFile, JSON.stringify(config));
+    const reportFile = path.join(work, "run-report.json");
+    const total = await timed(["--emulator", url, "--quiet", "run", configFile, "--report", reportFile]);
+    const report = JSON.parse(await readFile(reportFile, "utf8")) as { mirrors?: Array<{ durationMs: number; downloaded: number }> };
+    const mirrorSecs = (report.mirrors?.[0]?.durationMs ?? NaN) / 1000;
+    add("run: bucket + IAM + export + mirror (c=32)", total, `export emulated at max speed; mirror alone ${mirrorSecs.toFixed(2)} s`);
+    const md = [
+      `# dicomweb pull vs export + mirror`,
+      "",
+      `${N} instances × ${values.size} bytes on the local cloud (its own process). Machine: ${os.cpus().length} cores, ${os.cpus()[0]?.model ?? "?"}. Node ${process.version}. Date: ${new Date().toISOString()}.`,
+      "",
+      "| path | seconds | instances/s | note |",
+      "|---|---|---|---|",
+      ...rows.map(([what, secs, note]) => `| ${what} | ${secs.toFixed(2)} | ${(N / secs).toFixed(0)} | ${note} |`),
+      "",
+    ].join("\n");
+    await writeFile(path.resolve(values.out, "dicomweb.md"), md);
+    await writeFile(path.resolve(values.out, "dicomweb.json"), JSON.stringify({ instances: N, size: Number(values.size), rows }, null, 2));
+    process.stdout.write(md);
+  } finally {
+    emulator.kill("SIGTERM");
+  }
+}
+
+await main();
