@@ -1,4 +1,4 @@
-import { GoogleAuth } from "google-auth-library";
+import type { GoogleAuth } from "google-auth-library";
 import { anonymousAuth, type AuthHeaders } from "../net/http-client.ts";
 import { PermissionError } from "../core/errors.ts";
 import type { Endpoints } from "./endpoints.ts";
@@ -11,8 +11,12 @@ const SCOPES = ["https://www.googleapis.com/auth/cloud-platform"];
  * identity, or the metadata server. Tokens are cached and refreshed by the library and never
  * logged; `description` names only the credential kind.
  */
-export function googleAuth(auth: GoogleAuth = new GoogleAuth({ scopes: SCOPES })): AuthHeaders & { kind(): Promise<string> } {
+export function googleAuth(given?: GoogleAuth): AuthHeaders & { kind(): Promise<string> } {
   let described = "Application Default Credentials";
+  // The library is loaded on first use (~0.1 s of startup), so commands against the local cloud
+  // and commands that never authenticate don't pay for it.
+  let loading: Promise<GoogleAuth> | undefined;
+  const lib = (): Promise<GoogleAuth> => (loading ??= given !== undefined ? Promise.resolve(given) : import("google-auth-library").then((m) => new m.GoogleAuth({ scopes: SCOPES })));
   return {
     get description() {
       return described;
@@ -20,7 +24,7 @@ export function googleAuth(auth: GoogleAuth = new GoogleAuth({ scopes: SCOPES })
     async headers(url) {
       let h: Headers;
       try {
-        h = await auth.getRequestHeaders(url.toString());
+        h = await (await lib()).getRequestHeaders(url.toString());
       } catch (err) {
         throw new PermissionError(`no usable Google credentials: ${err instanceof Error ? err.message : String(err)}`, {
           hint: "run 'gcloud auth application-default login', or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file",
@@ -34,7 +38,7 @@ export function googleAuth(auth: GoogleAuth = new GoogleAuth({ scopes: SCOPES })
       return out;
     },
     async kind() {
-      const client = await auth.getClient();
+      const client = await (await lib()).getClient();
       described = credentialKind(client.constructor.name);
       return described;
     },
