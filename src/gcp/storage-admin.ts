@@ -35,7 +35,7 @@ export class StorageAdminError extends HcexportError {
  */
 export function storageAdmin(endpoints: Endpoints, projectId?: string): BucketAdmin {
   // The SDK is loaded on first use (~0.25 s of startup): mirror, dicomweb and fhir never need it.
-  let sdk: Promise<typeof import("@google-cloud/storage")> | undefined;
+  let sdk: Promise<{ Storage: typeof Storage }> | undefined;
   const client = async (project?: string): Promise<Storage> =>
     new (await (sdk ??= import("@google-cloud/storage"))).Storage({
       apiEndpoint: endpoints.storage,
