@@ -1,6 +1,7 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { closeSync, constants, fstatSync, fsync as fsyncCb, lstatSync, mkdirSync, openSync, renameSync, unlinkSync, writevSync } from "node:fs";
 import { lstat, mkdir, open, rename, unlink, type FileHandle } from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { IntegrityError, UnsafeNameError } from "./errors.ts";
 import { StreamingHasher } from "./hashing.ts";
@@ -237,9 +238,38 @@ export async function writeVerifiedAtomic(root: string, relName: string, chunks:
 }
 
 const WRITE_BATCH = 1024 * 1024;
-/** Temp names: unique per process (pid + random) and per write (counter); O_EXCL guards the rest. */
-const TEMP_ID = `${process.pid.toString(36)}${randomBytes(3).toString("hex")}`;
+/**
+ * Temp names: unique per process (host tag + pid + random) and per write (counter); O_EXCL guards
+ * the rest. The host tag and pid let a later run on this host see that the writer is dead.
+ */
+const HOST_TAG = createHash("sha256").update(os.hostname()).digest("hex").slice(0, 6);
+const TEMP_ID = `${HOST_TAG}${process.pid.toString(36)}${randomBytes(3).toString("hex")}`;
 let tempCounter = 0;
+
+/**
+ * Whether the writer of a temp file (named by writeFileAtomic/writeVerifiedAtomic) is certainly
+ * gone: the name carries this host's tag and the pid of a process that no longer runs (e.g. a
+ * SIGKILLed run). Such a leftover can be removed at once; any other only once it is old, since a
+ * writer on another host sharing the directory may still own it.
+ */
+export function tempWriterGone(fileName: string, isAlive: (pid: number) => boolean = pidAlive): boolean {
+  const at = fileName.lastIndexOf(TEMP_MARKER);
+  if (at < 0) return false;
+  const m = /^([0-9a-f]{6})([0-9a-z]+)[0-9a-f]{6}-\d+$/.exec(fileName.slice(at + TEMP_MARKER.length));
+  if (m === null || m[1] !== HOST_TAG) return false;
+  const pid = parseInt(m[2]!, 36);
+  return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !isAlive(pid);
+}
+
+/** `kill(pid, 0)`: ESRCH means gone; EPERM means alive but not ours. */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
 
 /** What is left of `bufs` after a writev wrote `written` bytes (writev may write less than asked). */
 function unwritten(bufs: Uint8Array[], written: number): Uint8Array[] {

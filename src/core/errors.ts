@@ -111,6 +111,32 @@ export class UnsafeNameError extends HcexportError {
   }
 }
 
+/**
+ * Local conditions that stop every further write to the destination — full, over quota,
+ * read-only — as `ENOSPC: no space left on device`, or undefined. Going on or retrying cannot help,
+ * so engines stop at the first one instead of failing every remaining file the same way.
+ */
+export function destinationFault(err: unknown): string | undefined {
+  for (let e: unknown = err, depth = 0; typeof e === "object" && e !== null && depth < 5; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (code === "ENOSPC" || code === "EDQUOT" || code === "EROFS") return `${code}: ${DESTINATION_FAULTS[code]}`;
+    // node:sqlite reports a full disk as SQLITE_FULL in its message.
+    if (/\b(SQLITE_FULL|database or disk is full)\b/.test(String((e as { message?: unknown }).message))) return "ENOSPC: no space left on device (the manifest database)";
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+const DESTINATION_FAULTS = { ENOSPC: "no space left on device", EDQUOT: "disk quota exceeded", EROFS: "read-only file system" } as const;
+
+/** The destination cannot take any more files (see `destinationFault`); what landed before is intact. */
+export class DestinationError extends HcexportError {
+  constructor(dest: string, fault: string, landed: number) {
+    super(`cannot write to ${dest}: ${fault}; stopped after ${landed} file(s) landed, which are complete and intact (no partial or temp files are left)`, ExitCode.Failure, {
+      hint: fault.startsWith("EROFS") ? "make the destination writable, then run the same command again" : "free space (or raise the quota), then run the same command again: only what is missing is fetched",
+    });
+  }
+}
+
 /** The exit code for any thrown value. */
 export function exitCodeOf(err: unknown): ExitCode {
   return err instanceof HcexportError ? err.exitCode : ExitCode.Failure;

@@ -1,10 +1,12 @@
 import { opendir, lstat, unlink } from "node:fs/promises";
 import path from "node:path";
+import { tempWriterGone } from "./atomic-file.ts";
 import { RESERVED_DIR, TEMP_MARKER } from "./safe-path.ts";
 
 /**
  * Removes the temp files an interrupted run left under `root` (names carrying `TEMP_MARKER`),
- * if older than `olderThanMs` — a younger one may belong to a run still going. Never follows
+ * if older than `olderThanMs` or if their writer is known dead (this host, pid gone) — a younger
+ * one may belong to a run still going. Never follows
  * symlinks and never enters the reserved `.hcexport/` directory. Returns how many it removed.
  */
 export async function sweepTempFiles(root: string, olderThanMs: number, now: number = Date.now()): Promise<number> {
@@ -23,7 +25,7 @@ export async function sweepTempFiles(root: string, olderThanMs: number, now: num
         if (!(dir === root && d.name === RESERVED_DIR)) subdirs.push(full);
       } else if (d.isFile() && d.name.includes(TEMP_MARKER)) {
         const st = await lstat(full).catch(() => undefined);
-        if (st !== undefined && now - st.mtimeMs >= olderThanMs && (await unlink(full).then(() => true, () => false))) removed++;
+        if (st !== undefined && (now - st.mtimeMs >= olderThanMs || tempWriterGone(d.name)) && (await unlink(full).then(() => true, () => false))) removed++;
       }
     }
     for (const sub of subdirs) await visit(sub);

@@ -2,7 +2,8 @@ import { lstat, mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { DirectoryGuard, writeFileAtomic, writeVerifiedAtomic, type WrittenFile } from "../core/atomic-file.ts";
 import { systemClock, type Clock } from "../core/clock.ts";
-import { HcexportError, HttpError, IntegrityError, UnsafeNameError } from "../core/errors.ts";
+import { destinationProblem } from "../core/destination.ts";
+import { DestinationError, destinationFault, HcexportError, HttpError, IntegrityError, UnsafeNameError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import { withRetry, type RetryPolicy } from "../core/retry.ts";
 import { RESERVED_DIR } from "../core/safe-path.ts";
@@ -72,6 +73,8 @@ export interface PullSummary {
   durationMs: number;
   /** The first 100 failures and refusals, with reasons. */
   problems: Array<{ name: string; reason: string }>;
+  /** Set when the destination stopped taking files (full, over quota, read-only): the run stopped there. */
+  destinationFault?: string;
 }
 
 /** The seed's layout: `STUDY/SERIES/INSTANCE.dcm` (UIDs are checked to be digits and dots). */
@@ -111,6 +114,8 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
     emit({ kind: "dicomweb.progress", listed: s.listed, downloaded: s.downloaded, skipped: s.skipped, failed: s.failed + s.refused, bytes: s.bytes, listingDone, elapsedMs: now - started });
   };
   emit({ kind: "dicomweb.start", source: o.label, dest, mode, concurrency });
+  const problem = await destinationProblem(dest);
+  if (problem !== undefined) throw new DestinationError(dest, problem, 0);
   await guard.ensure([], dest);
   // A run marks the destination while it writes; a mark left behind means it was killed, and its
   // temp files (older than a minute: a younger one may be a concurrent run's) are swept.
@@ -128,6 +133,12 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
       onRetry: (n) => emit({ kind: "dicomweb.retry", name, attempt: n.attempt, delayMs: n.delayMs, reason: reasonOf(n.error) }),
     });
   const pool = new TaskPool(concurrency);
+  /** A full or read-only destination stops the run: every further write would fail the same way. */
+  const stopOn = (err: unknown): boolean => {
+    const fault = destinationFault(err);
+    if (fault !== undefined) s.destinationFault ??= fault;
+    return fault !== undefined;
+  };
   const groups = new Map<string, { path: string; scope: InstanceRef; missing: Map<string, InstanceRef> }>();
 
   for await (const listed of listInstances(o.source, { pageSize: o.pageSize ?? DEFAULT_PAGE_SIZE, strategy: o.search ?? "auto", onEvent: emit, ...(o.signal === undefined ? {} : { signal: o.signal }) })) {
@@ -137,6 +148,7 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
       emit({ kind: "dicomweb.refused", name: listed.name, reason: listed.reason });
       continue;
     }
+    if (s.destinationFault !== undefined) break;
     s.listed++;
     const ref = listed.ref;
     if (await isComplete(dest, instancePath(ref))) {
@@ -149,9 +161,11 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
         try {
           await retry(instancePath(ref), () => retrieveInstance(ctx, ref));
         } catch (err) {
-          s.failed++;
-          note(instancePath(ref), reasonOf(err));
-          emit({ kind: "dicomweb.failed", name: instancePath(ref), reason: reasonOf(err) });
+          if (!stopOn(err)) {
+            s.failed++;
+            note(instancePath(ref), reasonOf(err));
+            emit({ kind: "dicomweb.failed", name: instancePath(ref), reason: reasonOf(err) });
+          }
         }
         tick();
       });
@@ -167,10 +181,12 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
   }
   listingDone = true;
   for (const g of groups.values()) {
+    if (s.destinationFault !== undefined) break;
     await pool.run(async () => {
       try {
         await retry(g.path, () => retrieveGroup(ctx, g.path, mode === "series" ? { study: g.scope.study, series: g.scope.series } : { study: g.scope.study }, g.missing));
       } catch (err) {
+        if (stopOn(err)) return;
         for (const ref of g.missing.values()) {
           s.failed++;
           note(instancePath(ref), reasonOf(err));

@@ -102,17 +102,23 @@ export class Manifest {
 
   /** Commits the open batch. */
   flush(): void {
-    if (this.#inTx > 0) {
-      this.#db.exec("COMMIT");
+    if (this.#inTx > 0 && this.#db.isOpen) {
+      // Counted as done even if COMMIT fails (a full disk): SQLite has rolled the batch back, and
+      // the files it described are re-proved by hash on the next run.
       this.#inTx = 0;
+      this.#db.exec("COMMIT");
     }
   }
 
   close(): void {
     if (!this.#db.isOpen) return;
-    this.flush();
-    if (this.#put !== undefined) this.#db.exec("DELETE FROM pending_delete");
-    this.#db.close();
+    try {
+      this.flush();
+      if (this.#put !== undefined) this.#db.exec("DELETE FROM pending_delete");
+    } finally {
+      // Closed even when the last write fails (a full disk): an open handle would pin the file system.
+      this.#db.close();
+    }
   }
 
   #write(stmt: StatementSync | undefined, ...params: Array<string | number | null>): void {

@@ -1,8 +1,9 @@
 import { lstat, unlink } from "node:fs/promises";
 import path from "node:path";
-import { DirectoryGuard } from "../core/atomic-file.ts";
+import { DirectoryGuard, tempWriterGone } from "../core/atomic-file.ts";
 import { systemClock, type Clock } from "../core/clock.ts";
-import { UnsafeNameError } from "../core/errors.ts";
+import { destinationProblem } from "../core/destination.ts";
+import { DestinationError, destinationFault, UnsafeNameError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import { isRetryable, type RetryPolicy } from "../core/retry.ts";
 import { downloadObject, type DownloadContext } from "./download.ts";
@@ -79,6 +80,8 @@ export interface MirrorSummary {
   complete: boolean;
   /** The first 100 failures and refusals, with reasons. */
   failures: Array<{ name: string; reason: string }>;
+  /** Set when the destination stopped taking files (full, over quota, read-only): the run stopped there. */
+  destinationFault?: string;
 }
 
 /** Default parallel downloads; see the README's benchmark for the measurement behind it. */
@@ -105,7 +108,24 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   const listPrefix = options.prefix === "" ? "" : `${options.prefix.replace(/\/+$/, "")}/`;
   emit({ kind: "mirror.start", source: `gs://${options.bucket}/${listPrefix}`, dest: options.dest, concurrency, dryRun });
 
+  if (!dryRun) {
+    const problem = await destinationProblem(options.dest);
+    if (problem !== undefined) throw new DestinationError(options.dest, problem, 0);
+  }
   const manifest = Manifest.open(options.dest, { readOnly: dryRun });
+  /** Closes the manifest; a full disk failing its last write is recorded, other errors returned. */
+  const closeManifest = (): unknown => {
+    try {
+      manifest.close();
+    } catch (err) {
+      const fault = destinationFault(err);
+      if (fault === undefined) return err;
+      s.destinationFault ??= fault;
+      s.complete = false;
+    }
+    return undefined;
+  };
+  let closeError: unknown;
   const pool = new TaskPool(concurrency);
   const filter = new NameFilter(listPrefix, options.shard);
   const ctx: DownloadContext = { source: options.source, bucket: options.bucket, dest: options.dest, guard: new DirectoryGuard(options.dest), fsync: options.fsync ?? true, clock, retry: options.retry, signal };
@@ -131,7 +151,17 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     const now = clock.now();
     if (!force && now - lastTick < PROGRESS_MS) return;
     lastTick = now;
-    if (!dryRun) manifest.flush();
+    if (!dryRun) {
+      try {
+        manifest.flush();
+      } catch (err) {
+        // A full disk fails the manifest's write too: the files stay, the next run re-proves them by hash.
+        const fault = destinationFault(err);
+        if (fault === undefined) throw err;
+        s.destinationFault ??= fault;
+        s.complete = false;
+      }
+    }
     emit({ kind: "mirror.progress", listed: s.listed, downloaded: s.downloaded, skipped: s.skipped, failed: s.failed + s.refused, bytes: s.bytes, plannedBytes, listingDone, elapsedMs: now - started });
   };
 
@@ -190,6 +220,13 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
       await download(obj, rel);
     } catch (err) {
       if (signal?.aborted === true) return;
+      const fault = destinationFault(err);
+      if (fault !== undefined) {
+        // Full or read-only: every further write would fail the same way; stop queueing.
+        s.destinationFault ??= fault;
+        s.complete = false;
+        return;
+      }
       if (err instanceof UnsafeNameError) refuse(obj.name, err.message.replace(/^refusing unsafe name "(?:[^"\\]|\\.)*": /, ""));
       else fail(obj.name, `${messageOf(err)}${isRetryable(err) ? " (gave up after retries)" : ""}`);
     } finally {
@@ -203,7 +240,8 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     const what = decideExtra(local, listPrefix + local.rel, { delete: options.delete === true, shard: options.shard });
     if (what === "remove-temp" && !dryRun) {
       const st = await lstat(file).catch(() => undefined);
-      if (st !== undefined && clock.now() - st.mtimeMs >= (options.staleTempMs ?? 60_000)) await unlink(file).catch(() => {});
+      // A young one may be a concurrent writer's, unless its writer is known dead (a killed run).
+      if (st !== undefined && (clock.now() - st.mtimeMs >= (options.staleTempMs ?? 60_000) || tempWriterGone(path.basename(file)))) await unlink(file).catch(() => {});
     } else if (what === "delete") {
       pendingDeletes++;
       if (dryRun) {
@@ -217,6 +255,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     try {
       for await (const pair of march(accepted(), walkLocal(options.dest, signal))) {
         signal?.throwIfAborted();
+        if (s.destinationFault !== undefined) break;
         if (pair.remote === undefined) await extra(pair.local);
         else {
           const { remote, local } = pair;
@@ -233,8 +272,9 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     signal?.throwIfAborted();
     if (options.delete === true && pendingDeletes > 0 && !dryRun) await applyDeletes(manifest, options, s, pendingDeletes, emit);
   } finally {
-    manifest.close();
+    closeError = closeManifest();
   }
+  if (closeError !== undefined) throw closeError;
   s.durationMs = clock.now() - started;
   tick(true);
   emit({ kind: "mirror.done", summary: s });

@@ -1,6 +1,6 @@
 import path from "node:path";
 import type { Argv, CommandModule } from "yargs";
-import { PartialFailureError, UsageError } from "../../core/errors.ts";
+import { DestinationError, PartialFailureError, UsageError } from "../../core/errors.ts";
 import { dicomwebSource, resolveDicomwebBase } from "../../dicomweb/client.ts";
 import { DEFAULT_DICOMWEB_CONCURRENCY, DEFAULT_PAGE_SIZE, pull, type RetrieveMode } from "../../dicomweb/pull.ts";
 import { authFor } from "../../gcp/auth.ts";
@@ -76,6 +76,7 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
         ]),
         { summary },
       );
+      if (summary.destinationFault !== undefined) throw new DestinationError(path.resolve(io.cwd, args.dir), summary.destinationFault, summary.downloaded);
       const bad = summary.failed + summary.refused;
       if (bad > 0) {
         throw new PartialFailureError(`${bad} of ${summary.listed + summary.refused} instances were not pulled (${summary.failed} failed, ${summary.refused} refused); the rest landed`, bad, {

@@ -1,6 +1,6 @@
 import path from "node:path";
 import type { CommandModule } from "yargs";
-import { HcexportError, PartialFailureError, UsageError } from "../../core/errors.ts";
+import { DestinationError, HcexportError, PartialFailureError, UsageError } from "../../core/errors.ts";
 import { parseGsUri } from "../../core/resource-names.ts";
 import { authFor } from "../../gcp/auth.ts";
 import { resolveEndpoints } from "../../gcp/endpoints.ts";
@@ -69,6 +69,7 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
         [summary.listed, dry ? summary.wouldDownload : summary.downloaded, summary.skipped, dry ? summary.wouldDelete : summary.deleted, summary.failed, summary.refused, (summary.bytes / 1048576).toFixed(1), (summary.durationMs / 1000).toFixed(2)].map(String),
       ]);
       out.result(text, { summary });
+      if (summary.destinationFault !== undefined) throw new DestinationError(path.resolve(io.cwd, args.dir), summary.destinationFault, summary.downloaded);
       const bad = summary.failed + summary.refused;
       if (bad > 0) {
         throw new PartialFailureError(`${bad} of ${summary.listed} objects were not mirrored (${summary.failed} failed, ${summary.refused} refused as unsafe names); the rest landed`, bad, {

@@ -2,7 +2,7 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import { loadConfig, type LoadedConfig } from "../../config/load.ts";
-import { exitCodeOf, PartialFailureError } from "../../core/errors.ts";
+import { DestinationError, exitCodeOf, PartialFailureError } from "../../core/errors.ts";
 import { planRun, runPipeline, type PipelineResult, type PipelineSpec } from "../../pipeline/export-and-mirror.ts";
 import { acquireLock } from "../../workflow/lock.ts";
 import { adoptEndpoint, FileStateStore } from "../../workflow/state.ts";
@@ -85,6 +85,8 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
       for (const m of result.mirrors) rows.push([m.prefix, m.summary.listed, m.summary.downloaded, m.summary.skipped, m.summary.failed, m.summary.refused, (m.summary.bytes / 1048576).toFixed(1), (m.summary.durationMs / 1000).toFixed(2)].map(String));
       const nothing = result.operations.length === 0 && downloaded === 0 ? "\nnothing changed: no export started, nothing downloaded" : "";
       out.result(`${table(rows)}${nothing}`, { result, nothingChanged: nothing !== "" });
+      const full = result.mirrors.find((m) => m.summary.destinationFault !== undefined);
+      if (full !== undefined) throw new DestinationError(full.dest, full.summary.destinationFault!, full.summary.downloaded);
       const bad = result.mirrors.reduce((n, m) => n + m.summary.failed + m.summary.refused, 0);
       if (bad > 0) throw new PartialFailureError(`${bad} objects were not mirrored (failed or refused); the rest landed`, bad, { hint: "run again to retry what failed; refused names are listed above" });
     } catch (err) {
