@@ -13,6 +13,13 @@ const prefix = z.string().superRefine((v, ctx) => {
   if (!r.ok) ctx.addIssue({ code: "custom", message: `"${v}" is not a usable object prefix: ${r.reason}` });
 });
 
+/** A local path: non-empty, no NUL, within PATH_MAX/NAME_MAX (else the OS fails later with a raw ENAMETOOLONG). */
+const localPath = z.string().min(1).superRefine((v, ctx) => {
+  if (v.includes("\0")) ctx.addIssue({ code: "custom", message: "a path may not contain NUL" });
+  else if (Buffer.byteLength(v) > 4000) ctx.addIssue({ code: "custom", message: `a path of ${Buffer.byteLength(v)} bytes is too long (at most 4000)` });
+  else if (v.split(/[\\/]/).some((seg) => Buffer.byteLength(seg) > 255)) ctx.addIssue({ code: "custom", message: "a path segment is longer than 255 bytes" });
+});
+
 const url = z.string().superRefine((v, ctx) => {
   if (!/^https?:\/\/[^\s/]+/.test(v)) ctx.addIssue({ code: "custom", message: `"${v}" is not an http(s) URL` });
 });
@@ -40,10 +47,10 @@ export const configSchema = z
       .optional(),
     grantIam: z.boolean().default(false),
     exports: z
-      .array(z.object({ store: storeOf("dicomStores"), prefix, dest: z.string().min(1) }).strict())
+      .array(z.object({ store: storeOf("dicomStores"), prefix, dest: localPath }).strict())
       .min(1, "name at least one DICOM store to export"),
     annotations: z
-      .object({ store: storeOf("fhirStores"), documentReference: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/, "must be a FHIR resource id"), dest: z.string().min(1) })
+      .object({ store: storeOf("fhirStores"), documentReference: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/, "must be a FHIR resource id"), dest: localPath })
       .strict()
       .optional(),
     mirror: z
@@ -52,7 +59,7 @@ export const configSchema = z
       .default({ concurrency: 32, delete: false }),
     endpoints: z.object({ emulator: url.optional(), storage: url.optional(), healthcare: url.optional(), resourceManager: url.optional() }).strict().optional(),
     /** Where state, lock and reports live; relative to the config file's directory. */
-    stateDir: z.string().min(1).default(".hcexport"),
+    stateDir: localPath.default(".hcexport"),
   })
   .strict()
   .superRefine((c, ctx) => {

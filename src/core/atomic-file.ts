@@ -304,10 +304,16 @@ export async function replaceFileAtomic(file: string, data: string | Uint8Array)
   const temp = path.join(dir, `.${path.basename(file)}${TEMP_MARKER}${randomBytes(6).toString("hex")}`);
   const fh = await open(temp, "wx", 0o644);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    // A full disk fails the write: leave no temp file behind (nothing else would ever remove it).
+    await unlink(temp).catch(() => {});
+    throw err;
   }
   try {
     await rename(temp, file);

@@ -16,12 +16,15 @@ export function gcsSource(client: HttpClient, storageBase: string): RemoteSource
     async *listPages(bucket, prefix, signal) {
       let pageToken: string | undefined;
       do {
-        const page: ListPage = await client.json("GET", `${base}/storage/v1/b/${encodeURIComponent(bucket)}/o`, {
-          query: { prefix, maxResults: 1000, pageToken, fields: "nextPageToken,items(name,size,generation,crc32c,md5Hash)" },
-          ...(signal === undefined ? {} : { signal }),
-        });
-        yield (page?.items ?? []).map(toRemote);
-        pageToken = page?.nextPageToken;
+        const page = checkPage(
+          await client.json<unknown>("GET", `${base}/storage/v1/b/${encodeURIComponent(bucket)}/o`, {
+            query: { prefix, maxResults: 1000, pageToken, fields: "nextPageToken,items(name,size,generation,crc32c,md5Hash)" },
+            ...(signal === undefined ? {} : { signal }),
+          }),
+          pageToken,
+        );
+        yield (page.items ?? []).map(toRemote);
+        pageToken = page.nextPageToken;
       } while (pageToken !== undefined && pageToken !== "");
     },
     async open(bucket, object, signal) {
@@ -32,6 +35,22 @@ export function gcsSource(client: HttpClient, storageBase: string): RemoteSource
       return res.body;
     },
   };
+}
+
+/**
+ * A listing page must be a JSON object whose `items` (if any) is an array and whose
+ * `nextPageToken` (if any) is a new string: an empty or non-object answer is not "no objects"
+ * (with --delete that would empty the destination), and a repeated token would loop forever.
+ */
+function checkPage(page: unknown, previousToken: string | undefined): ListPage {
+  if (typeof page !== "object" || page === null || Array.isArray(page)) {
+    throw new Error(`malformed object listing: expected a JSON object, got ${page === undefined ? "an empty body" : JSON.stringify(page).slice(0, 100)}`);
+  }
+  const p = page as { items?: unknown; nextPageToken?: unknown };
+  if (p.items !== undefined && !Array.isArray(p.items)) throw new Error(`malformed object listing: "items" is ${typeof p.items}, not an array`);
+  if (p.nextPageToken !== undefined && typeof p.nextPageToken !== "string") throw new Error(`malformed object listing: "nextPageToken" is ${typeof p.nextPageToken}, not a string`);
+  if (p.nextPageToken !== undefined && p.nextPageToken !== "" && p.nextPageToken === previousToken) throw new Error("malformed object listing: the server returned the same nextPageToken again (it would list forever)");
+  return p as ListPage;
 }
 
 function toRemote(item: NonNullable<ListPage["items"]>[number]): RemoteObject {

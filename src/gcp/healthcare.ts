@@ -1,4 +1,5 @@
 import { HcexportError, HttpError, UsageError } from "../core/errors.ts";
+import { parseOperationName } from "../core/resource-names.ts";
 import type { HttpClient } from "../net/http-client.ts";
 
 /** A google.longrunning.Operation as the Healthcare API returns it. */
@@ -40,6 +41,7 @@ export function healthcareApi(client: HttpClient, base: string, version: "v1" | 
         throw err;
       });
       if (typeof op?.name !== "string") throw new Error(`export of ${store} returned no operation name`);
+      if (!parseOperationName(op.name).ok) throw new Error(`export of ${store} returned a malformed operation name ${JSON.stringify(op.name.slice(0, 200))}`);
       return op.name;
     },
     async getOperation(name) {
@@ -49,16 +51,24 @@ export function healthcareApi(client: HttpClient, base: string, version: "v1" | 
         }
         throw err;
       });
-      if (typeof op?.name !== "string") throw new Error(`operation ${name}: malformed response`);
+      const bad = malformedOperation(op);
+      if (bad !== undefined) throw new Error(`operation ${name}: malformed response (${bad})`);
       return op;
     },
     async listOperations(dataset) {
       const out: Operation[] = [];
       let pageToken: string | undefined;
       do {
-        const page: { operations?: Operation[]; nextPageToken?: string } = await client.json("GET", `${root}/${dataset}/operations`, { query: { pageSize: 100, pageToken } });
-        out.push(...(page?.operations ?? []));
-        pageToken = page?.nextPageToken;
+        const page: { operations?: unknown; nextPageToken?: unknown } | undefined = await client.json("GET", `${root}/${dataset}/operations`, { query: { pageSize: 100, pageToken } });
+        if (typeof page !== "object" || page === null || (page.operations !== undefined && !Array.isArray(page.operations)) || (page.nextPageToken !== undefined && typeof page.nextPageToken !== "string")) {
+          throw new Error(`operations of ${dataset}: malformed response`);
+        }
+        const ops = (page.operations ?? []) as unknown[];
+        const bad = ops.map(malformedOperation).find((m) => m !== undefined);
+        if (bad !== undefined) throw new Error(`operations of ${dataset}: malformed operation (${bad})`);
+        out.push(...(ops as Operation[]));
+        if (page.nextPageToken !== undefined && page.nextPageToken !== "" && page.nextPageToken === pageToken) throw new Error(`operations of ${dataset}: the server returned the same nextPageToken again`);
+        pageToken = page.nextPageToken as string | undefined;
       } while (pageToken !== undefined && pageToken !== "");
       return out;
     },
@@ -66,4 +76,19 @@ export function healthcareApi(client: HttpClient, base: string, version: "v1" | 
       await client.json("POST", `${root}/${name}:cancel`, { body: {} });
     },
   };
+}
+
+/** What is wrong with an answer that should be a google.longrunning.Operation, or undefined. */
+function malformedOperation(op: unknown): string | undefined {
+  if (typeof op !== "object" || op === null || Array.isArray(op)) return op === undefined ? "empty body" : "not a JSON object";
+  const o = op as Record<string, unknown>;
+  if (typeof o["name"] !== "string") return '"name" is not a string';
+  if (o["done"] !== undefined && typeof o["done"] !== "boolean") return '"done" is not a boolean';
+  const isObject = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
+  for (const k of ["metadata", "response"]) if (o[k] !== undefined && !isObject(o[k])) return `"${k}" is not an object`;
+  const e = o["error"];
+  // proto3 JSON omits zero/empty fields, so code and message may be absent, but never of another type.
+  const { code, message } = (isObject(e) ? e : {}) as { code?: unknown; message?: unknown };
+  if (e !== undefined && (!isObject(e) || (code !== undefined && typeof code !== "number") || (message !== undefined && typeof message !== "string"))) return '"error" is not {code: number, message: string}';
+  return undefined;
 }

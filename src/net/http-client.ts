@@ -90,16 +90,16 @@ export class HttpClient {
   async json<T>(method: string, url: string | URL, options: RequestOptions = {}): Promise<T> {
     const target = withQuery(url, options.query);
     return this.#retrying(method, target, options, async () => {
-      const res = await this.#send(method, target, options, { accept: "application/json" });
+      const { res, secrets } = await this.#send(method, target, options, { accept: "application/json" });
       const text = await res.body.text();
       if (!isOk(res.statusCode) && !(options.accept ?? []).includes(res.statusCode)) {
-        throw errorFromResponse(method, target, res.statusCode, res.headers, text, this.#clock.now());
+        throw errorFromResponse(method, target, res.statusCode, res.headers, text, this.#clock.now(), secrets);
       }
       if (text === "") return undefined as T;
       try {
         return JSON.parse(text) as T;
       } catch {
-        throw new HttpError({ status: res.statusCode, method, url: redactUrl(target), message: `response is not JSON: ${text.slice(0, 200)}` });
+        throw new HttpError({ status: res.statusCode, method, url: redactUrl(target), message: `response is not JSON: ${scrub(oneLine(text).slice(0, 200), secrets)}` });
       }
     });
   }
@@ -111,10 +111,10 @@ export class HttpClient {
    */
   async stream(method: string, url: string | URL, options: RequestOptions = {}): Promise<StreamResponse> {
     const target = withQuery(url, options.query);
-    const res = await this.#send(method, target, options, {});
+    const { res, secrets } = await this.#send(method, target, options, {});
     if (!isOk(res.statusCode) && !(options.accept ?? []).includes(res.statusCode)) {
       const text = await res.body.text().catch(() => "");
-      throw errorFromResponse(method, target, res.statusCode, res.headers, text, this.#clock.now());
+      throw errorFromResponse(method, target, res.statusCode, res.headers, text, this.#clock.now(), secrets);
     }
     return { status: res.statusCode, headers: res.headers, body: res.body };
   }
@@ -138,8 +138,10 @@ export class HttpClient {
     });
   }
 
-  async #send(method: string, target: URL, options: RequestOptions, defaults: Record<string, string>): Promise<Dispatcher.ResponseData> {
-    const headers: Record<string, string> = { "user-agent": this.#userAgent, ...defaults, ...(await this.#auth.headers(target)), ...options.headers };
+  /** Sends one request; `secrets` are the credential values it carried (scrubbed from error messages). */
+  async #send(method: string, target: URL, options: RequestOptions, defaults: Record<string, string>): Promise<{ res: Dispatcher.ResponseData; secrets: string[] }> {
+    const auth = await this.#auth.headers(target);
+    const headers: Record<string, string> = { "user-agent": this.#userAgent, ...defaults, ...auth, ...options.headers };
     let body: string | Buffer | undefined;
     if (options.body !== undefined) {
       if (typeof options.body === "string" || Buffer.isBuffer(options.body)) body = options.body;
@@ -148,13 +150,14 @@ export class HttpClient {
         headers["content-type"] ??= "application/json; charset=utf-8";
       }
     }
-    return request(target, {
+    const res = await request(target, {
       method: method as Dispatcher.HttpMethod,
       headers,
       dispatcher: this.#dispatcher,
       ...(body === undefined ? {} : { body }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
     });
+    return { res, secrets: secretsOf(auth) };
   }
 }
 
@@ -184,8 +187,9 @@ export function errorFromResponse(
   headers: Record<string, string | string[] | undefined>,
   text: string,
   now: number,
+  secrets: readonly string[] = [],
 ): HttpError {
-  let message = text.trim().slice(0, 500) || `HTTP ${status}`;
+  let message = oneLine(text).slice(0, 500) || `HTTP ${status}`;
   let reason: string | undefined;
   try {
     const parsed = JSON.parse(text) as { error?: { message?: unknown; status?: unknown; errors?: Array<{ reason?: unknown }> } | string };
@@ -203,8 +207,32 @@ export function errorFromResponse(
     status,
     method,
     url: redactUrl(url),
-    message,
+    // A server (or proxy) may quote the request back, credentials included; and messages stay one line.
+    message: scrub(oneLine(message), secrets),
     ...(reason === undefined ? {} : { reason }),
     ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
   });
+}
+
+/** Whitespace runs (newlines of an HTML page…) as single spaces, so an error stays one line. */
+function oneLine(text: string): string {
+  return text.replace(/\s+/g, " ").trim();
+}
+
+/** The credential values in auth headers: whole values and the token after the scheme (`Bearer X`). */
+function secretsOf(headers: Record<string, string>): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(headers)) {
+    if (!/authorization|api-key|token/i.test(k)) continue;
+    out.push(v);
+    const token = v.split(/\s+/)[1];
+    if (token !== undefined) out.push(token);
+  }
+  return out.filter((v) => v.length >= 8).sort((a, b) => b.length - a.length);
+}
+
+function scrub(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const s of secrets) out = out.split(s).join("REDACTED");
+  return out;
 }

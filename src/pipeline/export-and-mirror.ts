@@ -1,4 +1,6 @@
 import path from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
+import { backoffDelay, type BackoffPolicy } from "../core/backoff.ts";
 import { HttpError, OperationFailedError, PermissionError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import type { BucketAdmin, BucketSpec } from "../gcp/storage-admin.ts";
@@ -188,6 +190,10 @@ export async function runPipeline(spec: PipelineSpec, ports: PipelinePorts, opti
   return { bucketCreated: created, iamGranted, operations: operations.map(({ store: st, name }) => ({ store: st, name })), mirrors, ...(annotations === undefined ? {} : { annotations }) };
 }
 
+/** The grant's read-modify-write is retried on 412 this often, with this backoff (~15 s at most in all). */
+const GRANT_ATTEMPTS = 30;
+const GRANT_BACKOFF: BackoffPolicy = { initialMs: 20, maxMs: 1000, multiplier: 1.5, jitter: "full" };
+
 /**
  * Makes sure the service agent holds the export role on the bucket: a read-modify-write with the
  * policy's etag, retried on 412 (a concurrent edit), that never drops or rewrites other bindings.
@@ -208,8 +214,9 @@ export async function ensureExportRole(buckets: BucketAdmin, bucket: string, ser
       await buckets.setPolicy(bucket, next);
       return true;
     } catch (err) {
-      if ((err as { status?: number }).status === 412 && attempt < 10) continue;
-      throw err;
+      if ((err as { status?: number }).status !== 412 || attempt >= GRANT_ATTEMPTS) throw err;
+      // Someone else changed the policy meanwhile: back off (jittered) so a busy policy is not a failure.
+      await delay(backoffDelay(attempt, GRANT_BACKOFF));
     }
   }
 }

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { replaceFileAtomic } from "../core/atomic-file.ts";
-import { HcexportError } from "../core/errors.ts";
+import { destinationFault, HcexportError } from "../core/errors.ts";
 
 /** One export's progress; the operation name is saved before polling starts. */
 export interface ExportState {
@@ -79,7 +79,16 @@ export class FileStateStore implements StateStore {
 
   async update(change: (s: RunState) => void): Promise<void> {
     change(this.state);
-    await replaceFileAtomic(this.file, `${JSON.stringify(this.state, null, 2)}\n`);
+    try {
+      await replaceFileAtomic(this.file, `${JSON.stringify(this.state, null, 2)}\n`);
+    } catch (err) {
+      // Say which file could not be saved (a bare "ENOSPC: …, write" names neither file nor fix).
+      const fault = destinationFault(err);
+      throw new HcexportError(`cannot save the run state ${this.file}: ${fault ?? (err as Error).message}`, 1, {
+        cause: err,
+        ...(fault === undefined ? {} : { hint: fault.startsWith("EROFS") ? "make the state directory writable, then run again: finished steps are kept" : "free space (or raise the quota), then run again: finished steps are kept and the mirror resumes" }),
+      });
+    }
   }
 }
 

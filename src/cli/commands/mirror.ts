@@ -71,8 +71,11 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
       out.result(text, { summary });
       if (summary.destinationFault !== undefined) throw new DestinationError(path.resolve(io.cwd, args.dir), summary.destinationFault, summary.downloaded);
       const bad = summary.failed + summary.refused;
+      // A listing that stopped (an HTTP error, a malformed answer) is the news: say why, not just "1 of 0".
+      const stopped = summary.complete ? undefined : summary.failures.find((f) => f.reason.startsWith("listing or local walk stopped"));
       if (bad > 0) {
-        throw new PartialFailureError(`${bad} of ${summary.listed} objects were not mirrored (${summary.failed} failed, ${summary.refused} refused as unsafe names); the rest landed`, bad, {
+        const counts = `${bad} of ${summary.listed} objects were not mirrored (${summary.failed} failed, ${summary.refused} refused as unsafe names); the rest landed`;
+        throw new PartialFailureError(stopped === undefined ? counts : `${stopped.name}: ${stopped.reason}; ${summary.downloaded + summary.skipped} of ${summary.listed} objects listed before that are in place`, bad, {
           hint: summary.failed > 0 ? "run the same command again to retry what failed (finished files are kept)" : "unsafe names cannot be mirrored to a file system as-is; see the messages above",
         });
       }
