@@ -1,0 +1,187 @@
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import type { ChildProcess } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { SIIM_TEST_STORE, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
+import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
+import { noFaults } from "../../src/emulator/types.ts";
+import { TEMP_MARKER } from "../../src/core/safe-path.ts";
+import { readState } from "../../src/workflow/state.ts";
+import { listFiles, prng, requireBuiltCli, seedFor, spawnCli } from "../support/chaos.ts";
+
+/**
+ * Crash suite (issue #6): SIGKILL the built CLI's `run --grant-iam` at ≥ 20 seeded-random moments
+ * spread over the export wait and the mirror, rerun after each kill, then run to completion.
+ * Replay a failure with HCX_CRASH_SEED=<seed printed below>.
+ *
+ * Scale (2 cores, < 60 s): 2 × 150 instances of ~20 KB; exports at 20 instances/s (~7.5 s of
+ * waiting); media GETs delayed 80 ms with 4 parallel downloads (~6 s of mirroring), so kills land
+ * in both phases.
+ */
+
+const KILLS = 22;
+const TRAIN = 150;
+const TEST = 150;
+const BUCKET = "hcexport-demo-bucket";
+
+let cloud: LocalCloud;
+let dir: string;
+let cli: string;
+
+before(async () => {
+  cli = requireBuiltCli();
+  cloud = await startLocalCloud({ dataset: { train: TRAIN, test: TEST, seed: 5, instanceBytes: 20_000 }, exportInstancesPerSecond: 20 });
+  dir = await mkdtemp(path.join(os.tmpdir(), "hcx-crash-"));
+});
+after(async () => {
+  await cloud?.close();
+  if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+});
+
+const exportOps = () => cloud.healthcare.operations().filter((o) => o.method.endsWith("ExportDicomData"));
+const exportsFinished = () => exportOps().length >= 2 && exportOps().every((o) => o.done);
+
+/** Relative path under out/ → the instance bytes it must hold. */
+function expectedFiles(): Map<string, Buffer> {
+  const m = new Map<string, Buffer>();
+  for (const [store, sub] of [[SIIM_TRAIN_STORE, "train"], [SIIM_TEST_STORE, "test"]] as const) {
+    for (const inst of cloud.healthcare.instances(store)) m.set(path.join(sub, inst.studyUid, inst.seriesUid, `${inst.sopInstanceUid}.dcm`), inst.data());
+  }
+  return m;
+}
+
+test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean finish: one export per store, byte-identical, no temp files`, async (t) => {
+  const seed = seedFor("crash");
+  t.diagnostic(`seed ${seed} (replay: HCX_CRASH_SEED=${seed})`);
+  process.stderr.write(`# crash-suite seed ${seed}\n`);
+  const random = prng(seed);
+  const demo = JSON.parse(await readFile(path.resolve("config/demo.json"), "utf8")) as Record<string, unknown>;
+  const cfg = path.join(dir, "config.json");
+  await writeFile(
+    cfg,
+    JSON.stringify({
+      ...demo,
+      grantIam: false, // --grant-iam on the command line overrides it
+      exports: [
+        { store: SIIM_TRAIN_STORE, prefix: "train", dest: "./out/train" },
+        { store: SIIM_TEST_STORE, prefix: "test", dest: "./out/test" },
+      ],
+      annotations: { ...(demo["annotations"] as object), dest: "./out/annotations" },
+      mirror: { concurrency: 4, delete: false },
+      stateDir: "./out/.hcexport",
+    }),
+  );
+  const out = path.join(dir, "out");
+  const expected = expectedFiles();
+  const env = { NODE_COMPILE_CACHE: path.join(os.tmpdir(), "hcx-node-compile-cache") };
+  const args = ["run", cfg, "--emulator", cloud.baseUrl, "--grant-iam", "--json"];
+  // Downloads are slowed so the mirror lasts several seconds; the exports pace themselves.
+  cloud.faults = { ...noFaults, latencyMs: 80, pathFilter: "/download/" };
+
+  const phases: Record<string, number> = {};
+  const log: string[] = [];
+  let kills = 0;
+  let cycles = 0;
+  let completedEarly = 0;
+  const tempsSeen = new Set<string>();
+  while (kills < KILLS) {
+    assert.ok(++cycles <= KILLS * 3, `too many cycles without landing ${KILLS} kills (${log.join("; ")})`);
+    // While the exports run, kill at a random moment after the CLI is up; afterwards at a random
+    // moment after the mirror started (so the kills also land inside the mirror).
+    const mode = exportsFinished() ? "mirror" : "wait";
+    const delayMs = Math.round(random() * (mode === "wait" ? 800 : 400));
+    let phase = "startup";
+    let timer: NodeJS.Timeout | undefined;
+    let killedAt = "";
+    const arm = (child: ChildProcess) => {
+      timer ??= setTimeout(() => {
+        killedAt = phase;
+        child.kill("SIGKILL");
+      }, delayMs);
+    };
+    const r = await spawnCli(cli, args, {
+      cwd: dir,
+      env,
+      onLine: (line, child) => {
+        let e: { kind?: string; step?: string };
+        try {
+          e = JSON.parse(line) as typeof e;
+        } catch {
+          return;
+        }
+        if (e.kind === "step.start" && e.step !== undefined) phase = e.step;
+        if (mode === "wait") arm(child);
+        else if (e.kind === "mirror.start") arm(child);
+      },
+    });
+    clearTimeout(timer);
+    if (r.signal === "SIGKILL") {
+      kills++;
+      phases[killedAt] = (phases[killedAt] ?? 0) + 1;
+      log.push(`${mode}+${delayMs}ms→${killedAt}`);
+    } else {
+      // Finished before the kill fired: it must have succeeded.
+      assert.equal(r.code, 0, `an unkilled run failed:\n${r.stderr}`);
+      completedEarly++;
+      log.push(`${mode}+${delayMs}ms→finished`);
+    }
+    // At every crash point: whatever sits under a final name is complete and correct, and the
+    // state file is readable (atomic replace).
+    const present = await listFiles(out);
+    for (const f of present) if (f.includes(TEMP_MARKER)) tempsSeen.add(f);
+    for (const rel of present.filter((f) => f.endsWith(".dcm") && !f.includes(TEMP_MARKER))) {
+      const want = expected.get(rel);
+      assert.ok(want !== undefined, `unexpected file ${rel}`);
+      assert.ok((await readFile(path.join(out, rel))).equals(want), `${rel} is not byte-identical after kill ${kills}`);
+    }
+    await readState(path.join(out, ".hcexport", "state.json"));
+  }
+  t.diagnostic(`kills by phase: ${JSON.stringify(phases)}; runs that finished before their kill: ${completedEarly}`);
+  t.diagnostic(`schedule: ${log.join(", ")}`);
+  assert.ok((phases["wait"] ?? 0) + (phases["export"] ?? 0) >= 3, `kills in the export wait: ${JSON.stringify(phases)}`);
+  assert.ok((phases["mirror"] ?? 0) >= 8, `kills in the mirror: ${JSON.stringify(phases)}`);
+
+  // Run to completion.
+  cloud.faults = { ...noFaults };
+  const final = await spawnCli(cli, ["run", cfg, "--emulator", cloud.baseUrl, "--grant-iam"], { cwd: dir, env });
+  assert.equal(final.code, 0, `final run:\n${final.stderr}`);
+
+  // Exactly one export per store, however many times the run was killed around its start.
+  const ops = exportOps();
+  assert.deepEqual(ops.map((o) => o.source).sort(), [SIIM_TEST_STORE, SIIM_TRAIN_STORE].sort(), `export operations: ${ops.map((o) => `${o.name} ${o.source}`).join(", ")}`);
+  assert.ok(ops.every((o) => o.done && o.error === undefined));
+
+  // Every mirrored file is byte-identical to its bucket object, and nothing else is there.
+  const all = await listFiles(out);
+  const temps = all.filter((f) => f.includes(TEMP_MARKER));
+  assert.deepEqual(temps, [], "no temp files anywhere under the destination");
+  for (const sub of ["train", "test"]) {
+    const objects = cloud.store.listObjects(BUCKET, { prefix: `${sub}/`, limit: 10_000 });
+    assert.equal(objects.length, sub === "train" ? TRAIN : TEST);
+    const local = all.filter((f) => f.startsWith(`${sub}/`) && !f.startsWith(`${sub}/.hcexport/`));
+    assert.deepEqual(local, objects.map((o) => o.name).sort());
+    for (const o of objects) assert.ok((await readFile(path.join(out, o.name))).equals(cloud.store.readObject(BUCKET, o.name)!), `${o.name} differs from the bucket object`);
+  }
+  // And the bucket holds the store's instances.
+  for (const [rel, data] of expected) assert.ok((await readFile(path.join(out, rel))).equals(data));
+
+  // State and lock are sane: no lock left, finished steps recorded.
+  const stateFiles = all.filter((f) => f.startsWith(".hcexport/"));
+  assert.deepEqual(stateFiles, [".hcexport/state.json"], `state directory holds only the state (no lock, lock temp or takeover files): ${stateFiles.join(", ")}`);
+  const state = await readState(path.join(out, ".hcexport", "state.json"));
+  assert.equal(state.exports["train"]?.status, "done");
+  assert.equal(state.exports["test"]?.status, "done");
+  assert.deepEqual([state.exports["train"]?.operation, state.exports["test"]?.operation].sort(), ops.map((o) => o.name).sort());
+  assert.equal(state.lastRun?.exitCode, 0);
+
+  // A rerun after the final success changes nothing and says so.
+  const media = cloud.requests.mediaGets();
+  const again = await spawnCli(cli, ["run", cfg, "--emulator", cloud.baseUrl, "--grant-iam"], { cwd: dir, env });
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /nothing changed: no export started, nothing downloaded/);
+  assert.equal(cloud.requests.mediaGets(), media);
+  assert.equal(exportOps().length, 2);
+  t.diagnostic(`figures: ${kills} SIGKILLs survived over ${cycles} runs (+2 clean runs), ${ops.length} export operations, ${expected.size} files verified, 0 lost; ${tempsSeen.size} temp files left behind by the kills, ${temps.length} left at the end`);
+});
