@@ -1,13 +1,13 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
-import { runCli } from "../../src/cli/run-cli.ts";
 import { SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
+import { listFiles } from "../support/chaos.ts";
+import { cliIn, mountSkip } from "../support/cli.ts";
 
 /**
  * The destination fails under the engines: a full file system (a 1 MiB tmpfs) and a read-only one.
@@ -15,21 +15,7 @@ import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud
  * named), leave no partial or temp file, keep what landed before byte-identical, and complete
  * on a rerun once there is room. Needs root and mount(2); skipped loudly otherwise.
  */
-const canMount = (() => {
-  if (process.getuid?.() !== 0) return "needs root to mount a tmpfs";
-  const probe = path.join(os.tmpdir(), `hcx-mount-probe-${process.pid}`);
-  try {
-    execFileSync("mkdir", ["-p", probe]);
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", probe], { stdio: "ignore" });
-    execFileSync("umount", [probe]);
-    return false;
-  } catch {
-    return "mount(2) is not permitted here (no CAP_SYS_ADMIN)";
-  } finally {
-    execFileSync("rm", ["-rf", probe]);
-  }
-})();
-if (canMount !== false) process.stderr.write(`\n!!! destination-faults: SKIPPED: ${canMount}\n`);
+const canMount = mountSkip("destination-faults");
 
 const B = "dest-faults";
 const OBJECTS = 40;
@@ -45,22 +31,8 @@ async function mountTmpfs(dir: string, options: string): Promise<void> {
   mounts.push(dir);
 }
 
-async function files(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) if (!e.isDirectory()) out.push(path.relative(dir, path.join(e.parentPath, e.name)));
-  return out.sort();
-}
-
-async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d: Buffer) => (out += d.toString()));
-  stderr.on("data", (d: Buffer) => (err += d.toString()));
-  const code = await runCli(["--emulator", cloud.baseUrl, ...argv], { stdout, stderr, env: {}, cwd: tmp, signal: new AbortController().signal });
-  return { code, stdout: out, stderr: err };
-}
+const files = listFiles;
+const cli = (argv: string[]) => cliIn(["--emulator", cloud.baseUrl, ...argv], { cwd: tmp });
 
 before(async () => {
   if (canMount !== false) return;

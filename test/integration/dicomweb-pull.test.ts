@@ -1,11 +1,9 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
-import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
-import { runCli } from "../../src/cli/run-cli.ts";
 import { dicomwebSource } from "../../src/dicomweb/client.ts";
 import { pull, type PullEvent, type PullSummary } from "../../src/dicomweb/pull.ts";
 import { SIIM_FHIR_STORE, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
@@ -14,6 +12,8 @@ import { annotationStats } from "../../src/emulator/dataset/annotations.ts";
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
 import { noFaults } from "../../src/emulator/types.ts";
 import { HttpClient } from "../../src/net/http-client.ts";
+import { listFiles } from "../support/chaos.ts";
+import { cliIn, type CliResult } from "../support/cli.ts";
 
 const fastRetry = { retries: 12, backoff: { initialMs: 5, maxMs: 50, multiplier: 2, jitter: "equal" as const } };
 const TRAIN = 240;
@@ -22,11 +22,7 @@ let client: HttpClient;
 let tmp: string;
 let base: string;
 
-async function files(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) if (!e.isDirectory()) out.push(path.relative(dir, path.join(e.parentPath, e.name)));
-  return out.sort();
-}
+const files = listFiles;
 
 /** Every instance of the store is at STUDY/SERIES/INSTANCE.dcm with the server's exact bytes; nothing else but state. */
 async function assertPulled(dir: string): Promise<void> {
@@ -205,13 +201,6 @@ function countRetrieves(): number {
   return cloud.requests.entries.filter((e) => e.method === "GET" && /\/dicomWeb\/studies\/.+\/instances\/[^/]+$/.test(e.path)).length;
 }
 
-async function cli(argv: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d: Buffer) => (out += d.toString()));
-  stderr.on("data", (d: Buffer) => (err += d.toString()));
-  const code = await runCli(argv, { stdout, stderr, env: { ...env }, cwd: tmp, signal: new AbortController().signal });
-  return { code, stdout: out, stderr: err };
+function cli(argv: string[]): Promise<CliResult> {
+  return cliIn(argv, { cwd: tmp });
 }

@@ -4,13 +4,12 @@ import { execFileSync } from "node:child_process";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
-import { runCli } from "../../src/cli/run-cli.ts";
 import { TEMP_MARKER } from "../../src/core/safe-path.ts";
 import { SIIM_TEST_STORE, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
 import { readState } from "../../src/workflow/state.ts";
 import { listFiles } from "../support/chaos.ts";
+import { cliIn, mountSkip, type CliResult } from "../support/cli.ts";
 
 /**
  * Disk faults (issue #6), beyond what destination-faults.test.ts proves (mirror/pull of small
@@ -25,21 +24,7 @@ import { listFiles } from "../support/chaos.ts";
  * skipped loudly otherwise. Every mount is undone in `after`, lazily if it is still busy.
  */
 
-const canMount = (() => {
-  if (process.getuid?.() !== 0) return "needs root to mount a tmpfs";
-  const probe = path.join(os.tmpdir(), `hcx-diskfault-probe-${process.pid}`);
-  try {
-    execFileSync("mkdir", ["-p", probe]);
-    execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", probe], { stdio: "ignore" });
-    execFileSync("umount", [probe]);
-    return false;
-  } catch {
-    return "mount(2) is not permitted here (no CAP_SYS_ADMIN)";
-  } finally {
-    execFileSync("rm", ["-rf", probe]);
-  }
-})();
-if (canMount !== false) process.stderr.write(`\n!!! disk-faults: SKIPPED: ${canMount}\n`);
+const canMount = mountSkip("disk-faults");
 
 const B = "disk-faults";
 let cloud: LocalCloud;
@@ -65,13 +50,8 @@ function unmount(dir: string): void {
   }
 }
 
-async function cli(argv: string[], cwd = tmp): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = "";
-  let stderr = "";
-  const out = new PassThrough().on("data", (d) => (stdout += String(d)));
-  const err = new PassThrough().on("data", (d) => (stderr += String(d)));
-  const code = await runCli(["--emulator", cloud.baseUrl, ...argv], { stdout: out, stderr: err, env: {}, cwd, signal: AbortSignal.timeout(40_000) });
-  return { code, stdout, stderr };
+function cli(argv: string[], cwd = tmp): Promise<CliResult> {
+  return cliIn(["--emulator", cloud.baseUrl, ...argv], { cwd, signal: AbortSignal.timeout(40_000) });
 }
 
 /** exit 1, the fault named on one `error:` line, no stack trace. */

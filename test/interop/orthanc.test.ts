@@ -5,11 +5,10 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { PassThrough } from "node:stream";
-import { runCli } from "../../src/cli/run-cli.ts";
 import { inspectPart10 } from "../../src/dicomweb/part10.ts";
 import { writePart10 } from "../../src/emulator/dataset/dicom-writer.ts";
 import { SOP_CLASS_SECONDARY_CAPTURE } from "../../src/emulator/dataset/instances.ts";
+import { cliIn, type CliResult } from "../support/cli.ts";
 import { peer } from "../support/peers.ts";
 
 /**
@@ -157,15 +156,8 @@ async function pulledFiles(dir: string): Promise<string[]> {
   return out.filter((f) => !f.startsWith(".hcexport/")).sort();
 }
 
-async function cli(argv: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d: Buffer) => (out += d.toString()));
-  stderr.on("data", (d: Buffer) => (err += d.toString()));
-  const code = await runCli(argv, { stdout, stderr, env, cwd: tmp, signal: new AbortController().signal });
-  return { code, stdout: out, stderr: err };
+function cli(argv: string[], env: Record<string, string>): Promise<CliResult> {
+  return cliIn(argv, { cwd: tmp, env });
 }
 
 describe("dicomweb pull against Orthanc + DICOMweb plugin", { skip: orthanc.skip }, () => {

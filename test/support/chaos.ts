@@ -9,17 +9,8 @@ import path from "node:path";
  * a callback, and a recursive file lister.
  */
 
-/** mulberry32: small, fast and reproducible. */
-export function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, the emulator's own fault PRNG: small, fast and reproducible. */
+export { seededRandom as prng } from "../../src/emulator/faults.ts";
 
 /** `HCX_<NAME>_SEED` if set (to replay a failure), else a fresh seed; always logged by the caller. */
 export function seedFor(name: string): number {
