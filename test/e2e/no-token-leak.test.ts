@@ -2,31 +2,20 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { SIIM, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
 import { startLocalCloud } from "../../src/emulator/local-cloud.ts";
+import { startFakeAdc } from "../support/fake-adc.ts";
 
 const TOKEN = "ya29.FAKE-SECRET-TOKEN-must-never-be-printed-7f3a9c";
 
 test("credentials are used but the access token never appears in any output, even with --verbose or --json", async () => {
-  // A token endpoint for Application Default Credentials (external_account_authorized_user has a configurable token_url).
-  let tokenRequests = 0;
-  const tokens = createServer((req, res) => {
-    tokenRequests++;
-    req.resume();
-    res.writeHead(200, { "content-type": "application/json" });
-    res.end(JSON.stringify({ access_token: TOKEN, expires_in: 3600, token_type: "Bearer" }));
-  });
-  await new Promise<void>((r) => tokens.listen(0, "127.0.0.1", r));
   const cloud = await startLocalCloud({ dataset: { train: 4, test: 1 }, exportInstancesPerSecond: 1000 });
   const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-token-"));
+  const adc = await startFakeAdc(TOKEN, dir);
   try {
-    const tokenUrl = `http://127.0.0.1:${(tokens.address() as AddressInfo).port}/token`;
-    const creds = path.join(dir, "adc.json");
-    await writeFile(creds, JSON.stringify({ type: "external_account_authorized_user", audience: "//iam.googleapis.com/locations/global/workforcePools/p/providers/x", client_id: "cid", client_secret: "csecret", refresh_token: "rtoken", token_url: tokenUrl, token_info_url: tokenUrl }));
+    const creds = adc.file;
     // 0.0.0.0 reaches the loopback server but is not "the local cloud", so credentials are looked up and sent.
     const endpoint = cloud.baseUrl.replace("127.0.0.1", "0.0.0.0");
     const demo = JSON.parse(await readFile(path.resolve("config/demo.json"), "utf8")) as Record<string, unknown>;
@@ -48,10 +37,10 @@ test("credentials are used but the access token never appears in any output, eve
       assert.ok(!r.out.includes(TOKEN) && !r.out.includes("FAKE-SECRET"), `token leaked by ${args.join(" ")}`);
       assert.ok(!r.out.includes("rtoken") && !r.out.includes("csecret"), `credential file secrets leaked by ${args.join(" ")}`);
     }
-    assert.ok(tokenRequests > 0, "the CLI really minted and used a token");
+    assert.ok(adc.tokenRequests() > 0, "the CLI really minted and used a token");
   } finally {
     await cloud.close();
-    await new Promise((r) => tokens.close(r));
+    await adc.close();
     await rm(dir, { recursive: true, force: true });
   }
 });

@@ -1,43 +1,19 @@
 import { describe, test, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { SIIM, SIIM_TEST_STORE, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
+import { spawnCli, type Ran } from "../support/chaos.ts";
 
 const MAIN = path.resolve("src/cli/main.ts");
 const MEMBER = `serviceAccount:${SIIM.serviceAgent}`;
 
-interface Ran {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Spawns the real CLI; `onLine` sees stdout lines as they come (and may kill the child). */
 function cli(args: string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; onLine?: (line: string, child: ChildProcess) => void }): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    let pending = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-      stdout += chunk;
-      pending += chunk;
-      let i: number;
-      while ((i = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, i);
-        pending = pending.slice(i + 1);
-        opts.onLine?.(line, child);
-      }
-    });
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
+  return spawnCli(MAIN, args, opts);
 }
 
 /** config/demo.json with its destinations and state under `dir`. */

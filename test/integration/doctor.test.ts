@@ -9,6 +9,7 @@ import path from "node:path";
 import { PassThrough } from "node:stream";
 import { request } from "undici";
 import { runCli } from "../../src/cli/run-cli.ts";
+import { startFakeAdc } from "../support/fake-adc.ts";
 import { SIIM, SIIM_DATASET_PATH, SIIM_FHIR_STORE, SIIM_TEST_STORE, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
 
@@ -148,18 +149,9 @@ describe("hcexport doctor against the local cloud", () => {
 
   test("with Application Default Credentials: names the credential kind, the token never appears in any output", async () => {
     const TOKEN = "ya29.FAKE-DOCTOR-TOKEN-must-never-be-printed-41b7";
-    let tokenRequests = 0;
-    const tokens = createServer((req, res) => {
-      tokenRequests++;
-      req.resume();
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify({ access_token: TOKEN, expires_in: 3600, token_type: "Bearer" }));
-    });
-    await new Promise<void>((r) => tokens.listen(0, "127.0.0.1", r));
+    const adc = await startFakeAdc(TOKEN, dir);
     try {
-      const tokenUrl = `http://127.0.0.1:${(tokens.address() as AddressInfo).port}/token`;
-      const creds = path.join(dir, "adc.json");
-      await writeFile(creds, JSON.stringify({ type: "external_account_authorized_user", audience: "//iam.googleapis.com/locations/global/workforcePools/p/providers/x", client_id: "cid", client_secret: "csecret", refresh_token: "rtoken", token_url: tokenUrl, token_info_url: tokenUrl }));
+      const creds = adc.file;
       const cfg = await writeConfig("c", { grantIam: true, serviceAgent: SIIM.serviceAgent });
       // 0.0.0.0 reaches the loopback server but is not "the local cloud", so credentials are looked up and sent.
       const env = { ...process.env, GOOGLE_APPLICATION_CREDENTIALS: creds, HCEXPORT_EMULATOR: cloud.baseUrl.replace("127.0.0.1", "0.0.0.0") };
@@ -173,9 +165,9 @@ describe("hcexport doctor against the local cloud", () => {
         assert.ok(!r.out.includes(TOKEN) && !r.out.includes("FAKE-DOCTOR-TOKEN"), `token leaked with ${extra.join(" ")}`);
         assert.ok(!r.out.includes("rtoken") && !r.out.includes("csecret"), `credential file secrets leaked with ${extra.join(" ")}`);
       }
-      assert.ok(tokenRequests > 0, "a token was really minted");
+      assert.ok(adc.tokenRequests() > 0, "a token was really minted");
     } finally {
-      await new Promise((r) => tokens.close(r));
+      await adc.close();
     }
   });
 });
