@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, constants, fstatSync, fsync as fsyncCb, lstatSync, mkdirSync, openSync, renameSync, unlinkSync, writevSync } from "node:fs";
-import { lstat, mkdir, open, rename, unlink, type FileHandle } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { IntegrityError, UnsafeNameError } from "./errors.ts";
@@ -301,7 +301,9 @@ async function writeAll(fh: FileHandle, bufs: Uint8Array[]): Promise<void> {
 export async function replaceFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
   const dir = path.dirname(file);
   await mkdir(dir, { recursive: true });
-  const temp = path.join(dir, `.${path.basename(file)}${TEMP_MARKER}${randomBytes(6).toString("hex")}`);
+  const stem = `.${path.basename(file)}${TEMP_MARKER}`;
+  // Named like every other temp file (host tag + pid), so a killed writer's leftover is recognisable.
+  const temp = path.join(dir, `${stem}${TEMP_ID}-${++tempCounter}`);
   const fh = await open(temp, "wx", 0o644);
   try {
     try {
@@ -320,6 +322,11 @@ export async function replaceFileAtomic(file: string, data: string | Uint8Array)
   } catch (err) {
     await unlink(temp).catch(() => {});
     throw err;
+  }
+  // A SIGKILL between open and rename leaves a temp beside the file that nothing else sweeps
+  // (state and report live outside any mirrored tree): remove those whose writer is gone.
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (name.startsWith(stem) && tempWriterGone(name)) await unlink(path.join(dir, name)).catch(() => {});
   }
   const dh = await open(dir, "r").catch(() => undefined);
   await dh?.sync().catch(() => {});

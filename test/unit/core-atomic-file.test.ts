@@ -3,7 +3,9 @@ import assert from "node:assert/strict";
 import { mkdtemp, mkdir, readdir, readFile, symlink, writeFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { writeFileAtomic, replaceFileAtomic, DirectoryGuard } from "../../src/core/atomic-file.ts";
+import { spawn } from "node:child_process";
+import { writeFileAtomic, replaceFileAtomic, DirectoryGuard, tempWriterGone } from "../../src/core/atomic-file.ts";
+import { TEMP_MARKER } from "../../src/core/safe-path.ts";
 import { crc32cBase64, md5Base64 } from "../../src/core/hashing.ts";
 import { IntegrityError, UnsafeNameError } from "../../src/core/errors.ts";
 
@@ -80,5 +82,32 @@ describe("replaceFileAtomic", () => {
     await replaceFileAtomic(file, '{"a":2}');
     assert.equal(await readFile(file, "utf8"), '{"a":2}');
     assert.deepEqual(await readdir(path.dirname(file)), ["state.json"]);
+  });
+});
+
+describe("leftovers of a killed writer", () => {
+  test("a temp file whose writer was SIGKILLed is recognised as dead and swept by the next replaceFileAtomic beside it", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-killed-"));
+    after(() => rm(dir, { recursive: true, force: true }));
+    // A child starts writing `state.json` atomically and is killed before the rename.
+    const script = `import { writeFileAtomic } from ${JSON.stringify(path.resolve("src/core/atomic-file.ts"))};
+      const hang = (async function* () { yield Buffer.from("partial"); await new Promise(() => {}); })();
+      writeFileAtomic(${JSON.stringify(dir)}, "state.json", hang, { fsync: false });
+      setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: "ignore" });
+    let temp: string | undefined;
+    for (let i = 0; i < 200 && temp === undefined; i++) {
+      temp = (await readdir(dir)).find((n) => n.includes(TEMP_MARKER));
+      if (temp === undefined) await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.ok(temp !== undefined, "the child left a temp file");
+    assert.equal(tempWriterGone(temp), false, "its writer is still alive");
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    assert.equal(tempWriterGone(temp), true, "its writer is gone");
+    assert.equal(tempWriterGone(".state.json.hcx-tmp-0123456789ab"), false, "a name without host tag and pid is never judged dead");
+    await replaceFileAtomic(path.join(dir, "state.json"), "{}");
+    assert.deepEqual(await readdir(dir), ["state.json"]);
+    assert.equal(await readFile(path.join(dir, "state.json"), "utf8"), "{}");
   });
 });
