@@ -30,7 +30,8 @@ const N = Number(values.instances);
 const C = values.concurrency;
 const work = path.resolve(values.out, "dicomweb");
 const cli = path.resolve("dist/cli/main.js");
-const STORE = "projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/dicomStores/dicom-images-train";
+const STORE =
+  "projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/dicomStores/dicom-images-train";
 
 async function timed(args: string[]): Promise<number> {
   const t = process.hrtime.bigint();
@@ -41,7 +42,24 @@ async function timed(args: string[]): Promise<number> {
 async function main(): Promise<void> {
   await rm(work, { recursive: true, force: true });
   await mkdir(work, { recursive: true });
-  const emulator = spawn(process.execPath, [cli, "emulator", "--dataset", "siim", "--train", String(N), "--test", "0", "--instance-bytes", values.size, "--export-rate", "1000000"], { stdio: ["ignore", "pipe", "inherit"] });
+  const emulator = spawn(
+    process.execPath,
+    [
+      cli,
+      "emulator",
+      "--dataset",
+      "siim",
+      "--train",
+      String(N),
+      "--test",
+      "0",
+      "--instance-bytes",
+      values.size,
+      "--export-rate",
+      "1000000",
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
   let out = "";
   emulator.stdout!.setEncoding("utf8");
   const url = await new Promise<string>((resolve, reject) => {
@@ -58,9 +76,56 @@ async function main(): Promise<void> {
       rows.push([what, secs, note]);
       process.stderr.write(`${what}: ${secs.toFixed(2)} s (${(N / secs).toFixed(0)} instances/s)\n`);
     };
-    add(`dicomweb pull, per instance (c=${C})`, await timed(["--emulator", url, "--quiet", "dicomweb", "pull", STORE, path.join(work, "pull-instance"), "--concurrency", C, "--page-size", "5000"]));
-    add(`dicomweb pull, per study (multipart, c=${C})`, await timed(["--emulator", url, "--quiet", "dicomweb", "pull", STORE, path.join(work, "pull-study"), "--concurrency", C, "--page-size", "5000", "--mode", "study"]));
-    add("dicomweb pull, rerun with nothing to do", await timed(["--emulator", url, "--quiet", "dicomweb", "pull", STORE, path.join(work, "pull-instance"), "--concurrency", C, "--page-size", "5000"]));
+    add(
+      `dicomweb pull, per instance (c=${C})`,
+      await timed([
+        "--emulator",
+        url,
+        "--quiet",
+        "dicomweb",
+        "pull",
+        STORE,
+        path.join(work, "pull-instance"),
+        "--concurrency",
+        C,
+        "--page-size",
+        "5000",
+      ]),
+    );
+    add(
+      `dicomweb pull, per study (multipart, c=${C})`,
+      await timed([
+        "--emulator",
+        url,
+        "--quiet",
+        "dicomweb",
+        "pull",
+        STORE,
+        path.join(work, "pull-study"),
+        "--concurrency",
+        C,
+        "--page-size",
+        "5000",
+        "--mode",
+        "study",
+      ]),
+    );
+    add(
+      "dicomweb pull, rerun with nothing to do",
+      await timed([
+        "--emulator",
+        url,
+        "--quiet",
+        "dicomweb",
+        "pull",
+        STORE,
+        path.join(work, "pull-instance"),
+        "--concurrency",
+        C,
+        "--page-size",
+        "5000",
+      ]),
+    );
     const config = {
       project: "bench-project",
       bucket: { name: "hcexport-bench-dicomweb" },
@@ -73,9 +138,15 @@ async function main(): Promise<void> {
     await writeFile(configFile, JSON.stringify(config));
     const reportFile = path.join(work, "run-report.json");
     const total = await timed(["--emulator", url, "--quiet", "run", configFile, "--report", reportFile]);
-    const report = JSON.parse(await readFile(reportFile, "utf8")) as { mirrors?: Array<{ durationMs: number; downloaded: number }> };
+    const report = JSON.parse(await readFile(reportFile, "utf8")) as {
+      mirrors?: Array<{ durationMs: number; downloaded: number }>;
+    };
     const mirrorSecs = (report.mirrors?.[0]?.durationMs ?? NaN) / 1000;
-    add("run: bucket + IAM + export + mirror (c=32)", total, `export emulated at max speed; mirror alone ${mirrorSecs.toFixed(2)} s`);
+    add(
+      "run: bucket + IAM + export + mirror (c=32)",
+      total,
+      `export emulated at max speed; mirror alone ${mirrorSecs.toFixed(2)} s`,
+    );
     const md = [
       `# dicomweb pull vs export + mirror`,
       "",
@@ -87,7 +158,10 @@ async function main(): Promise<void> {
       "",
     ].join("\n");
     await writeFile(path.resolve(values.out, "dicomweb.md"), md);
-    await writeFile(path.resolve(values.out, "dicomweb.json"), JSON.stringify({ instances: N, size: Number(values.size), rows }, null, 2));
+    await writeFile(
+      path.resolve(values.out, "dicomweb.json"),
+      JSON.stringify({ instances: N, size: Number(values.size), rows }, null, 2),
+    );
     process.stdout.write(md);
   } finally {
     emulator.kill("SIGTERM");

@@ -70,9 +70,33 @@ async function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = proce
 }
 
 const tools = {
-  hcexport: (url: string, prefix: string, dir: string) => timed(process.execPath, [cli, "mirror", `gs://bench-bucket/${prefix}`, dir, "--emulator", url, "--concurrency", String(C), "--quiet"]),
+  hcexport: (url: string, prefix: string, dir: string) =>
+    timed(process.execPath, [
+      cli,
+      "mirror",
+      `gs://bench-bucket/${prefix}`,
+      dir,
+      "--emulator",
+      url,
+      "--concurrency",
+      String(C),
+      "--quiet",
+    ]),
   rclone: (url: string, prefix: string, dir: string) =>
-    timed("rclone", ["copy", `:gcs:bench-bucket/${prefix}`, dir, "--gcs-anonymous", "--gcs-endpoint", `${url}/storage/v1/`, "--transfers", String(C), "--checkers", String(C), "--config", "/dev/null"]),
+    timed("rclone", [
+      "copy",
+      `:gcs:bench-bucket/${prefix}`,
+      dir,
+      "--gcs-anonymous",
+      "--gcs-endpoint",
+      `${url}/storage/v1/`,
+      "--transfers",
+      String(C),
+      "--checkers",
+      String(C),
+      "--config",
+      "/dev/null",
+    ]),
   gcloud: (url: string, prefix: string, dir: string) =>
     timed("gcloud", ["storage", "rsync", "-r", `gs://bench-bucket/${prefix}`, dir], {
       ...process.env,
@@ -90,7 +114,9 @@ async function changeSome(url: string, prefix: string, fraction: number): Promis
   const names: string[] = [];
   let token: string | undefined;
   do {
-    const r = await request(`${url}/storage/v1/b/bench-bucket/o?prefix=${prefix}/&fields=nextPageToken,items(name)${token ? `&pageToken=${token}` : ""}`);
+    const r = await request(
+      `${url}/storage/v1/b/bench-bucket/o?prefix=${prefix}/&fields=nextPageToken,items(name)${token ? `&pageToken=${token}` : ""}`,
+    );
     const page = (await r.body.json()) as { items?: Array<{ name: string }>; nextPageToken?: string };
     names.push(...(page.items ?? []).map((i) => i.name));
     token = page.nextPageToken;
@@ -98,7 +124,14 @@ async function changeSome(url: string, prefix: string, fraction: number): Promis
   const step = Math.max(1, Math.round(1 / fraction));
   let changed = 0;
   for (let i = 0; i < names.length; i += step) {
-    const r = await request(`${url}/upload/storage/v1/b/bench-bucket/o?uploadType=media&name=${encodeURIComponent(names[i]!)}`, { method: "POST", body: Buffer.alloc(Number(values.size), i & 0xff), headers: { "content-type": "application/dicom" } });
+    const r = await request(
+      `${url}/upload/storage/v1/b/bench-bucket/o?uploadType=media&name=${encodeURIComponent(names[i]!)}`,
+      {
+        method: "POST",
+        body: Buffer.alloc(Number(values.size), i & 0xff),
+        headers: { "content-type": "application/dicom" },
+      },
+    );
     await r.body.dump();
     changed++;
   }
@@ -107,7 +140,10 @@ async function changeSome(url: string, prefix: string, fraction: number): Promis
 
 async function peakRss(args: string[]): Promise<number | undefined> {
   if (!existsSync("/usr/bin/time")) return undefined;
-  const { stderr } = await exec("/usr/bin/time", ["-f", "MAXRSS_KB=%M", process.execPath, ...args], { maxBuffer: 512 * 1024 * 1024, timeout: 3_600_000 });
+  const { stderr } = await exec("/usr/bin/time", ["-f", "MAXRSS_KB=%M", process.execPath, ...args], {
+    maxBuffer: 512 * 1024 * 1024,
+    timeout: 3_600_000,
+  });
   const m = /MAXRSS_KB=(\d+)/.exec(stderr);
   return m ? Number(m[1]) / 1024 : undefined;
 }
@@ -115,10 +151,20 @@ async function peakRss(args: string[]): Promise<number | undefined> {
 async function main(): Promise<void> {
   await rm(work, { recursive: true, force: true });
   await mkdir(work, { recursive: true });
-  const selected: Tool[] = ["hcexport", ...(useRclone ? (["rclone"] as const) : []), ...(useGcloud ? (["gcloud"] as const) : [])];
+  const selected: Tool[] = [
+    "hcexport",
+    ...(useRclone ? (["rclone"] as const) : []),
+    ...(useGcloud ? (["gcloud"] as const) : []),
+  ];
   const n = Number(values.objects);
   const sizeKB = Math.round(Number(values.size) / 1000);
-  const results: Record<string, unknown> = { machine: `${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.cpus()[0]?.model ?? "?"}, node ${process.version}`, date: new Date().toISOString(), objects: n, objectBytes: Number(values.size), concurrency: C };
+  const results: Record<string, unknown> = {
+    machine: `${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.cpus()[0]?.model ?? "?"}, node ${process.version}`,
+    date: new Date().toISOString(),
+    objects: n,
+    objectBytes: Number(values.size),
+    concurrency: C,
+  };
   const rows: string[][] = [["scenario", ...selected, "ceiling (raw client)"]];
 
   // Small objects: ceiling, cold copy, no-op, 1 % changed.
@@ -156,7 +202,13 @@ async function main(): Promise<void> {
       const ceiling = await measureServeRate(server.url, "bench-bucket", "big", Math.min(C, big));
       const mb = (big * Number(values["big-size"])) / 2 ** 20;
       results["big"] = { objects: big, bytes: Number(values["big-size"]), times, ceiling };
-      rows.push([`cold copy, ${big} × ${Math.round(Number(values["big-size"]) / 2 ** 20)} MiB`, ...selected.map((t) => (times[t] === undefined ? "–" : `${times[t]!.toFixed(2)} s (${Math.round(mb / times[t]!)} MiB/s)`)), `${ceiling.seconds.toFixed(2)} s (${Math.round(ceiling.mibPerSecond)} MiB/s)`]);
+      rows.push([
+        `cold copy, ${big} × ${Math.round(Number(values["big-size"]) / 2 ** 20)} MiB`,
+        ...selected.map((t) =>
+          times[t] === undefined ? "–" : `${times[t]!.toFixed(2)} s (${Math.round(mb / times[t]!)} MiB/s)`,
+        ),
+        `${ceiling.seconds.toFixed(2)} s (${Math.round(ceiling.mibPerSecond)} MiB/s)`,
+      ]);
     } finally {
       await stopServer(server);
     }
@@ -167,13 +219,27 @@ async function main(): Promise<void> {
   for (const count of [10_000, Number(values["rss-objects"])]) {
     server = await startServer(["--objects", String(count), "--size", "16", "--prefix", "many"]);
     try {
-      rss[count] = await peakRss([cli, "mirror", "gs://bench-bucket/many", path.join(work, `rss-${count}`), "--emulator", server.url, "--dry-run", "--quiet"]);
+      rss[count] = await peakRss([
+        cli,
+        "mirror",
+        "gs://bench-bucket/many",
+        path.join(work, `rss-${count}`),
+        "--emulator",
+        server.url,
+        "--dry-run",
+        "--quiet",
+      ]);
     } finally {
       await stopServer(server);
     }
   }
   results["dryRunPeakRssMiB"] = rss;
-  rows.push([`peak RSS, dry run (listing + plan) of 10,000 / ${Number(values["rss-objects"]).toLocaleString("en")} objects`, `${rss[10_000]?.toFixed(0) ?? "?"} MiB / ${rss[Number(values["rss-objects"])]?.toFixed(0) ?? "?"} MiB`, ...selected.slice(1).map(() => "–"), "–"]);
+  rows.push([
+    `peak RSS, dry run (listing + plan) of 10,000 / ${Number(values["rss-objects"]).toLocaleString("en")} objects`,
+    `${rss[10_000]?.toFixed(0) ?? "?"} MiB / ${rss[Number(values["rss-objects"])]?.toFixed(0) ?? "?"} MiB`,
+    ...selected.slice(1).map(() => "–"),
+    "–",
+  ]);
 
   const md = [
     `# hcexport benchmark`,

@@ -24,13 +24,28 @@ const { values } = parseArgs({
 });
 
 /** Lists all names under a prefix, then GETs each with `concurrency` workers; returns the rate. */
-export async function measureServeRate(baseUrl: string, bucket: string, prefix: string, concurrency: number): Promise<{ objects: number; bytes: number; seconds: number; objectsPerSecond: number; mibPerSecond: number; listSeconds: number }> {
+export async function measureServeRate(
+  baseUrl: string,
+  bucket: string,
+  prefix: string,
+  concurrency: number,
+): Promise<{
+  objects: number;
+  bytes: number;
+  seconds: number;
+  objectsPerSecond: number;
+  mibPerSecond: number;
+  listSeconds: number;
+}> {
   const agent = new Agent({ connections: concurrency, keepAliveTimeout: 30_000 });
   const names: string[] = [];
   const listStart = performance.now();
   let token: string | undefined;
   do {
-    const res = await request(`${baseUrl}/storage/v1/b/${bucket}/o?prefix=${encodeURIComponent(`${prefix}/`)}&fields=nextPageToken,items(name)${token ? `&pageToken=${token}` : ""}`, { dispatcher: agent });
+    const res = await request(
+      `${baseUrl}/storage/v1/b/${bucket}/o?prefix=${encodeURIComponent(`${prefix}/`)}&fields=nextPageToken,items(name)${token ? `&pageToken=${token}` : ""}`,
+      { dispatcher: agent },
+    );
     const page = (await res.body.json()) as { items?: Array<{ name: string }>; nextPageToken?: string };
     names.push(...(page.items ?? []).map((i) => i.name));
     token = page.nextPageToken;
@@ -43,21 +58,45 @@ export async function measureServeRate(baseUrl: string, bucket: string, prefix: 
     Array.from({ length: concurrency }, async () => {
       while (next < names.length) {
         const name = names[next++]!;
-        const res = await request(`${baseUrl}/download/storage/v1/b/${bucket}/o/${encodeURIComponent(name)}?alt=media`, { dispatcher: agent });
+        const res = await request(
+          `${baseUrl}/download/storage/v1/b/${bucket}/o/${encodeURIComponent(name)}?alt=media`,
+          { dispatcher: agent },
+        );
         for await (const chunk of res.body) bytes += (chunk as Buffer).length;
       }
     }),
   );
   const seconds = (performance.now() - start) / 1000;
   await agent.close();
-  return { objects: names.length, bytes, seconds, objectsPerSecond: names.length / seconds, mibPerSecond: bytes / 1048576 / seconds, listSeconds };
+  return {
+    objects: names.length,
+    bytes,
+    seconds,
+    objectsPerSecond: names.length / seconds,
+    mibPerSecond: bytes / 1048576 / seconds,
+    listSeconds,
+  };
 }
 
 async function main(): Promise<void> {
   let url = values.url;
   let server: ReturnType<typeof spawn> | undefined;
   if (url === undefined) {
-    server = spawn(process.execPath, ["scripts/bench-server.ts", "--objects", values.objects, "--size", values.size, "--bucket", values.bucket, "--prefix", values.prefix], { stdio: ["ignore", "pipe", "inherit"] });
+    server = spawn(
+      process.execPath,
+      [
+        "scripts/bench-server.ts",
+        "--objects",
+        values.objects,
+        "--size",
+        values.size,
+        "--bucket",
+        values.bucket,
+        "--prefix",
+        values.prefix,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
     let out = "";
     server.stdout!.setEncoding("utf8");
     url = await new Promise<string>((resolve, reject) => {
@@ -72,7 +111,10 @@ async function main(): Promise<void> {
   try {
     const r = await measureServeRate(url, values.bucket, values.prefix, Number(values.concurrency));
     if (values.json) console.log(JSON.stringify(r));
-    else console.log(`local cloud serving rate: ${r.objects} objects (${(r.bytes / 1048576).toFixed(0)} MiB) in ${r.seconds.toFixed(2)} s = ${r.objectsPerSecond.toFixed(0)} objects/s, ${r.mibPerSecond.toFixed(0)} MiB/s (concurrency ${values.concurrency}); listing took ${r.listSeconds.toFixed(2)} s`);
+    else
+      console.log(
+        `local cloud serving rate: ${r.objects} objects (${(r.bytes / 1048576).toFixed(0)} MiB) in ${r.seconds.toFixed(2)} s = ${r.objectsPerSecond.toFixed(0)} objects/s, ${r.mibPerSecond.toFixed(0)} MiB/s (concurrency ${values.concurrency}); listing took ${r.listSeconds.toFixed(2)} s`,
+      );
   } finally {
     if (server !== undefined) {
       server.kill("SIGTERM");

@@ -31,6 +31,12 @@ export interface CliContext {
 }
 
 export function createContext(args: GlobalArgs, io: CliIo): CliContext {
-  const out = new Output({ json: args.json, quiet: args.quiet, verbose: args.verbose, stdout: io.stdout, stderr: io.stderr });
+  const out = new Output({
+    json: args.json,
+    quiet: args.quiet,
+    verbose: args.verbose,
+    stdout: io.stdout,
+    stderr: io.stderr,
+  });
   return { io, out };
 }

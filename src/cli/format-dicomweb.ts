@@ -13,7 +13,10 @@ export const formatDicomwebEvent: Formatter = (event: AnyEvent): Rendered | unde
     case "dicomweb.search.page":
       return { line: `  QIDO ${e.path} offset ${e.offset}: ${e.rows} rows`, level: "debug" };
     case "dicomweb.search.capped":
-      return { line: `  QIDO ${e.path}: the server returned ${e.rows} rows for limit ${e.limit}; paging on until an empty page`, level: "debug" };
+      return {
+        line: `  QIDO ${e.path}: the server returned ${e.rows} rows for limit ${e.limit}; paging on until an empty page`,
+        level: "debug",
+      };
     case "dicomweb.search.fallback":
       return { line: `! per-study searches: ${e.reason}`, level: "warn" };
     case "dicomweb.negotiated":

@@ -22,7 +22,10 @@ export const formatMirrorEvent: Formatter = (event: AnyEvent): Rendered | undefi
       if (e.action === "would-download") return { line: `would download ${e.name} (${e.bytes} bytes)` };
       return e.action === "downloaded" ? { line: `downloaded ${e.name}`, level: "debug" } : undefined;
     case "mirror.delete":
-      return { line: e.action === "would-delete" ? `would delete ${e.path}` : `deleted ${e.path}`, level: e.action === "deleted" ? "debug" : "info" };
+      return {
+        line: e.action === "would-delete" ? `would delete ${e.path}` : `deleted ${e.path}`,
+        level: e.action === "deleted" ? "debug" : "info",
+      };
     case "mirror.delete-skipped":
       return { line: `! not deleting ${e.pending} destination-only file(s): ${e.reason}`, level: "warn" };
     case "mirror.done":
@@ -42,6 +45,7 @@ export function progressText(e: Extract<MirrorEvent, { kind: "mirror.progress" }
     `${(rate / MiB).toFixed(1)} MiB/s`,
   ];
   if (e.failed > 0) parts.push(`${e.failed} failed/refused`);
-  if (e.listingDone && rate > 0 && e.plannedBytes > e.bytes) parts.push(`ETA ${Math.ceil((e.plannedBytes - e.bytes) / rate)} s`);
+  if (e.listingDone && rate > 0 && e.plannedBytes > e.bytes)
+    parts.push(`ETA ${Math.ceil((e.plannedBytes - e.bytes) / rate)} s`);
   return parts.join(" · ");
 }

@@ -8,7 +8,10 @@ export const formatWorkflowEvent: Formatter = (event: AnyEvent): Rendered | unde
     case "export.adopted":
       return { line: `  found ${e.operation} for ${e.store} (${e.reason}); not starting another export` };
     case "export.retry":
-      return { line: `  starting the export of ${e.store} failed (attempt ${e.attempt}): ${e.error}; checking whether it started anyway`, level: "warn" };
+      return {
+        line: `  starting the export of ${e.store} failed (attempt ${e.attempt}): ${e.error}; checking whether it started anyway`,
+        level: "warn",
+      };
     default:
       return undefined;
   }

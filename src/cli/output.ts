@@ -58,7 +58,9 @@ export class Output {
   /** Sink for module events. */
   readonly emit = (event: AnyEvent): void => {
     if (this.options.json) {
-      this.options.stdout.write(`${JSON.stringify({ ...event, time: new Date(this.#now()).toISOString() }, jsonReplacer)}\n`);
+      this.options.stdout.write(
+        `${JSON.stringify({ ...event, time: new Date(this.#now()).toISOString() }, jsonReplacer)}\n`,
+      );
       return;
     }
     let rendered: Rendered | undefined;
@@ -98,14 +100,16 @@ export class Output {
   /** The command's result: a JSON object with --json, text on stdout otherwise. */
   result(text: string, json: unknown): void {
     this.stopStatus();
-    if (this.options.json) this.options.stdout.write(`${JSON.stringify({ kind: "result", ...(json as object) }, jsonReplacer)}\n`);
+    if (this.options.json)
+      this.options.stdout.write(`${JSON.stringify({ kind: "result", ...(json as object) }, jsonReplacer)}\n`);
     else if (text !== "") this.options.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
   }
 
   /** An error, always shown (as an `error` event with --json). */
   error(message: string, details: Record<string, unknown> = {}): void {
     this.stopStatus();
-    if (this.options.json) this.options.stdout.write(`${JSON.stringify({ kind: "error", message, ...details }, jsonReplacer)}\n`);
+    if (this.options.json)
+      this.options.stdout.write(`${JSON.stringify({ kind: "error", message, ...details }, jsonReplacer)}\n`);
     else this.options.stderr.write(`error: ${message}\n`);
   }
 
@@ -116,7 +120,8 @@ export class Output {
 
   #status(text: string): void {
     if (this.isTTY) {
-      if (this.#spinner === undefined) this.#spinner = ora({ text, stream: this.options.stderr, discardStdin: false }).start();
+      if (this.#spinner === undefined)
+        this.#spinner = ora({ text, stream: this.options.stderr, discardStdin: false }).start();
       else this.#spinner.text = text;
       return;
     }

@@ -19,11 +19,35 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     .option("quiet", { alias: "q", type: "boolean", default: false, describe: "only warnings and errors" })
     .option("verbose", { alias: "v", type: "boolean", default: false, describe: "debug detail (never credentials)" })
     .option("project", { type: "string", describe: "Google Cloud project for new buckets and quota" })
-    .option("healthcare-endpoint", { type: "string", describe: "Healthcare API base URL (default https://healthcare.googleapis.com)" })
-    .option("storage-endpoint", { type: "string", describe: "Cloud Storage base URL (default https://storage.googleapis.com)" })
-    .option("resource-manager-endpoint", { type: "string", describe: "Resource Manager base URL (default https://cloudresourcemanager.googleapis.com)" })
-    .option("emulator", { type: "string", describe: "base URL of a running `hcexport emulator`: sets all three endpoints, no auth" })
-    .group(["json", "quiet", "verbose", "project", "healthcare-endpoint", "storage-endpoint", "resource-manager-endpoint", "emulator"], "Global options:")
+    .option("healthcare-endpoint", {
+      type: "string",
+      describe: "Healthcare API base URL (default https://healthcare.googleapis.com)",
+    })
+    .option("storage-endpoint", {
+      type: "string",
+      describe: "Cloud Storage base URL (default https://storage.googleapis.com)",
+    })
+    .option("resource-manager-endpoint", {
+      type: "string",
+      describe: "Resource Manager base URL (default https://cloudresourcemanager.googleapis.com)",
+    })
+    .option("emulator", {
+      type: "string",
+      describe: "base URL of a running `hcexport emulator`: sets all three endpoints, no auth",
+    })
+    .group(
+      [
+        "json",
+        "quiet",
+        "verbose",
+        "project",
+        "healthcare-endpoint",
+        "storage-endpoint",
+        "resource-manager-endpoint",
+        "emulator",
+      ],
+      "Global options:",
+    )
     .demandCommand(1, "Name a command; see --help.")
     .strict()
     .recommendCommands()
@@ -40,12 +64,24 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     await parser.parseAsync();
   } catch (err) {
     exitCode = exitCodeOf(err);
-    const out = new Output({ json: wantsJson, quiet: false, verbose: argv.includes("--verbose"), stdout: io.stdout, stderr: io.stderr });
+    const out = new Output({
+      json: wantsJson,
+      quiet: false,
+      verbose: argv.includes("--verbose"),
+      stdout: io.stdout,
+      stderr: io.stderr,
+    });
     const message = err instanceof Error ? err.message : String(err);
     const hint = err instanceof HcexportError ? err.hint : undefined;
     out.error(message, { exitCode, ...(hint === undefined ? {} : { hint }) });
     if (hint !== undefined && !wantsJson) io.stderr.write(`  fix: ${hint}\n`);
-    if (!(err instanceof HcexportError) && argv.includes("--verbose") && err instanceof Error && err.stack !== undefined) io.stderr.write(`${err.stack}\n`);
+    if (
+      !(err instanceof HcexportError) &&
+      argv.includes("--verbose") &&
+      err instanceof Error &&
+      err.stack !== undefined
+    )
+      io.stderr.write(`${err.stack}\n`);
   }
   return exitCode;
 }

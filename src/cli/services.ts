@@ -21,12 +21,24 @@ export interface Services {
 
 export function createServices(args: GlobalArgs, io: CliIo, config?: Config): Services {
   const endpoints = resolveEndpoints({ ...args, config: config?.endpoints }, io.env);
-  const client = new HttpClient({ auth: authFor(endpoints), connections: Math.max(8, config?.mirror.concurrency ?? 32) });
+  const client = new HttpClient({
+    auth: authFor(endpoints),
+    connections: Math.max(8, config?.mirror.concurrency ?? 32),
+  });
   const ports: PipelinePorts = {
     buckets: storageAdmin(endpoints, config?.project ?? args.project),
     healthcare: healthcareApi(client, endpoints.healthcare),
     source: gcsSource(client, endpoints.storage),
-    fetchAnnotations: (a) => fetchAnnotations({ client, healthcareBase: endpoints.healthcare, storageBase: endpoints.storage, fhirStore: a.store, documentReference: a.documentReference, dest: a.dest, signal: io.signal }),
+    fetchAnnotations: (a) =>
+      fetchAnnotations({
+        client,
+        healthcareBase: endpoints.healthcare,
+        storageBase: endpoints.storage,
+        fhirStore: a.store,
+        documentReference: a.documentReference,
+        dest: a.dest,
+        signal: io.signal,
+      }),
   };
   return { endpoints, client, ports, close: () => client.close() };
 }

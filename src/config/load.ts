@@ -28,7 +28,9 @@ export async function loadConfig(file: string, overrides: ConfigOverrides = {}):
   try {
     text = await readFile(abs, "utf8");
   } catch (err) {
-    throw new UsageError(`cannot read config ${file}: ${(err as Error).message}`, { hint: "pass the path of a config file, e.g. config/siim.json" });
+    throw new UsageError(`cannot read config ${file}: ${(err as Error).message}`, {
+      hint: "pass the path of a config file, e.g. config/siim.json",
+    });
   }
   let json: unknown;
   try {
@@ -39,15 +41,20 @@ export async function loadConfig(file: string, overrides: ConfigOverrides = {}):
   const merged = applyOverrides(json, overrides);
   const { config, problems } = validateConfig(merged);
   if (config === undefined) {
-    throw new UsageError(`${file} has ${problems.length} problem${problems.length === 1 ? "" : "s"}:\n${problems.map((p) => `  ${p.path}: ${p.message}`).join("\n")}`, {
-      hint: "fix the config (see config/siim.json for a complete example)",
-    });
+    throw new UsageError(
+      `${file} has ${problems.length} problem${problems.length === 1 ? "" : "s"}:\n${problems.map((p) => `  ${p.path}: ${p.message}`).join("\n")}`,
+      {
+        hint: "fix the config (see config/siim.json for a complete example)",
+      },
+    );
   }
   const dir = path.dirname(abs);
   const resolved: Config = {
     ...config,
     exports: config.exports.map((e) => ({ ...e, dest: path.resolve(dir, e.dest) })),
-    ...(config.annotations === undefined ? {} : { annotations: { ...config.annotations, dest: path.resolve(dir, config.annotations.dest) } }),
+    ...(config.annotations === undefined
+      ? {}
+      : { annotations: { ...config.annotations, dest: path.resolve(dir, config.annotations.dest) } }),
   };
   return { file: abs, config: resolved, stateDir: path.resolve(dir, config.stateDir) };
 }
@@ -59,7 +66,8 @@ export function applyOverrides(json: unknown, o: ConfigOverrides): unknown {
   if (o.project !== undefined) out["project"] = o.project;
   if (o.grantIam !== undefined) out["grantIam"] = o.grantIam;
   if (o.concurrency !== undefined) {
-    const m = typeof out["mirror"] === "object" && out["mirror"] !== null ? (out["mirror"] as Record<string, unknown>) : {};
+    const m =
+      typeof out["mirror"] === "object" && out["mirror"] !== null ? (out["mirror"] as Record<string, unknown>) : {};
     out["mirror"] = { ...m, concurrency: o.concurrency };
   }
   return out;

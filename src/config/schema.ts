@@ -14,11 +14,16 @@ const prefix = z.string().superRefine((v, ctx) => {
 });
 
 /** A local path: non-empty, no NUL, within PATH_MAX/NAME_MAX (else the OS fails later with a raw ENAMETOOLONG). */
-const localPath = z.string().min(1).superRefine((v, ctx) => {
-  if (v.includes("\0")) ctx.addIssue({ code: "custom", message: "a path may not contain NUL" });
-  else if (Buffer.byteLength(v) > 4000) ctx.addIssue({ code: "custom", message: `a path of ${Buffer.byteLength(v)} bytes is too long (at most 4000)` });
-  else if (v.split(/[\\/]/).some((seg) => Buffer.byteLength(seg) > 255)) ctx.addIssue({ code: "custom", message: "a path segment is longer than 255 bytes" });
-});
+const localPath = z
+  .string()
+  .min(1)
+  .superRefine((v, ctx) => {
+    if (v.includes("\0")) ctx.addIssue({ code: "custom", message: "a path may not contain NUL" });
+    else if (Buffer.byteLength(v) > 4000)
+      ctx.addIssue({ code: "custom", message: `a path of ${Buffer.byteLength(v)} bytes is too long (at most 4000)` });
+    else if (v.split(/[\\/]/).some((seg) => Buffer.byteLength(seg) > 255))
+      ctx.addIssue({ code: "custom", message: "a path segment is longer than 255 bytes" });
+  });
 
 const url = z.string().superRefine((v, ctx) => {
   if (!/^https?:\/\/[^\s/]+/.test(v)) ctx.addIssue({ code: "custom", message: `"${v}" is not an http(s) URL` });
@@ -29,7 +34,12 @@ export const configSchema = z
   .object({
     /** Free text for people reading the file (JSON has no comments); ignored. */
     $comment: z.string().optional(),
-    project: z.string().regex(/^[a-z][a-z0-9-]{4,28}[a-z0-9]$/, "must be a Google Cloud project id (6–30 lowercase letters, digits, hyphens)"),
+    project: z
+      .string()
+      .regex(
+        /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/,
+        "must be a Google Cloud project id (6–30 lowercase letters, digits, hyphens)",
+      ),
     bucket: z
       .object({
         name: z.string().superRefine((v, ctx) => {
@@ -37,27 +47,44 @@ export const configSchema = z
           if (bad !== undefined) ctx.addIssue({ code: "custom", message: bad });
         }),
         location: z.string().min(1).default("US"),
-        storageClass: z.enum(["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE", "REGIONAL", "MULTI_REGIONAL"]).default("STANDARD"),
+        storageClass: z
+          .enum(["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE", "REGIONAL", "MULTI_REGIONAL"])
+          .default("STANDARD"),
         uniformAccess: z.boolean().default(true),
       })
       .strict(),
     serviceAgent: z
       .string()
-      .regex(/^service-\d+@gcp-sa-healthcare\.iam\.gserviceaccount\.com$/, "must look like service-PROJECT_NUMBER@gcp-sa-healthcare.iam.gserviceaccount.com")
+      .regex(
+        /^service-\d+@gcp-sa-healthcare\.iam\.gserviceaccount\.com$/,
+        "must look like service-PROJECT_NUMBER@gcp-sa-healthcare.iam.gserviceaccount.com",
+      )
       .optional(),
     grantIam: z.boolean().default(false),
     exports: z
       .array(z.object({ store: storeOf("dicomStores"), prefix, dest: localPath }).strict())
       .min(1, "name at least one DICOM store to export"),
     annotations: z
-      .object({ store: storeOf("fhirStores"), documentReference: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/, "must be a FHIR resource id"), dest: localPath })
+      .object({
+        store: storeOf("fhirStores"),
+        documentReference: z.string().regex(/^[A-Za-z0-9\-.]{1,64}$/, "must be a FHIR resource id"),
+        dest: localPath,
+      })
       .strict()
       .optional(),
     mirror: z
       .object({ concurrency: z.number().int().min(1).max(512).default(32), delete: z.boolean().default(false) })
       .strict()
       .default({ concurrency: 32, delete: false }),
-    endpoints: z.object({ emulator: url.optional(), storage: url.optional(), healthcare: url.optional(), resourceManager: url.optional() }).strict().optional(),
+    endpoints: z
+      .object({
+        emulator: url.optional(),
+        storage: url.optional(),
+        healthcare: url.optional(),
+        resourceManager: url.optional(),
+      })
+      .strict()
+      .optional(),
     /** Where state, lock and reports live; relative to the config file's directory. */
     stateDir: localPath.default(".hcexport"),
   })
@@ -66,7 +93,12 @@ export const configSchema = z
     const seen = new Map<string, number>();
     c.exports.forEach((e, i) => {
       const first = seen.get(e.prefix);
-      if (first !== undefined) ctx.addIssue({ code: "custom", path: ["exports", i, "prefix"], message: `prefix "${e.prefix}" is already used by exports[${first}]` });
+      if (first !== undefined)
+        ctx.addIssue({
+          code: "custom",
+          path: ["exports", i, "prefix"],
+          message: `prefix "${e.prefix}" is already used by exports[${first}]`,
+        });
       seen.set(e.prefix, i);
     });
   });
@@ -84,9 +116,13 @@ export function validateConfig(input: unknown): { config?: Config; problems: Con
   const r = configSchema.safeParse(input);
   if (r.success) return { config: r.data, problems: [] };
   const problems = r.error.issues.map((issue) => {
-    const keys = issue.code === "unrecognized_keys" ? (issue as { keys?: string[] }).keys ?? [] : [];
+    const keys = issue.code === "unrecognized_keys" ? ((issue as { keys?: string[] }).keys ?? []) : [];
     const base = formatPath(issue.path);
-    if (keys.length > 0) return { path: base, message: `unknown key${keys.length > 1 ? "s" : ""} ${keys.map((k) => `"${k}"`).join(", ")}` };
+    if (keys.length > 0)
+      return {
+        path: base,
+        message: `unknown key${keys.length > 1 ? "s" : ""} ${keys.map((k) => `"${k}"`).join(", ")}`,
+      };
     return { path: base, message: issue.message };
   });
   return { problems };

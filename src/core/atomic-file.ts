@@ -1,5 +1,16 @@
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, constants, fstatSync, fsync as fsyncCb, lstatSync, mkdirSync, openSync, renameSync, unlinkSync, writevSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  fsync as fsyncCb,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  unlinkSync,
+  writevSync,
+} from "node:fs";
 import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -62,8 +73,16 @@ export class DirectoryGuard {
       );
       if (!made) {
         const st = await lstat(dir);
-        if (st.isSymbolicLink()) throw new UnsafeNameError(remoteName, `'${path.relative(this.root, dir)}' is a symlink in the destination; refusing to follow it`);
-        if (!st.isDirectory()) throw new UnsafeNameError(remoteName, `'${path.relative(this.root, dir)}' exists as a file, so it cannot also be a directory`);
+        if (st.isSymbolicLink())
+          throw new UnsafeNameError(
+            remoteName,
+            `'${path.relative(this.root, dir)}' is a symlink in the destination; refusing to follow it`,
+          );
+        if (!st.isDirectory())
+          throw new UnsafeNameError(
+            remoteName,
+            `'${path.relative(this.root, dir)}' exists as a file, so it cannot also be a directory`,
+          );
       }
       this.#verified.add(dir);
     }
@@ -88,8 +107,16 @@ export class DirectoryGuard {
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
         const st = lstatSync(dir);
-        if (st.isSymbolicLink()) throw new UnsafeNameError(remoteName, `'${path.relative(this.root, dir)}' is a symlink in the destination; refusing to follow it`);
-        if (!st.isDirectory()) throw new UnsafeNameError(remoteName, `'${path.relative(this.root, dir)}' exists as a file, so it cannot also be a directory`);
+        if (st.isSymbolicLink())
+          throw new UnsafeNameError(
+            remoteName,
+            `'${path.relative(this.root, dir)}' is a symlink in the destination; refusing to follow it`,
+          );
+        if (!st.isDirectory())
+          throw new UnsafeNameError(
+            remoteName,
+            `'${path.relative(this.root, dir)}' exists as a file, so it cannot also be a directory`,
+          );
       }
       this.#verified.add(dir);
     }
@@ -169,7 +196,8 @@ export async function writeFileAtomic(
       await rename(temp, target);
     } catch (err) {
       // Another name created a directory here meanwhile (objects `a` and `a/b`): a name clash.
-      if ((err as NodeJS.ErrnoException).code === "EISDIR") throw new UnsafeNameError(relName, "exists as a directory in the destination");
+      if ((err as NodeJS.ErrnoException).code === "EISDIR")
+        throw new UnsafeNameError(relName, "exists as a directory in the destination");
       throw err;
     }
     renamed = true;
@@ -189,7 +217,12 @@ export async function writeFileAtomic(
  * The cheap syscalls run synchronously and only the fsync goes to the thread pool: for small
  * files this halves the CPU per file (measured: ~8 promise round trips per file dominated).
  */
-export async function writeVerifiedAtomic(root: string, relName: string, chunks: readonly Uint8Array[], options: { readonly fsync?: boolean; readonly guard?: DirectoryGuard } = {}): Promise<WrittenFile> {
+export async function writeVerifiedAtomic(
+  root: string,
+  relName: string,
+  chunks: readonly Uint8Array[],
+  options: { readonly fsync?: boolean; readonly guard?: DirectoryGuard } = {},
+): Promise<WrittenFile> {
   const target = resolveInside(root, relName);
   const check = checkRelativeName(relName);
   if (!check.ok) throw new UnsafeNameError(relName, check.reason);
@@ -207,14 +240,16 @@ export async function writeVerifiedAtomic(root: string, relName: string, chunks:
       bytes += written;
       pending = unwritten(pending, written);
     }
-    if (options.fsync ?? true) await new Promise<void>((resolve, reject) => fsyncCb(fd, (err) => (err ? reject(err) : resolve())));
+    if (options.fsync ?? true)
+      await new Promise<void>((resolve, reject) => fsyncCb(fd, (err) => (err ? reject(err) : resolve())));
     const st = fstatSync(fd, { bigint: true });
     closeSync(fd);
     closed = true;
     try {
       renameSync(temp, target);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "EISDIR") throw new UnsafeNameError(relName, "exists as a directory in the destination");
+      if ((err as NodeJS.ErrnoException).code === "EISDIR")
+        throw new UnsafeNameError(relName, "exists as a directory in the destination");
       throw err;
     }
     renamed = true;

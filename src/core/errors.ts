@@ -84,9 +84,21 @@ export class HttpError extends HcexportError {
   readonly method: string;
   readonly url: string;
   readonly retryAfterMs: number | undefined;
-  constructor(init: { status: number; method: string; url: string; message: string; reason?: string; retryAfterMs?: number; hint?: string }) {
+  constructor(init: {
+    status: number;
+    method: string;
+    url: string;
+    message: string;
+    reason?: string;
+    retryAfterMs?: number;
+    hint?: string;
+  }) {
     const code = init.status === 401 || init.status === 403 ? ExitCode.Permission : ExitCode.Failure;
-    super(`${init.method} ${init.url}: HTTP ${init.status}: ${init.message}`, code, init.hint === undefined ? {} : { hint: init.hint });
+    super(
+      `${init.method} ${init.url}: HTTP ${init.status}: ${init.message}`,
+      code,
+      init.hint === undefined ? {} : { hint: init.hint },
+    );
     this.status = init.status;
     this.reason = init.reason;
     this.method = init.method;
@@ -121,19 +133,30 @@ export function destinationFault(err: unknown): string | undefined {
     const code = (e as { code?: unknown }).code;
     if (code === "ENOSPC" || code === "EDQUOT" || code === "EROFS") return `${code}: ${DESTINATION_FAULTS[code]}`;
     // node:sqlite reports a full disk as SQLITE_FULL in its message.
-    if (/\b(SQLITE_FULL|database or disk is full)\b/.test(String((e as { message?: unknown }).message))) return "ENOSPC: no space left on device (the manifest database)";
+    if (/\b(SQLITE_FULL|database or disk is full)\b/.test(String((e as { message?: unknown }).message)))
+      return "ENOSPC: no space left on device (the manifest database)";
     e = (e as { cause?: unknown }).cause;
   }
   return undefined;
 }
-const DESTINATION_FAULTS = { ENOSPC: "no space left on device", EDQUOT: "disk quota exceeded", EROFS: "read-only file system" } as const;
+const DESTINATION_FAULTS = {
+  ENOSPC: "no space left on device",
+  EDQUOT: "disk quota exceeded",
+  EROFS: "read-only file system",
+} as const;
 
 /** The destination cannot take any more files (see `destinationFault`); what landed before is intact. */
 export class DestinationError extends HcexportError {
   constructor(dest: string, fault: string, landed: number) {
-    super(`cannot write to ${dest}: ${fault}; stopped after ${landed} file(s) landed, which are complete and intact (no partial or temp files are left)`, ExitCode.Failure, {
-      hint: fault.startsWith("EROFS") ? "make the destination writable, then run the same command again" : "free space (or raise the quota), then run the same command again: only what is missing is fetched",
-    });
+    super(
+      `cannot write to ${dest}: ${fault}; stopped after ${landed} file(s) landed, which are complete and intact (no partial or temp files are left)`,
+      ExitCode.Failure,
+      {
+        hint: fault.startsWith("EROFS")
+          ? "make the destination writable, then run the same command again"
+          : "free space (or raise the quota), then run the same command again: only what is missing is fetched",
+      },
+    );
   }
 }
 

@@ -17,13 +17,17 @@ export function checkBucketName(name: string): string | undefined {
   if (!/^[a-z0-9][a-z0-9._-]*[a-z0-9]$/.test(name)) {
     return `bucket name "${name}" may contain only lowercase letters, digits, '-', '_' and '.', and must start and end with a letter or digit`;
   }
-  if (!name.includes(".") && name.length > 63) return `bucket name "${name}" is longer than 63 characters (only dotted names may be longer)`;
+  if (!name.includes(".") && name.length > 63)
+    return `bucket name "${name}" is longer than 63 characters (only dotted names may be longer)`;
   for (const label of name.split(".")) {
-    if (label.length === 0 || label.length > 63) return `bucket name "${name}" has a dot-separated part that is empty or longer than 63 characters`;
+    if (label.length === 0 || label.length > 63)
+      return `bucket name "${name}" has a dot-separated part that is empty or longer than 63 characters`;
   }
   if (/^\d+\.\d+\.\d+\.\d+$/.test(name)) return `bucket name "${name}" may not be an IP address`;
-  if (name.startsWith("goog") || /g[o0]{2}gle/.test(name)) return `bucket name "${name}" may not start with "goog" or contain "google"`;
-  if (name.includes("..") || name.includes(".-") || name.includes("-.")) return `bucket name "${name}" may not contain "..", ".-" or "-."`;
+  if (name.startsWith("goog") || /g[o0]{2}gle/.test(name))
+    return `bucket name "${name}" may not start with "goog" or contain "google"`;
+  if (name.includes("..") || name.includes(".-") || name.includes("-."))
+    return `bucket name "${name}" may not contain "..", ".-" or "-."`;
   return undefined;
 }
 
@@ -51,16 +55,28 @@ export interface StoreName extends DatasetName {
 
 const ID = "[A-Za-z0-9_.-]{1,256}";
 const PROJECT = "[a-z][a-z0-9-]{4,28}[a-z0-9]|[a-z0-9.:-]{1,100}";
-const STORE_RE = new RegExp(`^projects/(${PROJECT})/locations/(${ID})/datasets/(${ID})/(dicomStores|fhirStores)/(${ID})$`);
+const STORE_RE = new RegExp(
+  `^projects/(${PROJECT})/locations/(${ID})/datasets/(${ID})/(dicomStores|fhirStores)/(${ID})$`,
+);
 
 /** Parses `projects/P/locations/L/datasets/D/dicomStores/S` (or fhirStores). */
 export function parseStoreName(name: string, kind?: StoreName["kind"]): Parsed<StoreName> {
   const m = STORE_RE.exec(name);
   if (m === null) {
-    return { ok: false, error: `"${name}" is not a store name of the form projects/PROJECT/locations/LOCATION/datasets/DATASET/${kind ?? "dicomStores"}/STORE` };
+    return {
+      ok: false,
+      error: `"${name}" is not a store name of the form projects/PROJECT/locations/LOCATION/datasets/DATASET/${kind ?? "dicomStores"}/STORE`,
+    };
   }
-  const value: StoreName = { project: m[1]!, location: m[2]!, dataset: m[3]!, kind: m[4] as StoreName["kind"], store: m[5]! };
-  if (kind !== undefined && value.kind !== kind) return { ok: false, error: `"${name}" is a ${value.kind.replace(/s$/, "")}, expected a ${kind.replace(/s$/, "")}` };
+  const value: StoreName = {
+    project: m[1]!,
+    location: m[2]!,
+    dataset: m[3]!,
+    kind: m[4] as StoreName["kind"],
+    store: m[5]!,
+  };
+  if (kind !== undefined && value.kind !== kind)
+    return { ok: false, error: `"${name}" is a ${value.kind.replace(/s$/, "")}, expected a ${kind.replace(/s$/, "")}` };
   return { ok: true, value };
 }
 
@@ -79,7 +95,11 @@ const OPERATION_RE = new RegExp(`^projects/(${PROJECT})/locations/(${ID})/datase
 /** Parses `projects/P/locations/L/datasets/D/operations/ID`. */
 export function parseOperationName(name: string): Parsed<DatasetName & { readonly id: string }> {
   const m = OPERATION_RE.exec(name);
-  if (m === null) return { ok: false, error: `"${name}" is not an operation name of the form projects/P/locations/L/datasets/D/operations/ID` };
+  if (m === null)
+    return {
+      ok: false,
+      error: `"${name}" is not an operation name of the form projects/P/locations/L/datasets/D/operations/ID`,
+    };
   return { ok: true, value: { project: m[1]!, location: m[2]!, dataset: m[3]!, id: m[4]! } };
 }
 

@@ -12,14 +12,30 @@ export interface RetryPolicy {
   readonly maxRetryTimeMs?: number;
 }
 
-export const defaultRetryPolicy: RetryPolicy = { retries: 6, backoff: { initialMs: 200, maxMs: 10_000, multiplier: 2, jitter: "equal" } };
+export const defaultRetryPolicy: RetryPolicy = {
+  retries: 6,
+  backoff: { initialMs: 200, maxMs: 10_000, multiplier: 2, jitter: "equal" },
+};
 export const pollRetryPolicy: RetryPolicy = { retries: 8, backoff: defaultBackoff };
 
 const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 const RETRYABLE_CODES = new Set([
-  "ECONNRESET", "ECONNREFUSED", "ECONNABORTED", "EPIPE", "ETIMEDOUT", "EAI_AGAIN", "ENETUNREACH", "EHOSTUNREACH",
-  "ERR_STREAM_PREMATURE_CLOSE", "UND_ERR_SOCKET", "UND_ERR_CLOSED", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_HEADERS_TIMEOUT",
-  "UND_ERR_BODY_TIMEOUT", "UND_ERR_RES_CONTENT_LENGTH_MISMATCH", "UND_ERR_ABORTED",
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EAI_AGAIN",
+  "ENETUNREACH",
+  "EHOSTUNREACH",
+  "ERR_STREAM_PREMATURE_CLOSE",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CLOSED",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_HEADERS_TIMEOUT",
+  "UND_ERR_BODY_TIMEOUT",
+  "UND_ERR_RES_CONTENT_LENGTH_MISMATCH",
+  "UND_ERR_ABORTED",
 ]);
 
 /**

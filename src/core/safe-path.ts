@@ -17,7 +17,8 @@ export const TEMP_MARKER = ".hcx-tmp-";
 const MAX_SEGMENT_BYTES = 255;
 const MAX_PATH_BYTES = 4000;
 
-export type NameCheck = { readonly ok: true; readonly segments: readonly string[] } | { readonly ok: false; readonly reason: string };
+export type NameCheck =
+  { readonly ok: true; readonly segments: readonly string[] } | { readonly ok: false; readonly reason: string };
 
 /** Pure check of one relative name (already stripped of any listing prefix). */
 export function checkRelativeName(name: string): NameCheck {
@@ -33,10 +34,12 @@ export function checkRelativeName(name: string): NameCheck {
   for (const seg of segments) {
     if (seg === "") return { ok: false, reason: "empty path segment ('//')" };
     if (seg === "." || seg === "..") return { ok: false, reason: `'${seg}' path segment` };
-    if (Buffer.byteLength(seg) > MAX_SEGMENT_BYTES) return { ok: false, reason: `a segment is longer than ${MAX_SEGMENT_BYTES} bytes` };
+    if (Buffer.byteLength(seg) > MAX_SEGMENT_BYTES)
+      return { ok: false, reason: `a segment is longer than ${MAX_SEGMENT_BYTES} bytes` };
     if (seg.includes(TEMP_MARKER)) return { ok: false, reason: `contains the reserved temp marker '${TEMP_MARKER}'` };
   }
-  if (segments[0] === RESERVED_DIR) return { ok: false, reason: `'${RESERVED_DIR}/' is reserved for hcexport's own state` };
+  if (segments[0] === RESERVED_DIR)
+    return { ok: false, reason: `'${RESERVED_DIR}/' is reserved for hcexport's own state` };
   return { ok: true, segments };
 }
 
@@ -50,6 +53,7 @@ export function resolveInside(root: string, name: string): string {
   const absRoot = path.resolve(root);
   const target = path.join(absRoot, ...check.segments);
   const rel = path.relative(absRoot, target);
-  if (rel === "" || rel.startsWith("..") || path.isAbsolute(rel)) throw new UnsafeNameError(name, "resolves outside the destination");
+  if (rel === "" || rel.startsWith("..") || path.isAbsolute(rel))
+    throw new UnsafeNameError(name, "resolves outside the destination");
   return target;
 }

@@ -25,7 +25,15 @@ export async function sweepTempFiles(root: string, olderThanMs: number, now: num
         if (!(dir === root && d.name === RESERVED_DIR)) subdirs.push(full);
       } else if (d.isFile() && d.name.includes(TEMP_MARKER)) {
         const st = await lstat(full).catch(() => undefined);
-        if (st !== undefined && (now - st.mtimeMs >= olderThanMs || tempWriterGone(d.name)) && (await unlink(full).then(() => true, () => false))) removed++;
+        if (
+          st !== undefined &&
+          (now - st.mtimeMs >= olderThanMs || tempWriterGone(d.name)) &&
+          (await unlink(full).then(
+            () => true,
+            () => false,
+          ))
+        )
+          removed++;
       }
     }
     for (const sub of subdirs) await visit(sub);

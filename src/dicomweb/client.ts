@@ -33,7 +33,10 @@ export function dicomwebSource(client: HttpClient, base: string): DicomwebSource
  * Where `dicomweb pull` reads: a Healthcare DICOM store resource name (→ its `dicomWeb` base on the
  * Healthcare endpoint, Google credentials) or any `http(s)://` DICOMweb base URL.
  */
-export function resolveDicomwebBase(target: string, healthcareEndpoint: string): { base: string; kind: "store" | "url"; label: string; userinfo?: { user: string; password: string } } {
+export function resolveDicomwebBase(
+  target: string,
+  healthcareEndpoint: string,
+): { base: string; kind: "store" | "url"; label: string; userinfo?: { user: string; password: string } } {
   if (/^https?:\/\//i.test(target)) {
     let u: URL;
     try {
@@ -42,7 +45,10 @@ export function resolveDicomwebBase(target: string, healthcareEndpoint: string):
       throw new UsageError(`"${target}" is not a valid URL`);
     }
     // Credentials in the URL become basic auth and never appear in messages.
-    const userinfo = u.username === "" ? undefined : { user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
+    const userinfo =
+      u.username === ""
+        ? undefined
+        : { user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
     u.username = "";
     u.password = "";
     const base = u.toString().replace(/\/+$/, "");

@@ -10,7 +10,11 @@ import { StreamingHasher } from "../core/hashing.ts";
 export const WANT_REPR_DIGEST = "sha-256=10, md5=3";
 
 type Algorithm = "sha-256" | "sha-512" | "md5" | "crc32c";
-const NODE_HASH: Record<Exclude<Algorithm, "crc32c">, string> = { "sha-256": "sha256", "sha-512": "sha512", md5: "md5" };
+const NODE_HASH: Record<Exclude<Algorithm, "crc32c">, string> = {
+  "sha-256": "sha256",
+  "sha-512": "sha512",
+  md5: "md5",
+};
 
 export interface ExpectedDigest {
   readonly algorithm: Algorithm;
@@ -40,10 +44,12 @@ export function expectedDigests(headers: Record<string, string | string[] | unde
   }
   const goog = get("x-goog-hash");
   if (goog !== undefined) {
-    for (const m of goog.matchAll(/(crc32c|md5)=([A-Za-z0-9+/=]+)/g)) out.push({ algorithm: m[1] as Algorithm, value: m[2]!, header: "x-goog-hash" });
+    for (const m of goog.matchAll(/(crc32c|md5)=([A-Za-z0-9+/=]+)/g))
+      out.push({ algorithm: m[1] as Algorithm, value: m[2]!, header: "x-goog-hash" });
   }
   const md5 = get("content-md5");
-  if (md5 !== undefined && /^[A-Za-z0-9+/=]+$/.test(md5.trim())) out.push({ algorithm: "md5", value: md5.trim(), header: "content-md5" });
+  if (md5 !== undefined && /^[A-Za-z0-9+/=]+$/.test(md5.trim()))
+    out.push({ algorithm: "md5", value: md5.trim(), header: "content-md5" });
   return out;
 }
 
@@ -67,7 +73,8 @@ export class DigestVerifier {
   constructor(expected: readonly ExpectedDigest[]) {
     this.expected = expected;
     for (const e of expected) {
-      if (e.algorithm !== "crc32c" && !this.#hashes.has(e.algorithm)) this.#hashes.set(e.algorithm, createHash(NODE_HASH[e.algorithm]));
+      if (e.algorithm !== "crc32c" && !this.#hashes.has(e.algorithm))
+        this.#hashes.set(e.algorithm, createHash(NODE_HASH[e.algorithm]));
     }
     this.#crc = expected.some((e) => e.algorithm === "crc32c") ? new StreamingHasher({ crc32c: true }) : undefined;
   }
@@ -87,7 +94,8 @@ export class DigestVerifier {
     for (const [alg, h] of this.#hashes) got.set(alg, h.digest("base64"));
     if (this.#crc !== undefined) got.set("crc32c", this.#crc.digest().crc32c!);
     for (const e of this.expected) {
-      if (got.get(e.algorithm) !== e.value) return `${e.algorithm} ${got.get(e.algorithm)} does not match the ${e.header} header's ${e.value}`;
+      if (got.get(e.algorithm) !== e.value)
+        return `${e.algorithm} ${got.get(e.algorithm)} does not match the ${e.header} header's ${e.value}`;
     }
     return undefined;
   }

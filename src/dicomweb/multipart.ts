@@ -31,7 +31,8 @@ export class MultipartParser {
   #parts = 0;
 
   constructor(boundary: string) {
-    if (!/^[\x20-\x7e]{1,70}$/.test(boundary) || boundary.endsWith(" ")) throw new MultipartError(`invalid multipart boundary ${JSON.stringify(boundary)}`);
+    if (!/^[\x20-\x7e]{1,70}$/.test(boundary) || boundary.endsWith(" "))
+      throw new MultipartError(`invalid multipart boundary ${JSON.stringify(boundary)}`);
     this.#dashBoundary = Buffer.from(`--${boundary}`, "latin1");
     this.#delimiter = Buffer.concat([CRLF, this.#dashBoundary]);
   }
@@ -56,7 +57,10 @@ export class MultipartParser {
   /** The body ended: it must have ended with the close delimiter `--boundary--`. */
   finish(): void {
     if (this.#state === "done") return;
-    if (this.#state === "preamble") throw new MultipartError("the multipart body has no boundary line (not the boundary its Content-Type announced?)");
+    if (this.#state === "preamble")
+      throw new MultipartError(
+        "the multipart body has no boundary line (not the boundary its Content-Type announced?)",
+      );
     throw new MultipartError(`the multipart body ended inside part ${this.#parts} (no closing boundary): truncated`);
   }
 
@@ -65,7 +69,10 @@ export class MultipartParser {
     switch (this.#state) {
       case "preamble": {
         // The first boundary may open the body or follow a preamble ending in CRLF.
-        if (buf.length >= this.#dashBoundary.length && buf.subarray(0, this.#dashBoundary.length).equals(this.#dashBoundary)) {
+        if (
+          buf.length >= this.#dashBoundary.length &&
+          buf.subarray(0, this.#dashBoundary.length).equals(this.#dashBoundary)
+        ) {
           this.#buf = buf.subarray(this.#dashBoundary.length);
           this.#state = "after-boundary";
           return true;
@@ -77,8 +84,10 @@ export class MultipartParser {
           return true;
         }
         this.#seen += Math.max(0, buf.length - this.#delimiter.length);
-        if (this.#seen > MAX_PREAMBLE_BYTES) throw new MultipartError(`no multipart boundary in the first ${MAX_PREAMBLE_BYTES} bytes`);
-        this.#buf = buf.length > this.#delimiter.length ? Buffer.from(buf.subarray(buf.length - this.#delimiter.length)) : buf;
+        if (this.#seen > MAX_PREAMBLE_BYTES)
+          throw new MultipartError(`no multipart boundary in the first ${MAX_PREAMBLE_BYTES} bytes`);
+        this.#buf =
+          buf.length > this.#delimiter.length ? Buffer.from(buf.subarray(buf.length - this.#delimiter.length)) : buf;
         return false;
       }
       case "after-boundary": {
@@ -94,7 +103,8 @@ export class MultipartParser {
           if (buf.length > 1024) throw new MultipartError("garbage after a multipart boundary");
           return false;
         }
-        if (!/^[ \t]*$/.test(buf.toString("latin1", 0, eol))) throw new MultipartError("garbage after a multipart boundary");
+        if (!/^[ \t]*$/.test(buf.toString("latin1", 0, eol)))
+          throw new MultipartError("garbage after a multipart boundary");
         this.#buf = buf.subarray(eol + 2);
         this.#state = "headers";
         return true;
@@ -108,7 +118,8 @@ export class MultipartParser {
         }
         const end = buf.indexOf(HEADER_END);
         if (end < 0) {
-          if (buf.length > MAX_HEADER_BYTES) throw new MultipartError(`a part's headers exceed ${MAX_HEADER_BYTES} bytes`);
+          if (buf.length > MAX_HEADER_BYTES)
+            throw new MultipartError(`a part's headers exceed ${MAX_HEADER_BYTES} bytes`);
           return false;
         }
         this.#startPart(parseHeaders(buf.toString("latin1", 0, end)), events);

@@ -23,7 +23,9 @@ export interface Part10Uids {
   readonly seriesInstanceUid?: string;
 }
 
-export type Part10Result = ({ readonly ok: true } & Part10Uids & { readonly bytes: number }) | { readonly ok: false; readonly problem: string; readonly bytes: number };
+export type Part10Result =
+  | ({ readonly ok: true } & Part10Uids & { readonly bytes: number })
+  | { readonly ok: false; readonly problem: string; readonly bytes: number };
 
 /** VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 table 7.1-1). */
 const LONG_VRS = new Set(["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"]);
@@ -108,11 +110,32 @@ export class Part10Inspector {
   finish(): Part10Result {
     const bytes = this.#bytes;
     if (this.#phase === "failed") return { ok: false, problem: this.#problem!, bytes };
-    if (this.#phase === "preamble") return { ok: false, problem: `not a DICOM Part 10 file: ${bytes} bytes, too short for the preamble and 'DICM'`, bytes };
-    if (this.#phase === "value") return { ok: false, problem: `truncated: ${this.#skip} bytes of an element's value are missing at the end`, bytes };
-    if (this.#phase === "header" && this.#pending.length > 0) return { ok: false, problem: `truncated: the file ends inside an element header (${this.#pending.length} of ${this.#need} bytes)`, bytes };
-    if (this.#depth > 0) return { ok: false, problem: `truncated: the file ends inside ${this.#depth} open sequence(s) or item(s)`, bytes };
-    if (this.#inMeta && this.#phase !== "opaque") return { ok: false, problem: "the file has a File Meta group but no data set", bytes };
+    if (this.#phase === "preamble")
+      return {
+        ok: false,
+        problem: `not a DICOM Part 10 file: ${bytes} bytes, too short for the preamble and 'DICM'`,
+        bytes,
+      };
+    if (this.#phase === "value")
+      return {
+        ok: false,
+        problem: `truncated: ${this.#skip} bytes of an element's value are missing at the end`,
+        bytes,
+      };
+    if (this.#phase === "header" && this.#pending.length > 0)
+      return {
+        ok: false,
+        problem: `truncated: the file ends inside an element header (${this.#pending.length} of ${this.#need} bytes)`,
+        bytes,
+      };
+    if (this.#depth > 0)
+      return {
+        ok: false,
+        problem: `truncated: the file ends inside ${this.#depth} open sequence(s) or item(s)`,
+        bytes,
+      };
+    if (this.#inMeta && this.#phase !== "opaque")
+      return { ok: false, problem: "the file has a File Meta group but no data set", bytes };
     return { ok: true, ...this.#uids, bytes };
   }
 
@@ -125,7 +148,8 @@ export class Part10Inspector {
   #parse(): void {
     const p = this.#pending;
     if (this.#phase === "preamble") {
-      if (p.toString("latin1", 128, 132) !== "DICM") return this.#fail("not a DICOM Part 10 file: no 'DICM' after the 128-byte preamble");
+      if (p.toString("latin1", 128, 132) !== "DICM")
+        return this.#fail("not a DICOM Part 10 file: no 'DICM' after the 128-byte preamble");
       this.#phase = "header";
       return this.#nextHeader(8);
     }
@@ -195,7 +219,9 @@ export class Part10Inspector {
 
   #endValue(): void {
     if (this.#capture !== undefined) {
-      this.#uids[this.#capture.key] = Buffer.concat(this.#capture.parts).toString("latin1").replace(/[\0 ]+$/, "");
+      this.#uids[this.#capture.key] = Buffer.concat(this.#capture.parts)
+        .toString("latin1")
+        .replace(/[\0 ]+$/, "");
       this.#capture = undefined;
     }
     this.#phase = "header";

@@ -9,7 +9,14 @@ import { withRetry, type RetryPolicy } from "../core/retry.ts";
 import { RESERVED_DIR } from "../core/safe-path.ts";
 import { sweepTempFiles } from "../core/temp-sweep.ts";
 import { TaskPool } from "../mirror/task-pool.ts";
-import { ACCEPT_SINGLE, instancePath, retrieveGroup, retrieveInstance, type RetrieveContext, type WadoPort } from "./retrieve.ts";
+import {
+  ACCEPT_SINGLE,
+  instancePath,
+  retrieveGroup,
+  retrieveInstance,
+  type RetrieveContext,
+  type WadoPort,
+} from "./retrieve.ts";
 import { listInstances, type InstanceRef, type QidoPort, type SearchEvent } from "./search.ts";
 
 export type DicomwebSource = QidoPort & WadoPort;
@@ -22,11 +29,32 @@ export const DEFAULT_DICOMWEB_CONCURRENCY = 16;
 
 export type PullEvent =
   | SearchEvent
-  | { readonly kind: "dicomweb.start"; readonly source: string; readonly dest: string; readonly mode: RetrieveMode; readonly concurrency: number }
-  | { readonly kind: "dicomweb.progress"; readonly listed: number; readonly downloaded: number; readonly skipped: number; readonly failed: number; readonly bytes: number; readonly listingDone: boolean; readonly elapsedMs: number }
+  | {
+      readonly kind: "dicomweb.start";
+      readonly source: string;
+      readonly dest: string;
+      readonly mode: RetrieveMode;
+      readonly concurrency: number;
+    }
+  | {
+      readonly kind: "dicomweb.progress";
+      readonly listed: number;
+      readonly downloaded: number;
+      readonly skipped: number;
+      readonly failed: number;
+      readonly bytes: number;
+      readonly listingDone: boolean;
+      readonly elapsedMs: number;
+    }
   | { readonly kind: "dicomweb.refused"; readonly name: string; readonly reason: string }
   | { readonly kind: "dicomweb.failed"; readonly name: string; readonly reason: string }
-  | { readonly kind: "dicomweb.retry"; readonly name: string; readonly attempt: number; readonly delayMs: number; readonly reason: string }
+  | {
+      readonly kind: "dicomweb.retry";
+      readonly name: string;
+      readonly attempt: number;
+      readonly delayMs: number;
+      readonly reason: string;
+    }
   | { readonly kind: "dicomweb.negotiated"; readonly accept: string; readonly reason: string }
   | { readonly kind: "dicomweb.done"; readonly summary: PullSummary };
 
@@ -78,7 +106,18 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
   const emit = o.onEvent ?? (() => {});
   const dest = path.resolve(o.dest);
   const guard = new DirectoryGuard(dest);
-  const s: PullSummary = { listed: 0, downloaded: 0, skipped: 0, failed: 0, refused: 0, bytes: 0, digestVerified: 0, retrieveRequests: 0, durationMs: 0, problems: [] };
+  const s: PullSummary = {
+    listed: 0,
+    downloaded: 0,
+    skipped: 0,
+    failed: 0,
+    refused: 0,
+    bytes: 0,
+    digestVerified: 0,
+    retrieveRequests: 0,
+    durationMs: 0,
+    problems: [],
+  };
   let listingDone = false;
   let lastTick = 0;
   const note = (name: string, reason: string) => {
@@ -88,7 +127,16 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
     const now = clock.now();
     if (!force && now - lastTick < PROGRESS_MS) return;
     lastTick = now;
-    emit({ kind: "dicomweb.progress", listed: s.listed, downloaded: s.downloaded, skipped: s.skipped, failed: s.failed + s.refused, bytes: s.bytes, listingDone, elapsedMs: now - started });
+    emit({
+      kind: "dicomweb.progress",
+      listed: s.listed,
+      downloaded: s.downloaded,
+      skipped: s.skipped,
+      failed: s.failed + s.refused,
+      bytes: s.bytes,
+      listingDone,
+      elapsedMs: now - started,
+    });
   };
   emit({ kind: "dicomweb.start", source: o.label, dest, mode, concurrency });
   const problem = await destinationProblem(dest);
@@ -101,13 +149,23 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
   await mkdir(path.dirname(marker), { recursive: true });
   await writeFile(marker, `${process.pid} ${new Date(started).toISOString()}\n`);
 
-  const ctx: RetrieveContext = { source: o.source, dest, guard, fsync: o.fsync ?? true, accept: ACCEPT_SINGLE, summary: s, emit, ...(o.signal === undefined ? {} : { signal: o.signal }) };
+  const ctx: RetrieveContext = {
+    source: o.source,
+    dest,
+    guard,
+    fsync: o.fsync ?? true,
+    accept: ACCEPT_SINGLE,
+    summary: s,
+    emit,
+    ...(o.signal === undefined ? {} : { signal: o.signal }),
+  };
   const retry = <T>(name: string, fn: () => Promise<T>) =>
     withRetry(fn, {
       clock,
       ...(o.retry === undefined ? {} : { policy: o.retry }),
       ...(o.signal === undefined ? {} : { signal: o.signal }),
-      onRetry: (n) => emit({ kind: "dicomweb.retry", name, attempt: n.attempt, delayMs: n.delayMs, reason: reasonOf(n.error) }),
+      onRetry: (n) =>
+        emit({ kind: "dicomweb.retry", name, attempt: n.attempt, delayMs: n.delayMs, reason: reasonOf(n.error) }),
     });
   const pool = new TaskPool(concurrency);
   /** A full or read-only destination stops the run: every further write would fail the same way. */
@@ -118,7 +176,12 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
   };
   const groups = new Map<string, { path: string; scope: InstanceRef; missing: Map<string, InstanceRef> }>();
 
-  for await (const listed of listInstances(o.source, { pageSize: o.pageSize ?? DEFAULT_PAGE_SIZE, strategy: o.search ?? "auto", onEvent: emit, ...(o.signal === undefined ? {} : { signal: o.signal }) })) {
+  for await (const listed of listInstances(o.source, {
+    pageSize: o.pageSize ?? DEFAULT_PAGE_SIZE,
+    strategy: o.search ?? "auto",
+    onEvent: emit,
+    ...(o.signal === undefined ? {} : { signal: o.signal }),
+  })) {
     if (!listed.ok) {
       s.refused++;
       note(listed.name, listed.reason);
@@ -150,7 +213,11 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
       const key = mode === "series" ? `${ref.study}/${ref.series}` : ref.study;
       let g = groups.get(key);
       if (g === undefined) {
-        g = { path: mode === "series" ? `studies/${ref.study}/series/${ref.series}` : `studies/${ref.study}`, scope: ref, missing: new Map() };
+        g = {
+          path: mode === "series" ? `studies/${ref.study}/series/${ref.series}` : `studies/${ref.study}`,
+          scope: ref,
+          missing: new Map(),
+        };
         groups.set(key, g);
       }
       g.missing.set(ref.instance, ref);
@@ -161,7 +228,14 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
     if (s.destinationFault !== undefined) break;
     await pool.run(async () => {
       try {
-        await retry(g.path, () => retrieveGroup(ctx, g.path, mode === "series" ? { study: g.scope.study, series: g.scope.series } : { study: g.scope.study }, g.missing));
+        await retry(g.path, () =>
+          retrieveGroup(
+            ctx,
+            g.path,
+            mode === "series" ? { study: g.scope.study, series: g.scope.series } : { study: g.scope.study },
+            g.missing,
+          ),
+        );
       } catch (err) {
         if (stopOn(err)) return;
         for (const ref of g.missing.values()) {

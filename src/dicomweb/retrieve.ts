@@ -19,7 +19,11 @@ export interface WadoPort {
     path: string,
     accept: string,
     signal?: AbortSignal,
-  ): Promise<{ readonly status: number; readonly headers: Record<string, string | string[] | undefined>; readonly body: AsyncIterable<Uint8Array> & { destroy?: () => void } }>;
+  ): Promise<{
+    readonly status: number;
+    readonly headers: Record<string, string | string[] | undefined>;
+    readonly body: AsyncIterable<Uint8Array> & { destroy?: () => void };
+  }>;
 }
 
 export const ACCEPT_SINGLE = "application/dicom; transfer-syntax=*";
@@ -59,7 +63,11 @@ export async function retrieveInstance(ctx: RetrieveContext, ref: InstanceRef): 
     if (err instanceof HttpError && (err.status === 406 || err.status === 400) && accept === ACCEPT_SINGLE) {
       if (ctx.accept === ACCEPT_SINGLE) {
         ctx.accept = ACCEPT_MULTIPART;
-        ctx.emit({ kind: "dicomweb.negotiated", accept: ACCEPT_MULTIPART, reason: `the server answered ${err.status} to "${ACCEPT_SINGLE}"` });
+        ctx.emit({
+          kind: "dicomweb.negotiated",
+          accept: ACCEPT_MULTIPART,
+          reason: `the server answered ${err.status} to "${ACCEPT_SINGLE}"`,
+        });
       }
       ctx.summary.retrieveRequests++;
       res = await ctx.source.retrieve(wadoPath, ACCEPT_MULTIPART, ctx.signal);
@@ -75,7 +83,10 @@ export async function retrieveInstance(ctx: RetrieveContext, ref: InstanceRef): 
       });
       if (got === 0) throw new IntegrityError(`${wadoPath}: the multipart answer holds no instance`);
     } else {
-      if (ct.type !== "application/dicom" && ct.type !== "application/octet-stream") throw new HcexportError(`${wadoPath}: the server answered ${ct.type || "without a Content-Type"}, not application/dicom`);
+      if (ct.type !== "application/dicom" && ct.type !== "application/octet-stream")
+        throw new HcexportError(
+          `${wadoPath}: the server answered ${ct.type || "without a Content-Type"}, not application/dicom`,
+        );
       const length = Number(headerOf(res.headers, "content-length"));
       await land(ctx, res.body, res.headers, { expect: ref, ...(Number.isFinite(length) ? { length } : {}) });
     }
@@ -86,21 +97,33 @@ export async function retrieveInstance(ctx: RetrieveContext, ref: InstanceRef): 
 }
 
 /** One multipart request for a series or a study; writes the parts that are missing on disk. */
-export async function retrieveGroup(ctx: RetrieveContext, wadoPath: string, scope: { study: string; series?: string }, missing: Map<string, InstanceRef>): Promise<void> {
+export async function retrieveGroup(
+  ctx: RetrieveContext,
+  wadoPath: string,
+  scope: { study: string; series?: string },
+  missing: Map<string, InstanceRef>,
+): Promise<void> {
   ctx.summary.retrieveRequests++;
   const res = await ctx.source.retrieve(wadoPath, ACCEPT_MULTIPART, ctx.signal);
   try {
     const ct = parseContentType(headerOf(res.headers, "content-type"));
-    if (ct.type !== "multipart/related") throw new HcexportError(`${wadoPath}: expected multipart/related, the server answered ${ct.type || "without a Content-Type"}`);
+    if (ct.type !== "multipart/related")
+      throw new HcexportError(
+        `${wadoPath}: expected multipart/related, the server answered ${ct.type || "without a Content-Type"}`,
+      );
     await eachPart(res.body, ct.params["boundary"], async (headers, body) => {
-      const written = await land(ctx, body, headers, { scope, isWanted: (uids) => missing.has(uids.sopInstanceUid ?? "") });
+      const written = await land(ctx, body, headers, {
+        scope,
+        isWanted: (uids) => missing.has(uids.sopInstanceUid ?? ""),
+      });
       if (written !== undefined) missing.delete(written);
     });
   } catch (err) {
     res.body.destroy?.();
     throw err;
   }
-  if (missing.size > 0) throw new IntegrityError(`${wadoPath}: ${missing.size} listed instance(s) missing from the server's answer`);
+  if (missing.size > 0)
+    throw new IntegrityError(`${wadoPath}: ${missing.size} listed instance(s) missing from the server's answer`);
 }
 
 function headerOf(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
@@ -109,7 +132,11 @@ function headerOf(headers: Record<string, string | string[] | undefined>, name: 
 }
 
 /** Runs `onPart` for each part of a multipart body, streaming; a malformed or cut body is an IntegrityError (retried). */
-async function eachPart(body: AsyncIterable<Uint8Array>, boundary: string | undefined, onPart: (headers: Readonly<Record<string, string>>, body: AsyncIterable<Buffer>) => Promise<void>): Promise<void> {
+async function eachPart(
+  body: AsyncIterable<Uint8Array>,
+  boundary: string | undefined,
+  onPart: (headers: Readonly<Record<string, string>>, body: AsyncIterable<Buffer>) => Promise<void>,
+): Promise<void> {
   if (boundary === undefined) throw new HcexportError("multipart answer without a boundary parameter");
   const events = multipartEvents(body, boundary)[Symbol.asyncIterator]();
   for (;;) {
@@ -163,7 +190,12 @@ interface LandOptions {
  * temp file once their header has named them. Returns the SOP Instance UID written, or
  * undefined when the part was not wanted (already on disk).
  */
-async function land(ctx: RetrieveContext, body: AsyncIterable<Uint8Array>, headers: Record<string, string | string[] | undefined>, o: LandOptions): Promise<string | undefined> {
+async function land(
+  ctx: RetrieveContext,
+  body: AsyncIterable<Uint8Array>,
+  headers: Record<string, string | string[] | undefined>,
+  o: LandOptions,
+): Promise<string | undefined> {
   const inspector = new Part10Inspector();
   const digest = new DigestVerifier(cheapestDigest(expectedDigests(headers)));
   const head: Uint8Array[] = [];
@@ -181,7 +213,8 @@ async function land(ctx: RetrieveContext, body: AsyncIterable<Uint8Array>, heade
     digest.update(n.value);
     head.push(n.value);
     headBytes += n.value.byteLength;
-    if (!inspector.identified && headBytes > MAX_UNIDENTIFIED) throw new IntegrityError(`no Study/Series/SOP Instance UIDs in the first ${MAX_UNIDENTIFIED} bytes`);
+    if (!inspector.identified && headBytes > MAX_UNIDENTIFIED)
+      throw new IntegrityError(`no Study/Series/SOP Instance UIDs in the first ${MAX_UNIDENTIFIED} bytes`);
   }
   const uids = inspector.uids;
   const rel = nameOf(uids, o);
@@ -192,7 +225,8 @@ async function land(ctx: RetrieveContext, body: AsyncIterable<Uint8Array>, heade
   const finalCheck = () => {
     const result = inspector.finish();
     if (!result.ok) throw new IntegrityError(`${rel}: ${result.problem}`);
-    if (o.length !== undefined && result.bytes !== o.length) throw new IntegrityError(`${rel}: got ${result.bytes} bytes, Content-Length said ${o.length}`);
+    if (o.length !== undefined && result.bytes !== o.length)
+      throw new IntegrityError(`${rel}: got ${result.bytes} bytes, Content-Length said ${o.length}`);
     const mismatch = digest.active ? digest.mismatch() : undefined;
     if (mismatch !== undefined) throw new IntegrityError(`${rel}: ${mismatch}`);
   };
@@ -224,13 +258,16 @@ function nameOf(uids: Part10Uids, o: LandOptions): string {
   const want = o.expect ?? o.scope;
   if (ref.instance === undefined || ref.study === undefined || ref.series === undefined) {
     // A damaged header (or not DICOM at all): retried like any corrupt body.
-    throw new IntegrityError(`${want === undefined ? "an instance" : Object.values(want).join("/")}: the file does not carry its Study/Series/SOP Instance UIDs in its header`);
+    throw new IntegrityError(
+      `${want === undefined ? "an instance" : Object.values(want).join("/")}: the file does not carry its Study/Series/SOP Instance UIDs in its header`,
+    );
   }
   if (want !== undefined) {
     for (const k of ["study", "series", "instance"] as const) {
       const w = (want as Partial<InstanceRef>)[k];
       // Well-formed bytes of another instance are the server's answer, not damage in transit: not retried.
-      if (w !== undefined && w !== ref[k]) throw new HcexportError(`asked for ${k} ${w}, the server sent a file of ${k} ${ref[k]}`);
+      if (w !== undefined && w !== ref[k])
+        throw new HcexportError(`asked for ${k} ${w}, the server sent a file of ${k} ${ref[k]}`);
     }
   }
   const rel = instancePath(ref as InstanceRef);

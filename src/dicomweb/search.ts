@@ -36,7 +36,9 @@ export type SearchEvent =
   | { readonly kind: "dicomweb.search.capped"; readonly path: string; readonly limit: number; readonly rows: number }
   | { readonly kind: "dicomweb.search.fallback"; readonly reason: string; readonly studies: number };
 
-export type Listed = { readonly ok: true; readonly ref: InstanceRef } | { readonly ok: false; readonly name: string; readonly reason: string };
+export type Listed =
+  | { readonly ok: true; readonly ref: InstanceRef }
+  | { readonly ok: false; readonly name: string; readonly reason: string };
 
 export interface ListOptions {
   readonly pageSize: number;
@@ -65,7 +67,11 @@ export function refOf(row: unknown, scope: { study?: string } = {}): Listed {
   const series = value(row, TAG.series);
   const instance = value(row, TAG.instance);
   const name = `${String(study)}/${String(series)}/${String(instance)}`.slice(0, 300);
-  for (const [what, uid] of [["StudyInstanceUID", study], ["SeriesInstanceUID", series], ["SOPInstanceUID", instance]] as const) {
+  for (const [what, uid] of [
+    ["StudyInstanceUID", study],
+    ["SeriesInstanceUID", series],
+    ["SOPInstanceUID", instance],
+  ] as const) {
     const problem = checkUid(uid);
     if (problem !== undefined) return { ok: false, name, reason: `${what} is ${problem}` };
   }
@@ -73,13 +79,20 @@ export function refOf(row: unknown, scope: { study?: string } = {}): Listed {
 }
 
 /** Pages one search until an empty page; yields each page's rows. */
-async function* pages(port: QidoPort, path: string, query: QidoQuery, limit: number, o: ListOptions): AsyncGenerator<unknown[]> {
+async function* pages(
+  port: QidoPort,
+  path: string,
+  query: QidoQuery,
+  limit: number,
+  o: ListOptions,
+): AsyncGenerator<unknown[]> {
   let offset = 0;
   let capped = false;
   let previousFirst: string | undefined;
   for (;;) {
     const rows = await port.search(path, { ...query, limit, offset }, o.signal);
-    if (!Array.isArray(rows)) throw new HttpError({ status: 200, method: "GET", url: path, message: "QIDO-RS answer is not a JSON array" });
+    if (!Array.isArray(rows))
+      throw new HttpError({ status: 200, method: "GET", url: path, message: "QIDO-RS answer is not a JSON array" });
     o.onEvent?.({ kind: "dicomweb.search.page", path, offset, rows: rows.length });
     if (rows.length === 0) return;
     // A server that ignores `offset` returns the same page again: stop instead of looping.
@@ -89,7 +102,8 @@ async function* pages(port: QidoPort, path: string, query: QidoQuery, limit: num
     if (rows.length < limit && !capped) {
       // Either the last page or a silent cap: the next (cheap) request tells.
       capped = true;
-      if (offset > 0 || rows.length !== limit) o.onEvent?.({ kind: "dicomweb.search.capped", path, limit, rows: rows.length });
+      if (offset > 0 || rows.length !== limit)
+        o.onEvent?.({ kind: "dicomweb.search.capped", path, limit, rows: rows.length });
     }
     yield rows;
     offset += rows.length;
@@ -115,34 +129,70 @@ export async function* listInstances(port: QidoPort, o: ListOptions): AsyncGener
   let instanceLevelFailed: string | undefined;
   if (strategy !== "studies") {
     try {
-      for await (const rows of pages(port, "instances", { includefield: uidFields }, Math.min(o.pageSize, QIDO_MAX_LIMIT.instances), o)) {
+      for await (const rows of pages(
+        port,
+        "instances",
+        { includefield: uidFields },
+        Math.min(o.pageSize, QIDO_MAX_LIMIT.instances),
+        o,
+      )) {
         yield* emit(rows, {});
       }
     } catch (err) {
       // A deep offset refused (400/413/422): finish with per-study searches, unless asked not to.
-      if (!(err instanceof HttpError) || ![400, 413, 422].includes(err.status) || seen.size === 0 || strategy === "instances") throw err;
+      if (
+        !(err instanceof HttpError) ||
+        ![400, 413, 422].includes(err.status) ||
+        seen.size === 0 ||
+        strategy === "instances"
+      )
+        throw err;
       instanceLevelFailed = `the instance-level search stopped at offset ${seen.size}: ${err.message}`;
     }
     if (strategy === "instances") return;
   }
   // Study level: the count each study says it holds, and per-study searches where it is not met.
   let fallback = 0;
-  for await (const rows of pages(port, "studies", { includefield: [TAG.study, TAG.studyInstances] }, Math.min(o.pageSize, QIDO_MAX_LIMIT.studies), o)) {
+  for await (const rows of pages(
+    port,
+    "studies",
+    { includefield: [TAG.study, TAG.studyInstances] },
+    Math.min(o.pageSize, QIDO_MAX_LIMIT.studies),
+    o,
+  )) {
     for (const row of rows) {
       const study = value(row, TAG.study);
       if (checkUid(study) !== undefined) {
-        yield { ok: false, name: String(study).slice(0, 300), reason: `a study's StudyInstanceUID is ${checkUid(study)}` };
+        yield {
+          ok: false,
+          name: String(study).slice(0, 300),
+          reason: `a study's StudyInstanceUID is ${checkUid(study)}`,
+        };
         continue;
       }
       const s = study as string;
       const count = Number(value(row, TAG.studyInstances));
       const listed = perStudy.get(s) ?? 0;
-      const complete = strategy === "auto" && instanceLevelFailed === undefined ? !(Number.isFinite(count) && count > listed) : Number.isFinite(count) && count > 0 && count <= listed;
+      const complete =
+        strategy === "auto" && instanceLevelFailed === undefined
+          ? !(Number.isFinite(count) && count > listed)
+          : Number.isFinite(count) && count > 0 && count <= listed;
       if (complete) continue;
       if (fallback++ === 0 && strategy === "auto") {
-        o.onEvent?.({ kind: "dicomweb.search.fallback", reason: instanceLevelFailed ?? `study ${s} holds ${count} instances but the instance-level search listed ${listed}`, studies: 1 });
+        o.onEvent?.({
+          kind: "dicomweb.search.fallback",
+          reason:
+            instanceLevelFailed ?? `study ${s} holds ${count} instances but the instance-level search listed ${listed}`,
+          studies: 1,
+        });
       }
-      for await (const inst of pages(port, `studies/${s}/instances`, { includefield: uidFields }, Math.min(o.pageSize, QIDO_MAX_LIMIT.instances), o)) {
+      for await (const inst of pages(
+        port,
+        `studies/${s}/instances`,
+        { includefield: uidFields },
+        Math.min(o.pageSize, QIDO_MAX_LIMIT.instances),
+        o,
+      )) {
         yield* emit(inst, { study: s });
       }
     }

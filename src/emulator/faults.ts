@@ -47,11 +47,16 @@ export function decideFault(config: FaultConfig, random: () => number, hasBody: 
 }
 
 function withRetryAfter(status: 429 | 503, config: FaultConfig): FaultDecision {
-  return config.retryAfterSeconds === undefined ? { kind: "status", status } : { kind: "status", status, retryAfterSeconds: config.retryAfterSeconds };
+  return config.retryAfterSeconds === undefined
+    ? { kind: "status", status }
+    : { kind: "status", status, retryAfterSeconds: config.retryAfterSeconds };
 }
 
 /** Validates and merges a partial config from the admin endpoint or flags; returns the errors. */
-export function mergeFaults(current: FaultConfig, patch: Record<string, unknown>): { config: FaultConfig; errors: string[] } {
+export function mergeFaults(
+  current: FaultConfig,
+  patch: Record<string, unknown>,
+): { config: FaultConfig; errors: string[] } {
   const errors: string[] = [];
   const next: Record<string, unknown> = { ...current };
   const rates = ["rate429", "rate503", "resetRate", "truncateRate", "corruptRate", "exportFailureRate"];
@@ -61,7 +66,8 @@ export function mergeFaults(current: FaultConfig, patch: Record<string, unknown>
       else next[key] = value;
     } else if (key === "latencyMs" || key === "retryAfterSeconds" || key === "seed") {
       if (value === null && key === "retryAfterSeconds") delete next[key];
-      else if (typeof value !== "number" || !(value >= 0) || !Number.isFinite(value)) errors.push(`${key} must be a non-negative number`);
+      else if (typeof value !== "number" || !(value >= 0) || !Number.isFinite(value))
+        errors.push(`${key} must be a non-negative number`);
       else next[key] = value;
     } else if (key === "pathFilter") {
       if (typeof value !== "string") errors.push("pathFilter must be a string");

@@ -7,7 +7,12 @@ export class ApiError extends Error {
   /** Healthcare/RPC-style status name (`INVALID_ARGUMENT`, …), sent as `error.status`. */
   readonly rpcStatus: string | undefined;
   readonly details: unknown[] | undefined;
-  constructor(status: number, reason: string, message: string, options: { rpcStatus?: string; details?: unknown[] } = {}) {
+  constructor(
+    status: number,
+    reason: string,
+    message: string,
+    options: { rpcStatus?: string; details?: unknown[] } = {},
+  ) {
     super(message);
     this.status = status;
     this.reason = reason;
@@ -31,7 +36,13 @@ const RPC_STATUS: Record<number, string> = {
 };
 
 /** The JSON error body every Google API uses. */
-export function errorBody(status: number, reason: string, message: string, rpcStatus?: string, details?: unknown[]): unknown {
+export function errorBody(
+  status: number,
+  reason: string,
+  message: string,
+  rpcStatus?: string,
+  details?: unknown[],
+): unknown {
   return {
     error: {
       code: status,
@@ -43,9 +54,18 @@ export function errorBody(status: number, reason: string, message: string, rpcSt
   };
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = body === undefined ? "" : JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json; charset=UTF-8", "content-length": Buffer.byteLength(text), ...headers });
+  res.writeHead(status, {
+    "content-type": "application/json; charset=UTF-8",
+    "content-length": Buffer.byteLength(text),
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -73,9 +93,14 @@ export async function readJson(req: IncomingMessage): Promise<Record<string, unk
   try {
     parsed = JSON.parse(body.toString("utf8"));
   } catch (err) {
-    throw new ApiError(400, "parseError", `Invalid JSON payload received. ${err instanceof Error ? err.message : ""}`.trim());
+    throw new ApiError(
+      400,
+      "parseError",
+      `Invalid JSON payload received. ${err instanceof Error ? err.message : ""}`.trim(),
+    );
   }
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new ApiError(400, "invalid", "Invalid JSON payload received. Expected an object.");
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))
+    throw new ApiError(400, "invalid", "Invalid JSON payload received. Expected an object.");
   return parsed as Record<string, unknown>;
 }
 

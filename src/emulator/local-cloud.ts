@@ -44,7 +44,9 @@ export const DEFAULT_EXPORT_RATE = 100;
  * SIIM-shaped dataset of the seed tutorial.
  */
 export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<LocalCloud> {
-  const model = new HealthcareModel(options.dataDir === undefined ? {} : { journal: path.join(options.dataDir, OPERATIONS_JOURNAL) });
+  const model = new HealthcareModel(
+    options.dataDir === undefined ? {} : { journal: path.join(options.dataDir, OPERATIONS_JOURNAL) },
+  );
   const extra = options.services;
   let hc: HealthcareServiceOptions | undefined;
   // The service reads faults through the running emulator (which only exists after the start).
@@ -54,8 +56,19 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     ...options,
     projects: { [SIIM.project]: SIIM.projectNumber, ...options.projects },
     services: (store, projects) => {
-      hc = { model, objects: store, projects, exportInstancesPerSecond: options.exportInstancesPerSecond ?? DEFAULT_EXPORT_RATE, faults };
-      return [createHealthcareService(hc), createResourceManagerService(projects), filesService(() => model.annotationsCsv()), ...(extra?.(store, projects) ?? [])];
+      hc = {
+        model,
+        objects: store,
+        projects,
+        exportInstancesPerSecond: options.exportInstancesPerSecond ?? DEFAULT_EXPORT_RATE,
+        faults,
+      };
+      return [
+        createHealthcareService(hc),
+        createResourceManagerService(projects),
+        filesService(() => model.annotationsCsv()),
+        ...(extra?.(store, projects) ?? []),
+      ];
     },
   });
   live.emulator = emulator;
@@ -77,7 +90,8 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
 export function loadSiim(model: HealthcareModel, d: DatasetOptions, baseUrl: string): string {
   const seed = d.seed ?? 1;
   const instanceBytes = d.instanceBytes ?? 8 * 1024;
-  const make = (count: number, storeIndex: number): GeneratedInstance[] => Array.from({ length: count }, (_, i) => generateInstance(i, { seed, instanceBytes, storeIndex }));
+  const make = (count: number, storeIndex: number): GeneratedInstance[] =>
+    Array.from({ length: count }, (_, i) => generateInstance(i, { seed, instanceBytes, storeIndex }));
   const train = make(d.train, 0);
   model.addDicomStore(SIIM_TRAIN_STORE, train);
   model.addDicomStore(SIIM_TEST_STORE, make(d.test, 1));
@@ -89,7 +103,16 @@ export function loadSiim(model: HealthcareModel, d: DatasetOptions, baseUrl: str
     meta: { lastUpdated: "2019-06-01T00:00:00+00:00", versionId: "MTU1OTM0NzIwMDAwMDAwMDAwMA" },
     status: "current",
     description: "SIIM-ACR Pneumothorax Segmentation: training annotations (run-length encoded masks)",
-    content: [{ attachment: { contentType: "text/csv", url: `${baseUrl}${ANNOTATIONS_PATH}`, title: "train-rle.csv", size: Buffer.byteLength(csv) } }],
+    content: [
+      {
+        attachment: {
+          contentType: "text/csv",
+          url: `${baseUrl}${ANNOTATIONS_PATH}`,
+          title: "train-rle.csv",
+          size: Buffer.byteLength(csv),
+        },
+      },
+    ],
   });
   return csv;
 }

@@ -7,14 +7,33 @@ import type { RequestContext } from "./types.ts";
  * socket mid-body, a truncation promises the full length and ends early, a corruption flips bytes
  * while the caller's (true) hash headers stay.
  */
-export function sendMedia(req: IncomingMessage, res: ServerResponse, data: Buffer, headers: Record<string, string>, ctx: RequestContext): void {
+export function sendMedia(
+  req: IncomingMessage,
+  res: ServerResponse,
+  data: Buffer,
+  headers: Record<string, string>,
+  ctx: RequestContext,
+): void {
   let status = 200;
   let body = data;
   const out: Record<string, string | number> = { ...headers, "accept-ranges": "bytes" };
   const range = parseRange(req.headers.range, data.length);
   if (range === "unsatisfiable") {
-    res.writeHead(416, { "content-range": `bytes */${data.length}`, "content-type": "application/json; charset=UTF-8" });
-    res.end(JSON.stringify({ error: { code: 416, message: "Request range not satisfiable", errors: [{ domain: "global", reason: "requestedRangeNotSatisfiable", message: "Request range not satisfiable" }] } }));
+    res.writeHead(416, {
+      "content-range": `bytes */${data.length}`,
+      "content-type": "application/json; charset=UTF-8",
+    });
+    res.end(
+      JSON.stringify({
+        error: {
+          code: 416,
+          message: "Request range not satisfiable",
+          errors: [
+            { domain: "global", reason: "requestedRangeNotSatisfiable", message: "Request range not satisfiable" },
+          ],
+        },
+      }),
+    );
     return;
   }
   if (range !== undefined) {
@@ -24,7 +43,10 @@ export function sendMedia(req: IncomingMessage, res: ServerResponse, data: Buffe
   }
   out["content-length"] = body.length;
   const path = new URL(req.url ?? "/", "http://x").pathname;
-  const fault = faultsApply(ctx.faults, path) && body.length > 1 ? decideFault({ ...ctx.faults, rate429: 0, rate503: 0 }, ctx.random, true) : { kind: "none" as const };
+  const fault =
+    faultsApply(ctx.faults, path) && body.length > 1
+      ? decideFault({ ...ctx.faults, rate429: 0, rate503: 0 }, ctx.random, true)
+      : { kind: "none" as const };
   if (req.method === "HEAD") {
     res.writeHead(status, out);
     res.end();
@@ -58,7 +80,10 @@ export function sendMedia(req: IncomingMessage, res: ServerResponse, data: Buffe
 }
 
 /** Parses a single `bytes=a-b` / `bytes=a-` / `bytes=-n` range. Invalid ranges are ignored (full body), like GCS. */
-export function parseRange(header: string | undefined, size: number): { start: number; end: number } | "unsatisfiable" | undefined {
+export function parseRange(
+  header: string | undefined,
+  size: number,
+): { start: number; end: number } | "unsatisfiable" | undefined {
   if (header === undefined) return undefined;
   const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
   if (m === null || (m[1] === "" && m[2] === "")) return undefined;

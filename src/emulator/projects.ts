@@ -40,7 +40,9 @@ export class ProjectRegistry {
     const known = this.get(idOrNumber);
     if (known !== undefined) return known;
     if (/^\d+$/.test(idOrNumber)) return this.add(`project-${idOrNumber}`, idOrNumber);
-    const n = BigInt(`0x${createHash("sha256").update(idOrNumber).digest("hex").slice(0, 12)}`) % 900_000_000_000n + 100_000_000_000n;
+    const n =
+      (BigInt(`0x${createHash("sha256").update(idOrNumber).digest("hex").slice(0, 12)}`) % 900_000_000_000n) +
+      100_000_000_000n;
     return this.add(idOrNumber, n.toString());
   }
 

@@ -76,7 +76,12 @@ export class RequestLog {
     if (namePrefix === "") return this.count("GET object.media") + this.count("HEAD object.media");
     let n = 0;
     for (const e of this.entries) {
-      if (e.kind === "object.media" && (e.method === "GET" || e.method === "HEAD") && safeDecode(e.path).includes(namePrefix)) n++;
+      if (
+        e.kind === "object.media" &&
+        (e.method === "GET" || e.method === "HEAD") &&
+        safeDecode(e.path).includes(namePrefix)
+      )
+        n++;
     }
     return n;
   }

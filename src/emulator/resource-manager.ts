@@ -15,9 +15,23 @@ export function createResourceManagerService(projects: ProjectRegistry): Emulato
       }
       const p = projects.ensure(id);
       if (m[1] === "v1") {
-        sendJson(res, 200, { projectNumber: p.projectNumber, projectId: p.projectId, lifecycleState: "ACTIVE", name: p.projectId, createTime: p.createTime });
+        sendJson(res, 200, {
+          projectNumber: p.projectNumber,
+          projectId: p.projectId,
+          lifecycleState: "ACTIVE",
+          name: p.projectId,
+          createTime: p.createTime,
+        });
       } else {
-        sendJson(res, 200, { name: `projects/${p.projectNumber}`, parent: "organizations/0", projectId: p.projectId, state: "ACTIVE", displayName: p.projectId, createTime: p.createTime, etag: "W/\"1\"" });
+        sendJson(res, 200, {
+          name: `projects/${p.projectNumber}`,
+          parent: "organizations/0",
+          projectId: p.projectId,
+          state: "ACTIVE",
+          displayName: p.projectId,
+          createTime: p.createTime,
+          etag: 'W/"1"',
+        });
       }
       return true;
     },

@@ -42,7 +42,10 @@ export interface RunningEmulator {
 export async function startEmulator(options: EmulatorOptions = {}): Promise<RunningEmulator> {
   const store = new EmulatorObjectStore(options.dataDir === undefined ? {} : { dataDir: options.dataDir });
   const projects = new ProjectRegistry(options.projects ?? {});
-  const services: EmulatorService[] = [createStorageService(store, projects), ...(options.services?.(store, projects) ?? [])];
+  const services: EmulatorService[] = [
+    createStorageService(store, projects),
+    ...(options.services?.(store, projects) ?? []),
+  ];
   const requests = new RequestLog();
   let random = seededRandom(options.faults?.seed ?? 1);
   const state = {
@@ -74,8 +77,20 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         if (d.kind === "status") {
           req.resume();
           const reason = d.status === 429 ? "rateLimitExceeded" : "backendError";
-          const headers: Record<string, string> = d.retryAfterSeconds === undefined ? {} : { "retry-after": String(d.retryAfterSeconds) };
-          sendJson(res, d.status, errorBody(d.status, reason, d.status === 429 ? "The rate of requests is too high (injected fault)." : "Backend Error (injected fault)."), headers);
+          const headers: Record<string, string> =
+            d.retryAfterSeconds === undefined ? {} : { "retry-after": String(d.retryAfterSeconds) };
+          sendJson(
+            res,
+            d.status,
+            errorBody(
+              d.status,
+              reason,
+              d.status === 429
+                ? "The rate of requests is too high (injected fault)."
+                : "Backend Error (injected fault).",
+            ),
+            headers,
+          );
           return;
         }
       }
@@ -84,7 +99,10 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         if (await service.handle(req, res, url, ctx)) return;
       }
       req.resume();
-      sendError(res, new ApiError(501, "notImplemented", `hcexport emulator does not implement ${req.method} ${url.pathname}`));
+      sendError(
+        res,
+        new ApiError(501, "notImplemented", `hcexport emulator does not implement ${req.method} ${url.pathname}`),
+      );
     } catch (err) {
       req.resume();
       if (res.headersSent) {
@@ -98,7 +116,10 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
         }
         sendError(res, err);
       } else {
-        sendError(res, new ApiError(500, "internalError", `emulator error: ${err instanceof Error ? err.message : String(err)}`));
+        sendError(
+          res,
+          new ApiError(500, "internalError", `emulator error: ${err instanceof Error ? err.message : String(err)}`),
+        );
       }
     }
   }

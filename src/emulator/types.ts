@@ -54,14 +54,30 @@ export interface BucketMeta {
 export interface ObjectStore {
   getBucket(name: string): BucketMeta | undefined;
   /** Creates a bucket; returns undefined when it already exists. */
-  createBucket(init: { name: string; projectNumber: string; location?: string; storageClass?: string; uniformBucketLevelAccess?: boolean }): BucketMeta | undefined;
+  createBucket(init: {
+    name: string;
+    projectNumber: string;
+    location?: string;
+    storageClass?: string;
+    uniformBucketLevelAccess?: boolean;
+  }): BucketMeta | undefined;
   listBuckets(projectNumber?: string): BucketMeta[];
   deleteBucket(name: string): boolean;
   getPolicy(bucket: string): IamPolicy | undefined;
   /** Replaces the policy; returns undefined when `etag` is given and stale. */
-  setPolicy(bucket: string, policy: Omit<IamPolicy, "etag" | "kind" | "resourceId">, etag?: string): IamPolicy | undefined;
+  setPolicy(
+    bucket: string,
+    policy: Omit<IamPolicy, "etag" | "kind" | "resourceId">,
+    etag?: string,
+  ): IamPolicy | undefined;
   /** Writes (or overwrites, with a new generation) an object. */
-  putObject(bucket: string, name: string, data: Buffer, contentType: string, metadata?: Record<string, string>): ObjectMeta;
+  putObject(
+    bucket: string,
+    name: string,
+    data: Buffer,
+    contentType: string,
+    metadata?: Record<string, string>,
+  ): ObjectMeta;
   getObject(bucket: string, name: string, generation?: string): ObjectMeta | undefined;
   /** The object's bytes, or undefined if that generation is gone. */
   readObject(bucket: string, name: string, generation?: string): Buffer | undefined;
@@ -93,7 +109,15 @@ export interface FaultConfig {
   seed?: number;
 }
 
-export const noFaults: FaultConfig = { rate429: 0, rate503: 0, resetRate: 0, truncateRate: 0, corruptRate: 0, latencyMs: 0, exportFailureRate: 0 };
+export const noFaults: FaultConfig = {
+  rate429: 0,
+  rate503: 0,
+  resetRate: 0,
+  truncateRate: 0,
+  corruptRate: 0,
+  latencyMs: 0,
+  exportFailureRate: 0,
+};
 
 /** One service of the local cloud. `handle` returns false when the path is not its own. */
 export interface EmulatorService {

@@ -23,7 +23,8 @@ export function summarizeAnnotations(csv: string): AnnotationsSummary {
     if (malformed.length < 100) malformed.push({ line, reason });
   };
   const header = (lines[0] ?? "").split(",").map((s) => s.trim());
-  if (header[0] !== "ImageId" || header[1] !== "EncodedPixels") bad(1, `expected the header "ImageId, EncodedPixels", got "${(lines[0] ?? "").slice(0, 80)}"`);
+  if (header[0] !== "ImageId" || header[1] !== "EncodedPixels")
+    bad(1, `expected the header "ImageId, EncodedPixels", got "${(lines[0] ?? "").slice(0, 80)}"`);
   for (let i = 1; i < lines.length; i++) {
     const text = lines[i]!;
     if (text.trim() === "") continue;

@@ -41,17 +41,27 @@ export interface Attachment {
 /** `Type/ID` with FHIR's own rules for both (R4 §2.1.0.3: ids are `[A-Za-z0-9\-.]{1,64}`). */
 export function parseResourceRef(ref: string): { type: string; id: string } {
   const m = /^([A-Z][A-Za-z]{1,63})\/([A-Za-z0-9\-.]{1,64})$/.exec(ref);
-  if (m === null) throw new UsageError(`"${ref}" is not a FHIR resource reference of the form Type/ID (e.g. DocumentReference/d70d8f3e-990a-4bc0-b11f-c87349f5d4eb)`);
+  if (m === null)
+    throw new UsageError(
+      `"${ref}" is not a FHIR resource reference of the form Type/ID (e.g. DocumentReference/d70d8f3e-990a-4bc0-b11f-c87349f5d4eb)`,
+    );
   return { type: m[1]!, id: m[2]! };
 }
 
 /** Reads one FHIR resource; its `resourceType` must be the one asked for. */
 export async function readFhirResource(t: FhirTarget, type: string, id: string): Promise<Record<string, unknown>> {
   const url = `${t.healthcareBase.replace(/\/+$/, "")}/v1/${t.fhirStore}/fhir/${type}/${encodeURIComponent(id)}`;
-  const doc = await t.client.json<unknown>("GET", url, { headers: { accept: "application/fhir+json" }, ...(t.signal === undefined ? {} : { signal: t.signal }) });
-  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new HcexportError(`${type}/${id}: the FHIR answer is not a JSON object`);
+  const doc = await t.client.json<unknown>("GET", url, {
+    headers: { accept: "application/fhir+json" },
+    ...(t.signal === undefined ? {} : { signal: t.signal }),
+  });
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc))
+    throw new HcexportError(`${type}/${id}: the FHIR answer is not a JSON object`);
   const got = (doc as { resourceType?: unknown }).resourceType;
-  if (got !== type) throw new HcexportError(`${type}/${id}: the server answered a ${typeof got === "string" ? got : "resource without resourceType"}`);
+  if (got !== type)
+    throw new HcexportError(
+      `${type}/${id}: the server answered a ${typeof got === "string" ? got : "resource without resourceType"}`,
+    );
   return doc as Record<string, unknown>;
 }
 
@@ -65,7 +75,10 @@ export function attachmentsOf(resource: unknown): Attachment[] {
       return;
     }
     const o = node as Record<string, unknown>;
-    if ((key === "attachment" || key === "content") && (typeof o["url"] === "string" || typeof o["data"] === "string")) {
+    if (
+      (key === "attachment" || key === "content") &&
+      (typeof o["url"] === "string" || typeof o["data"] === "string")
+    ) {
       out.push({
         ...(typeof o["url"] === "string" ? { url: o["url"] } : {}),
         ...(typeof o["data"] === "string" ? { data: o["data"] } : {}),
@@ -85,8 +98,16 @@ export function attachmentsOf(resource: unknown): Attachment[] {
  * name) or `fallbackName`. Google credentials only go to Google's own hosts (and the configured
  * endpoints); any other host gets an anonymous request. A SIIM annotations CSV is summarised.
  */
-export async function downloadAttachment(t: FhirTarget, att: Attachment, dest: string, fallbackName: string): Promise<FetchedAttachment> {
-  const name = att.title !== undefined && /^[\w][\w.-]{0,99}$/.test(att.title) && !att.title.includes("..") ? att.title : fallbackName;
+export async function downloadAttachment(
+  t: FhirTarget,
+  att: Attachment,
+  dest: string,
+  fallbackName: string,
+): Promise<FetchedAttachment> {
+  const name =
+    att.title !== undefined && /^[\w][\w.-]{0,99}$/.test(att.title) && !att.title.includes("..")
+      ? att.title
+      : fallbackName;
   const wantsSummary = (att.contentType ?? "").startsWith("text/csv") || name.endsWith(".csv");
   const chunks: Buffer[] = [];
   const keep = async function* (body: AsyncIterable<Buffer>) {
@@ -103,7 +124,18 @@ export async function downloadAttachment(t: FhirTarget, att: Attachment, dest: s
   if (att.url === undefined) {
     if (att.data === undefined) throw new HcexportError("the attachment has neither url nor data");
     const bytes = Buffer.from(att.data, "base64");
-    return finish(await writeFileAtomic(dest, name, keep((async function* () { yield bytes; })())), "data:");
+    return finish(
+      await writeFileAtomic(
+        dest,
+        name,
+        keep(
+          (async function* () {
+            yield bytes;
+          })(),
+        ),
+      ),
+      "data:",
+    );
   }
   const { client, target } = downloadTarget(att.url, t);
   try {
@@ -123,20 +155,28 @@ export async function fetchAnnotations(o: FetchAnnotationsOptions): Promise<Fetc
   const att = attachmentsOf(doc)[0];
   if (att === undefined) throw new HcexportError(`DocumentReference/${o.documentReference} has no attachment`);
   const got = await downloadAttachment(o, att, o.dest, "annotations.csv");
-  if (got.summary === undefined) throw new HcexportError(`${got.path} is not a SIIM annotations CSV (no "ImageId, EncodedPixels" header)`);
+  if (got.summary === undefined)
+    throw new HcexportError(`${got.path} is not a SIIM annotations CSV (no "ImageId, EncodedPixels" header)`);
   return { ...got, summary: got.summary };
 }
 
 function downloadTarget(attachmentUrl: string, t: FhirTarget): { client: HttpClient; target: string } {
   const gs = /^gs:\/\/([^/]+)\/(.+)$/.exec(attachmentUrl);
-  if (gs !== null) return { client: t.client, target: `${t.storageBase.replace(/\/+$/, "")}/download/storage/v1/b/${gs[1]}/o/${encodeURIComponent(gs[2]!)}?alt=media` };
+  if (gs !== null)
+    return {
+      client: t.client,
+      target: `${t.storageBase.replace(/\/+$/, "")}/download/storage/v1/b/${gs[1]}/o/${encodeURIComponent(gs[2]!)}?alt=media`,
+    };
   let u: URL;
   try {
     u = new URL(attachmentUrl);
   } catch {
     throw new HcexportError(`the attachment URL ${JSON.stringify(attachmentUrl.slice(0, 200))} is not a URL`);
   }
-  if (u.protocol !== "https:" && u.protocol !== "http:") throw new HcexportError(`unsupported attachment URL scheme: ${u.protocol}`);
-  const trusted = [t.healthcareBase, t.storageBase].some((b) => new URL(b).host === u.host) || (u.protocol === "https:" && u.hostname.endsWith(".googleapis.com"));
+  if (u.protocol !== "https:" && u.protocol !== "http:")
+    throw new HcexportError(`unsupported attachment URL scheme: ${u.protocol}`);
+  const trusted =
+    [t.healthcareBase, t.storageBase].some((b) => new URL(b).host === u.host) ||
+    (u.protocol === "https:" && u.hostname.endsWith(".googleapis.com"));
   return { client: trusted ? t.client : new HttpClient({ auth: anonymousAuth }), target: attachmentUrl };
 }

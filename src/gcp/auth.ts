@@ -16,7 +16,11 @@ export function googleAuth(given?: GoogleAuth): AuthHeaders & { kind(): Promise<
   // The library is loaded on first use (~0.1 s of startup), so commands against the local cloud
   // and commands that never authenticate don't pay for it.
   let loading: Promise<GoogleAuth> | undefined;
-  const lib = (): Promise<GoogleAuth> => (loading ??= given !== undefined ? Promise.resolve(given) : import("google-auth-library").then((m) => new m.GoogleAuth({ scopes: SCOPES })));
+  const lib = (): Promise<GoogleAuth> =>
+    (loading ??=
+      given !== undefined
+        ? Promise.resolve(given)
+        : import("google-auth-library").then((m) => new m.GoogleAuth({ scopes: SCOPES })));
   return {
     get description() {
       return described;

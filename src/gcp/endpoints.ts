@@ -23,7 +23,14 @@ export interface EndpointInputs {
   readonly healthcareEndpoint?: string | undefined;
   readonly resourceManagerEndpoint?: string | undefined;
   /** The config file's `endpoints`, below flags and env in precedence. */
-  readonly config?: { readonly emulator?: string | undefined; readonly storage?: string | undefined; readonly healthcare?: string | undefined; readonly resourceManager?: string | undefined } | undefined;
+  readonly config?:
+    | {
+        readonly emulator?: string | undefined;
+        readonly storage?: string | undefined;
+        readonly healthcare?: string | undefined;
+        readonly resourceManager?: string | undefined;
+      }
+    | undefined;
 }
 
 /**
@@ -33,13 +40,21 @@ export interface EndpointInputs {
  */
 export function resolveEndpoints(inputs: EndpointInputs, env: NodeJS.ProcessEnv = {}): Endpoints {
   const emulator = inputs.emulator ?? inputs.config?.emulator;
-  const base = emulator === undefined ? GOOGLE_ENDPOINTS : { storage: emulator, healthcare: emulator, resourceManager: emulator, anonymous: true };
+  const base =
+    emulator === undefined
+      ? GOOGLE_ENDPOINTS
+      : { storage: emulator, healthcare: emulator, resourceManager: emulator, anonymous: true };
   const envStorage = env["STORAGE_EMULATOR_HOST"];
   const storage = trimSlash(
-    inputs.storageEndpoint ?? (envStorage ? withScheme(envStorage) : undefined) ?? inputs.config?.storage ?? base.storage,
+    inputs.storageEndpoint ??
+      (envStorage ? withScheme(envStorage) : undefined) ??
+      inputs.config?.storage ??
+      base.storage,
   );
   const healthcare = trimSlash(inputs.healthcareEndpoint ?? inputs.config?.healthcare ?? base.healthcare);
-  const resourceManager = trimSlash(inputs.resourceManagerEndpoint ?? inputs.config?.resourceManager ?? base.resourceManager);
+  const resourceManager = trimSlash(
+    inputs.resourceManagerEndpoint ?? inputs.config?.resourceManager ?? base.resourceManager,
+  );
   const anonymous = [storage, healthcare, resourceManager].every(isLoopbackHttp);
   return { storage, healthcare, resourceManager, anonymous };
 }
@@ -48,7 +63,10 @@ export function resolveEndpoints(inputs: EndpointInputs, env: NodeJS.ProcessEnv 
 export function isLoopbackHttp(url: string): boolean {
   try {
     const u = new URL(url);
-    return u.protocol === "http:" && (u.hostname === "localhost" || u.hostname === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(u.hostname));
+    return (
+      u.protocol === "http:" &&
+      (u.hostname === "localhost" || u.hostname === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(u.hostname))
+    );
   } catch {
     return false;
   }

@@ -18,7 +18,12 @@ export function gcsSource(client: HttpClient, storageBase: string): RemoteSource
       do {
         const page = checkPage(
           await client.json<unknown>("GET", `${base}/storage/v1/b/${encodeURIComponent(bucket)}/o`, {
-            query: { prefix, maxResults: 1000, pageToken, fields: "nextPageToken,items(name,size,generation,crc32c,md5Hash)" },
+            query: {
+              prefix,
+              maxResults: 1000,
+              pageToken,
+              fields: "nextPageToken,items(name,size,generation,crc32c,md5Hash)",
+            },
             ...(signal === undefined ? {} : { signal }),
           }),
           pageToken,
@@ -28,10 +33,14 @@ export function gcsSource(client: HttpClient, storageBase: string): RemoteSource
       } while (pageToken !== undefined && pageToken !== "");
     },
     async open(bucket, object, signal) {
-      const res = await client.stream("GET", `${base}/download/storage/v1/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object.name)}`, {
-        query: { alt: "media", generation: object.generation },
-        ...(signal === undefined ? {} : { signal }),
-      });
+      const res = await client.stream(
+        "GET",
+        `${base}/download/storage/v1/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object.name)}`,
+        {
+          query: { alt: "media", generation: object.generation },
+          ...(signal === undefined ? {} : { signal }),
+        },
+      );
       return res.body;
     },
   };
@@ -44,17 +53,28 @@ export function gcsSource(client: HttpClient, storageBase: string): RemoteSource
  */
 function checkPage(page: unknown, previousToken: string | undefined): ListPage {
   if (typeof page !== "object" || page === null || Array.isArray(page)) {
-    throw new Error(`malformed object listing: expected a JSON object, got ${page === undefined ? "an empty body" : JSON.stringify(page).slice(0, 100)}`);
+    throw new Error(
+      `malformed object listing: expected a JSON object, got ${page === undefined ? "an empty body" : JSON.stringify(page).slice(0, 100)}`,
+    );
   }
   const p = page as { items?: unknown; nextPageToken?: unknown };
-  if (p.items !== undefined && !Array.isArray(p.items)) throw new Error(`malformed object listing: "items" is ${typeof p.items}, not an array`);
-  if (p.nextPageToken !== undefined && typeof p.nextPageToken !== "string") throw new Error(`malformed object listing: "nextPageToken" is ${typeof p.nextPageToken}, not a string`);
-  if (p.nextPageToken !== undefined && p.nextPageToken !== "" && p.nextPageToken === previousToken) throw new Error("malformed object listing: the server returned the same nextPageToken again (it would list forever)");
+  if (p.items !== undefined && !Array.isArray(p.items))
+    throw new Error(`malformed object listing: "items" is ${typeof p.items}, not an array`);
+  if (p.nextPageToken !== undefined && typeof p.nextPageToken !== "string")
+    throw new Error(`malformed object listing: "nextPageToken" is ${typeof p.nextPageToken}, not a string`);
+  if (p.nextPageToken !== undefined && p.nextPageToken !== "" && p.nextPageToken === previousToken)
+    throw new Error(
+      "malformed object listing: the server returned the same nextPageToken again (it would list forever)",
+    );
   return p as ListPage;
 }
 
 function toRemote(item: NonNullable<ListPage["items"]>[number]): RemoteObject {
-  if (typeof item.name !== "string" || typeof item.generation !== "string" || (typeof item.size !== "string" && typeof item.size !== "number")) {
+  if (
+    typeof item.name !== "string" ||
+    typeof item.generation !== "string" ||
+    (typeof item.size !== "string" && typeof item.size !== "number")
+  ) {
     throw new Error(`malformed object listing entry: ${JSON.stringify(item).slice(0, 200)}`);
   }
   const size = Number(item.size);

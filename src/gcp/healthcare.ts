@@ -36,18 +36,32 @@ export function healthcareApi(client: HttpClient, base: string, version: "v1" | 
   const root = `${base.replace(/\/+$/, "")}/${version}`;
   return {
     async startExport(store, uriPrefix) {
-      const op = await client.json<{ name?: unknown }>("POST", `${root}/${store}:export`, { body: { gcsDestination: { uriPrefix } }, retry: false }).catch((err: unknown) => {
-        if (err instanceof HttpError && err.status === 404) throw new UsageError(`DICOM store ${store} not found: ${err.message}`, { hint: "check the store name in the config (projects/P/locations/L/datasets/D/dicomStores/S)" });
-        throw err;
-      });
+      const op = await client
+        .json<{ name?: unknown }>("POST", `${root}/${store}:export`, {
+          body: { gcsDestination: { uriPrefix } },
+          retry: false,
+        })
+        .catch((err: unknown) => {
+          if (err instanceof HttpError && err.status === 404)
+            throw new UsageError(`DICOM store ${store} not found: ${err.message}`, {
+              hint: "check the store name in the config (projects/P/locations/L/datasets/D/dicomStores/S)",
+            });
+          throw err;
+        });
       if (typeof op?.name !== "string") throw new Error(`export of ${store} returned no operation name`);
-      if (!parseOperationName(op.name).ok) throw new Error(`export of ${store} returned a malformed operation name ${JSON.stringify(op.name.slice(0, 200))}`);
+      if (!parseOperationName(op.name).ok)
+        throw new Error(
+          `export of ${store} returned a malformed operation name ${JSON.stringify(op.name.slice(0, 200))}`,
+        );
       return op.name;
     },
     async getOperation(name) {
       const op = await client.json<Operation>("GET", `${root}/${name}`).catch((err: unknown) => {
         if (err instanceof HttpError && err.status === 404) {
-          throw new HcexportError(`operation ${name} not found`, 1, { hint: "operation records expire about 30 days after they finish; list the dataset's with 'hcexport operations list projects/P/locations/L/datasets/D'", cause: err });
+          throw new HcexportError(`operation ${name} not found`, 1, {
+            hint: "operation records expire about 30 days after they finish; list the dataset's with 'hcexport operations list projects/P/locations/L/datasets/D'",
+            cause: err,
+          });
         }
         throw err;
       });
@@ -59,15 +73,25 @@ export function healthcareApi(client: HttpClient, base: string, version: "v1" | 
       const out: Operation[] = [];
       let pageToken: string | undefined;
       do {
-        const page: { operations?: unknown; nextPageToken?: unknown } | undefined = await client.json("GET", `${root}/${dataset}/operations`, { query: { pageSize: 100, pageToken } });
-        if (typeof page !== "object" || page === null || (page.operations !== undefined && !Array.isArray(page.operations)) || (page.nextPageToken !== undefined && typeof page.nextPageToken !== "string")) {
+        const page: { operations?: unknown; nextPageToken?: unknown } | undefined = await client.json(
+          "GET",
+          `${root}/${dataset}/operations`,
+          { query: { pageSize: 100, pageToken } },
+        );
+        if (
+          typeof page !== "object" ||
+          page === null ||
+          (page.operations !== undefined && !Array.isArray(page.operations)) ||
+          (page.nextPageToken !== undefined && typeof page.nextPageToken !== "string")
+        ) {
           throw new Error(`operations of ${dataset}: malformed response`);
         }
         const ops = (page.operations ?? []) as unknown[];
         const bad = ops.map(malformedOperation).find((m) => m !== undefined);
         if (bad !== undefined) throw new Error(`operations of ${dataset}: malformed operation (${bad})`);
         out.push(...(ops as Operation[]));
-        if (page.nextPageToken !== undefined && page.nextPageToken !== "" && page.nextPageToken === pageToken) throw new Error(`operations of ${dataset}: the server returned the same nextPageToken again`);
+        if (page.nextPageToken !== undefined && page.nextPageToken !== "" && page.nextPageToken === pageToken)
+          throw new Error(`operations of ${dataset}: the server returned the same nextPageToken again`);
         pageToken = page.nextPageToken as string | undefined;
       } while (pageToken !== undefined && pageToken !== "");
       return out;
@@ -80,7 +104,8 @@ export function healthcareApi(client: HttpClient, base: string, version: "v1" | 
 
 /** What is wrong with an answer that should be a google.longrunning.Operation, or undefined. */
 function malformedOperation(op: unknown): string | undefined {
-  if (typeof op !== "object" || op === null || Array.isArray(op)) return op === undefined ? "empty body" : "not a JSON object";
+  if (typeof op !== "object" || op === null || Array.isArray(op))
+    return op === undefined ? "empty body" : "not a JSON object";
   const o = op as Record<string, unknown>;
   if (typeof o["name"] !== "string") return '"name" is not a string';
   if (o["done"] !== undefined && typeof o["done"] !== "boolean") return '"done" is not a boolean';
@@ -89,6 +114,12 @@ function malformedOperation(op: unknown): string | undefined {
   const e = o["error"];
   // proto3 JSON omits zero/empty fields, so code and message may be absent, but never of another type.
   const { code, message } = (isObject(e) ? e : {}) as { code?: unknown; message?: unknown };
-  if (e !== undefined && (!isObject(e) || (code !== undefined && typeof code !== "number") || (message !== undefined && typeof message !== "string"))) return '"error" is not {code: number, message: string}';
+  if (
+    e !== undefined &&
+    (!isObject(e) ||
+      (code !== undefined && typeof code !== "number") ||
+      (message !== undefined && typeof message !== "string"))
+  )
+    return '"error" is not {code: number, message: string}';
   return undefined;
 }

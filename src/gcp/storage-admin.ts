@@ -45,7 +45,8 @@ export function storageAdmin(endpoints: Endpoints, projectId?: string): BucketAd
       retryOptions: { autoRetry: true, maxRetries: 5 },
     });
   let shared: Promise<Storage> | undefined;
-  const storageFor = (project?: string): Promise<Storage> => (project === projectId ? (shared ??= client(projectId)) : client(project));
+  const storageFor = (project?: string): Promise<Storage> =>
+    project === projectId ? (shared ??= client(projectId)) : client(project);
   return {
     async ensureBucket(spec) {
       try {
@@ -53,20 +54,29 @@ export function storageAdmin(endpoints: Endpoints, projectId?: string): BucketAd
         await forProject.createBucket(spec.name, {
           ...(spec.location === undefined ? {} : { location: spec.location }),
           ...(spec.storageClass === undefined ? {} : { storageClass: spec.storageClass }),
-          ...(spec.uniformAccess === undefined ? {} : { iamConfiguration: { uniformBucketLevelAccess: { enabled: spec.uniformAccess } } }),
+          ...(spec.uniformAccess === undefined
+            ? {}
+            : { iamConfiguration: { uniformBucketLevelAccess: { enabled: spec.uniformAccess } } }),
         });
         return { created: true };
       } catch (err) {
         const status = statusOf(err);
         const message = err instanceof Error ? err.message : String(err);
         if (status === 409 && /already own it/i.test(message)) return { created: false };
-        if (status === 409) throw new UsageError(`bucket name "${spec.name}" is taken by someone else: ${message}`, { hint: "choose another bucket name in the config (bucket names are global)" });
+        if (status === 409)
+          throw new UsageError(`bucket name "${spec.name}" is taken by someone else: ${message}`, {
+            hint: "choose another bucket name in the config (bucket names are global)",
+          });
         throw wrap(err, `create bucket gs://${spec.name}`);
       }
     },
     async getPolicy(bucket) {
       try {
-        const [policy] = await (await storageFor(projectId)).bucket(bucket).iam.getPolicy({ requestedPolicyVersion: 3 });
+        const [policy] = await (
+          await storageFor(projectId)
+        )
+          .bucket(bucket)
+          .iam.getPolicy({ requestedPolicyVersion: 3 });
         return policy as Policy;
       } catch (err) {
         throw wrap(err, `read the IAM policy of gs://${bucket}`);
@@ -92,7 +102,9 @@ function wrap(err: unknown, what: string): Error {
   const status = statusOf(err);
   const message = `could not ${what}: ${err instanceof Error ? err.message : String(err)}`;
   if (status === 403 || status === 401) {
-    return new PermissionError(message, { hint: "the caller needs storage.buckets.get/create and storage.buckets.getIamPolicy/setIamPolicy (e.g. roles/storage.admin) on the destination bucket" });
+    return new PermissionError(message, {
+      hint: "the caller needs storage.buckets.get/create and storage.buckets.getIamPolicy/setIamPolicy (e.g. roles/storage.admin) on the destination bucket",
+    });
   }
   return new StorageAdminError(message, status);
 }

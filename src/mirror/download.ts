@@ -1,4 +1,10 @@
-import { writeFileAtomic, writeVerifiedAtomic, type DirectoryGuard, type ExpectedContent, type WrittenFile } from "../core/atomic-file.ts";
+import {
+  writeFileAtomic,
+  writeVerifiedAtomic,
+  type DirectoryGuard,
+  type ExpectedContent,
+  type WrittenFile,
+} from "../core/atomic-file.ts";
 import type { Clock } from "../core/clock.ts";
 import { IntegrityError, UnsafeNameError } from "../core/errors.ts";
 import { StreamingHasher } from "../core/hashing.ts";
@@ -28,7 +34,10 @@ export interface DownloadContext {
 export async function downloadObject(ctx: DownloadContext, obj: RemoteObject, rel: string): Promise<WrittenFile> {
   const check = checkRelativeName(rel);
   if (!check.ok) throw new UnsafeNameError(obj.name, check.reason);
-  const expected = { size: obj.size, ...(obj.crc32c !== undefined ? { crc32c: obj.crc32c } : obj.md5Hash !== undefined ? { md5: obj.md5Hash } : {}) };
+  const expected = {
+    size: obj.size,
+    ...(obj.crc32c !== undefined ? { crc32c: obj.crc32c } : obj.md5Hash !== undefined ? { md5: obj.md5Hash } : {}),
+  };
   return withRetry(
     async () => {
       await ctx.guard.ensure(check.segments.slice(0, -1), obj.name);
@@ -65,10 +74,17 @@ export const SMALL_OBJECT = 4 * 1024 * 1024;
  * Reads a response body in flowing mode (no stream re-buffering), hashing each chunk, and
  * verifies size and digest: corrupt or truncated bytes never reach the disk.
  */
-export async function receiveVerified(body: AsyncIterable<Uint8Array>, expected: ExpectedContent, name: string): Promise<Uint8Array[]> {
+export async function receiveVerified(
+  body: AsyncIterable<Uint8Array>,
+  expected: ExpectedContent,
+  name: string,
+): Promise<Uint8Array[]> {
   const hasher = new StreamingHasher({ crc32c: expected.crc32c !== undefined, md5: expected.md5 !== undefined });
   const chunks: Uint8Array[] = [];
-  const emitter = body as unknown as { on?: (ev: string, fn: (x: never) => void) => void; once: (ev: string, fn: (x: never) => void) => void };
+  const emitter = body as unknown as {
+    on?: (ev: string, fn: (x: never) => void) => void;
+    once: (ev: string, fn: (x: never) => void) => void;
+  };
   if (typeof emitter.on === "function") {
     await new Promise<void>((resolve, reject) => {
       emitter.on!("data", (chunk: Uint8Array) => {
@@ -85,8 +101,11 @@ export async function receiveVerified(body: AsyncIterable<Uint8Array>, expected:
     }
   }
   const got = hasher.digest();
-  if (expected.size !== undefined && got.bytes !== expected.size) throw new IntegrityError(`${name}: got ${got.bytes} bytes, expected ${expected.size}`);
-  if (expected.crc32c !== undefined && got.crc32c !== expected.crc32c) throw new IntegrityError(`${name}: crc32c ${got.crc32c} does not match the listed ${expected.crc32c}`);
-  if (expected.md5 !== undefined && got.md5 !== expected.md5) throw new IntegrityError(`${name}: md5 ${got.md5} does not match the listed ${expected.md5}`);
+  if (expected.size !== undefined && got.bytes !== expected.size)
+    throw new IntegrityError(`${name}: got ${got.bytes} bytes, expected ${expected.size}`);
+  if (expected.crc32c !== undefined && got.crc32c !== expected.crc32c)
+    throw new IntegrityError(`${name}: crc32c ${got.crc32c} does not match the listed ${expected.crc32c}`);
+  if (expected.md5 !== undefined && got.md5 !== expected.md5)
+    throw new IntegrityError(`${name}: md5 ${got.md5} does not match the listed ${expected.md5}`);
   return chunks;
 }

@@ -37,7 +37,12 @@ export async function* walkLocal(root: string, signal?: AbortSignal): AsyncGener
  */
 const LOOKAHEAD = 16;
 
-async function* walkDir(root: string, relDir: string, listing: Promise<Listing>, signal: AbortSignal | undefined): AsyncGenerator<LocalEntry> {
+async function* walkDir(
+  root: string,
+  relDir: string,
+  listing: Promise<Listing>,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<LocalEntry> {
   signal?.throwIfAborted();
   const entries = await listing;
   const subdirs: number[] = [];

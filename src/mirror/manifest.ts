@@ -38,9 +38,13 @@ export class Manifest {
   private constructor(file: string, db: DatabaseSync, readOnly: boolean) {
     this.file = file;
     this.#db = db;
-    this.#get = db.prepare("SELECT name, size, generation, crc32c, md5, mtime_ns AS mtimeNs, ino FROM files WHERE name = ?");
+    this.#get = db.prepare(
+      "SELECT name, size, generation, crc32c, md5, mtime_ns AS mtimeNs, ino FROM files WHERE name = ?",
+    );
     if (!readOnly) {
-      this.#put = db.prepare("INSERT OR REPLACE INTO files (name, size, generation, crc32c, md5, mtime_ns, ino) VALUES (?, ?, ?, ?, ?, ?, ?)");
+      this.#put = db.prepare(
+        "INSERT OR REPLACE INTO files (name, size, generation, crc32c, md5, mtime_ns, ino) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      );
       this.#del = db.prepare("DELETE FROM files WHERE name = ?");
       this.#addExtra = db.prepare("INSERT OR IGNORE INTO pending_delete (name) VALUES (?)");
     }
@@ -70,9 +74,27 @@ export class Manifest {
   }
 
   get(name: string): ManifestEntry | undefined {
-    const row = this.#get.get(name) as { name: string; size: number; generation: string; crc32c: string | null; md5: string | null; mtimeNs: string; ino: string } | undefined;
+    const row = this.#get.get(name) as
+      | {
+          name: string;
+          size: number;
+          generation: string;
+          crc32c: string | null;
+          md5: string | null;
+          mtimeNs: string;
+          ino: string;
+        }
+      | undefined;
     if (row === undefined) return undefined;
-    return { name: row.name, size: row.size, generation: row.generation, crc32c: row.crc32c ?? undefined, md5: row.md5 ?? undefined, mtimeNs: row.mtimeNs, ino: row.ino };
+    return {
+      name: row.name,
+      size: row.size,
+      generation: row.generation,
+      crc32c: row.crc32c ?? undefined,
+      md5: row.md5 ?? undefined,
+      mtimeNs: row.mtimeNs,
+      ino: row.ino,
+    };
   }
 
   /** Records an entry (committed with its batch). */
@@ -92,7 +114,8 @@ export class Manifest {
   /** The pending deletes in name order, streamed from disk. */
   *pendingDeletes(): Generator<string> {
     this.flush();
-    for (const row of this.#db.prepare("SELECT name FROM pending_delete ORDER BY name").iterate()) yield (row as { name: string }).name;
+    for (const row of this.#db.prepare("SELECT name FROM pending_delete ORDER BY name").iterate())
+      yield (row as { name: string }).name;
   }
 
   pendingDeleteCount(): number {

@@ -15,11 +15,28 @@ import type { RemoteObject, RemoteSource } from "./ports.ts";
 import { TaskPool } from "./task-pool.ts";
 
 export type MirrorEvent =
-  | { readonly kind: "mirror.start"; readonly source: string; readonly dest: string; readonly concurrency: number; readonly dryRun: boolean }
-  | { readonly kind: "mirror.file"; readonly name: string; readonly action: "downloaded" | "skipped" | "would-download"; readonly bytes: number }
+  | {
+      readonly kind: "mirror.start";
+      readonly source: string;
+      readonly dest: string;
+      readonly concurrency: number;
+      readonly dryRun: boolean;
+    }
+  | {
+      readonly kind: "mirror.file";
+      readonly name: string;
+      readonly action: "downloaded" | "skipped" | "would-download";
+      readonly bytes: number;
+    }
   | { readonly kind: "mirror.refused"; readonly name: string; readonly reason: string }
   | { readonly kind: "mirror.failed"; readonly name: string; readonly reason: string }
-  | { readonly kind: "mirror.retry"; readonly name: string; readonly attempt: number; readonly delayMs: number; readonly reason: string }
+  | {
+      readonly kind: "mirror.retry";
+      readonly name: string;
+      readonly attempt: number;
+      readonly delayMs: number;
+      readonly reason: string;
+    }
   | { readonly kind: "mirror.delete"; readonly path: string; readonly action: "deleted" | "would-delete" }
   | { readonly kind: "mirror.delete-skipped"; readonly pending: number; readonly reason: string }
   | {
@@ -104,9 +121,29 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   const dryRun = options.dryRun === true;
   const signal = options.signal;
   const started = clock.now();
-  const s: MirrorSummary = { listed: 0, downloaded: 0, skipped: 0, deleted: 0, failed: 0, refused: 0, bytes: 0, durationMs: 0, hashed: 0, wouldDownload: 0, wouldDelete: 0, complete: true, failures: [] };
+  const s: MirrorSummary = {
+    listed: 0,
+    downloaded: 0,
+    skipped: 0,
+    deleted: 0,
+    failed: 0,
+    refused: 0,
+    bytes: 0,
+    durationMs: 0,
+    hashed: 0,
+    wouldDownload: 0,
+    wouldDelete: 0,
+    complete: true,
+    failures: [],
+  };
   const listPrefix = options.prefix === "" ? "" : `${options.prefix.replace(/\/+$/, "")}/`;
-  emit({ kind: "mirror.start", source: `gs://${options.bucket}/${listPrefix}`, dest: options.dest, concurrency, dryRun });
+  emit({
+    kind: "mirror.start",
+    source: `gs://${options.bucket}/${listPrefix}`,
+    dest: options.dest,
+    concurrency,
+    dryRun,
+  });
 
   if (!dryRun) {
     const problem = await destinationProblem(options.dest);
@@ -128,7 +165,16 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   let closeError: unknown;
   const pool = new TaskPool(concurrency);
   const filter = new NameFilter(listPrefix, options.shard);
-  const ctx: DownloadContext = { source: options.source, bucket: options.bucket, dest: options.dest, guard: new DirectoryGuard(options.dest), fsync: options.fsync ?? true, clock, retry: options.retry, signal };
+  const ctx: DownloadContext = {
+    source: options.source,
+    bucket: options.bucket,
+    dest: options.dest,
+    guard: new DirectoryGuard(options.dest),
+    fsync: options.fsync ?? true,
+    clock,
+    retry: options.retry,
+    signal,
+  };
   let plannedBytes = 0;
   let listingDone = false;
   let pendingDeletes = 0;
@@ -162,7 +208,17 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
         s.complete = false;
       }
     }
-    emit({ kind: "mirror.progress", listed: s.listed, downloaded: s.downloaded, skipped: s.skipped, failed: s.failed + s.refused, bytes: s.bytes, plannedBytes, listingDone, elapsedMs: now - started });
+    emit({
+      kind: "mirror.progress",
+      listed: s.listed,
+      downloaded: s.downloaded,
+      skipped: s.skipped,
+      failed: s.failed + s.refused,
+      bytes: s.bytes,
+      plannedBytes,
+      listingDone,
+      elapsedMs: now - started,
+    });
   };
 
   async function* accepted(): AsyncGenerator<Accepted> {
@@ -185,8 +241,30 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
       return;
     }
     plannedBytes += obj.size;
-    const written = await downloadObject({ ...ctx, onRetry: (n) => emit({ kind: "mirror.retry", name: obj.name, attempt: n.attempt, delayMs: n.delayMs, reason: messageOf(n.error) }) }, obj, rel);
-    manifest.put({ name: rel, size: obj.size, generation: obj.generation, crc32c: obj.crc32c, md5: obj.md5Hash, mtimeNs: written.mtimeNs, ino: written.ino });
+    const written = await downloadObject(
+      {
+        ...ctx,
+        onRetry: (n) =>
+          emit({
+            kind: "mirror.retry",
+            name: obj.name,
+            attempt: n.attempt,
+            delayMs: n.delayMs,
+            reason: messageOf(n.error),
+          }),
+      },
+      obj,
+      rel,
+    );
+    manifest.put({
+      name: rel,
+      size: obj.size,
+      generation: obj.generation,
+      crc32c: obj.crc32c,
+      md5: obj.md5Hash,
+      mtimeNs: written.mtimeNs,
+      ino: written.ino,
+    });
     s.downloaded++;
     s.bytes += obj.size;
     emit({ kind: "mirror.file", name: obj.name, action: "downloaded", bytes: obj.size });
@@ -213,7 +291,16 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
         s.hashed++;
         const got = await hashLocal(file, { crc32c: obj.crc32c !== undefined, md5: obj.crc32c === undefined });
         if (got.bytes === obj.size && sameContent(obj, got)) {
-          if (!dryRun) manifest.put({ name: rel, size: obj.size, generation: obj.generation, crc32c: obj.crc32c, md5: obj.md5Hash, mtimeNs: state!.mtimeNs, ino: state!.ino });
+          if (!dryRun)
+            manifest.put({
+              name: rel,
+              size: obj.size,
+              generation: obj.generation,
+              crc32c: obj.crc32c,
+              md5: obj.md5Hash,
+              mtimeNs: state!.mtimeNs,
+              ino: state!.ino,
+            });
           return skip(obj);
         }
       }
@@ -227,7 +314,8 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
         s.complete = false;
         return;
       }
-      if (err instanceof UnsafeNameError) refuse(obj.name, err.message.replace(/^refusing unsafe name "(?:[^"\\]|\\.)*": /, ""));
+      if (err instanceof UnsafeNameError)
+        refuse(obj.name, err.message.replace(/^refusing unsafe name "(?:[^"\\]|\\.)*": /, ""));
       else fail(obj.name, `${messageOf(err)}${isRetryable(err) ? " (gave up after retries)" : ""}`);
     } finally {
       tick();
@@ -241,7 +329,11 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     if (what === "remove-temp" && !dryRun) {
       const st = await lstat(file).catch(() => undefined);
       // A young one may be a concurrent writer's, unless its writer is known dead (a killed run).
-      if (st !== undefined && (clock.now() - st.mtimeMs >= (options.staleTempMs ?? 60_000) || tempWriterGone(path.basename(file)))) await unlink(file).catch(() => {});
+      if (
+        st !== undefined &&
+        (clock.now() - st.mtimeMs >= (options.staleTempMs ?? 60_000) || tempWriterGone(path.basename(file)))
+      )
+        await unlink(file).catch(() => {});
     } else if (what === "delete") {
       pendingDeletes++;
       if (dryRun) {
@@ -270,7 +362,8 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     }
     await pool.drain();
     signal?.throwIfAborted();
-    if (options.delete === true && pendingDeletes > 0 && !dryRun) await applyDeletes(manifest, options, s, pendingDeletes, emit);
+    if (options.delete === true && pendingDeletes > 0 && !dryRun)
+      await applyDeletes(manifest, options, s, pendingDeletes, emit);
   } finally {
     closeError = closeManifest();
   }
@@ -281,7 +374,13 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   return s;
 }
 
-async function applyDeletes(manifest: Manifest, options: MirrorOptions, s: MirrorSummary, pending: number, emit: EventSink<MirrorEvent>): Promise<void> {
+async function applyDeletes(
+  manifest: Manifest,
+  options: MirrorOptions,
+  s: MirrorSummary,
+  pending: number,
+  emit: EventSink<MirrorEvent>,
+): Promise<void> {
   const blocker = deleteBlocker(s, pending, options.maxDelete);
   if (blocker !== undefined) {
     s.deleteSkipped = blocker;
@@ -296,7 +395,8 @@ async function applyDeletes(manifest: Manifest, options: MirrorOptions, s: Mirro
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
         s.failed++;
-        if (s.failures.length < MAX_FAILURES_KEPT) s.failures.push({ name: rel, reason: `delete failed: ${messageOf(err)}` });
+        if (s.failures.length < MAX_FAILURES_KEPT)
+          s.failures.push({ name: rel, reason: `delete failed: ${messageOf(err)}` });
         continue;
       }
     }

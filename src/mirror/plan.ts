@@ -45,14 +45,16 @@ export class NameFilter {
   }
 
   #check(name: string): NameVerdict {
-    if (!name.startsWith(this.#prefix)) return { kind: "refuse", reason: `not under the listed prefix '${this.#prefix}'` };
+    if (!name.startsWith(this.#prefix))
+      return { kind: "refuse", reason: `not under the listed prefix '${this.#prefix}'` };
     const rel = name.slice(this.#prefix.length);
     const check = checkRelativeName(rel);
     if (!check.ok) return { kind: "refuse", reason: check.reason };
     // Names under `f/` sort in [`f/`, `f0`): once past `f/` without the prefix, `f` cannot clash.
     this.#openFiles = this.#openFiles.filter((f) => rel.startsWith(`${f}/`) || compareUtf8(rel, `${f}/`) < 0);
     const parent = this.#openFiles.find((f) => rel.startsWith(`${f}/`));
-    if (parent !== undefined) return { kind: "refuse", reason: `'${parent}' is also an object (a file), so it cannot be a directory too` };
+    if (parent !== undefined)
+      return { kind: "refuse", reason: `'${parent}' is also an object (a file), so it cannot be a directory too` };
     this.#openFiles.push(rel);
     return { kind: "accept", rel };
   }
@@ -81,14 +83,18 @@ export async function* march(remote: AsyncIterable<Accepted>, local: AsyncIterab
   const nextR = async () => {
     const n = await ri.next();
     if (n.done === true) return undefined;
-    if (lastR !== undefined && compareUtf8(n.value.rel, lastR) <= 0) throw new Error(`the bucket listing is not in byte order ('${lastR}' then '${n.value.rel}'); refusing to continue`);
+    if (lastR !== undefined && compareUtf8(n.value.rel, lastR) <= 0)
+      throw new Error(
+        `the bucket listing is not in byte order ('${lastR}' then '${n.value.rel}'); refusing to continue`,
+      );
     lastR = n.value.rel;
     return n.value;
   };
   const nextL = async () => {
     const n = await li.next();
     if (n.done === true) return undefined;
-    if (lastL !== undefined && compareUtf8(n.value.rel, lastL) <= 0) throw new Error(`the local walk is not in byte order ('${lastL}' then '${n.value.rel}')`);
+    if (lastL !== undefined && compareUtf8(n.value.rel, lastL) <= 0)
+      throw new Error(`the local walk is not in byte order ('${lastL}' then '${n.value.rel}')`);
     lastL = n.value.rel;
     return n.value;
   };
@@ -134,8 +140,10 @@ export type Decision =
 /** The decision for an accepted object given its local file (if any) and manifest entry. */
 export function decide(obj: RemoteObject, local: LocalState | undefined, entry: ManifestEntry | undefined): Decision {
   if (local === undefined) return { action: "download", why: "new" };
-  if (local.type === "symlink") return { action: "refuse", reason: "the destination path is a symlink; refusing to replace or follow it" };
-  if (local.type !== "file") return { action: "refuse", reason: "the destination path exists and is not a regular file" };
+  if (local.type === "symlink")
+    return { action: "refuse", reason: "the destination path is a symlink; refusing to replace or follow it" };
+  if (local.type !== "file")
+    return { action: "refuse", reason: "the destination path exists and is not a regular file" };
   if (local.size !== obj.size) return { action: "download", why: "size differs" };
   if (entry !== undefined && entry.size === local.size && entry.mtimeNs === local.mtimeNs && entry.ino === local.ino) {
     if (!sameContent(obj, entry)) return { action: "download", why: "content differs" };
@@ -145,7 +153,10 @@ export function decide(obj: RemoteObject, local: LocalState | undefined, entry: 
 }
 
 /** Whether the remote object and recorded (or computed) digests denote the same bytes. */
-export function sameContent(obj: RemoteObject, digests: { readonly crc32c?: string | undefined; readonly md5?: string | undefined }): boolean {
+export function sameContent(
+  obj: RemoteObject,
+  digests: { readonly crc32c?: string | undefined; readonly md5?: string | undefined },
+): boolean {
   if (obj.crc32c !== undefined && digests.crc32c !== undefined) return obj.crc32c === digests.crc32c;
   if (obj.md5Hash !== undefined && digests.md5 !== undefined) return obj.md5Hash === digests.md5;
   return false;
@@ -159,7 +170,11 @@ export type ExtraDecision = "delete" | "keep" | "remove-temp" | "other-shard";
  * (once older than `staleTempMs`, so a concurrent writer's are left alone); other files are
  * deleted only with `--delete`, and with `--shard` only those of this shard.
  */
-export function decideExtra(local: LocalEntry, objectName: string, opts: { readonly delete: boolean; readonly shard?: { readonly index: number; readonly count: number } | undefined }): ExtraDecision {
+export function decideExtra(
+  local: LocalEntry,
+  objectName: string,
+  opts: { readonly delete: boolean; readonly shard?: { readonly index: number; readonly count: number } | undefined },
+): ExtraDecision {
   if (local.type === "temp") return "remove-temp";
   if (!inShard(objectName, opts.shard)) return "other-shard";
   return opts.delete ? "delete" : "keep";
@@ -169,10 +184,15 @@ export function decideExtra(local: LocalEntry, objectName: string, opts: { reado
  * Deletes run only after a clean run and within the guard (rclone: "not deleting files as there
  * were IO errors"). Returns why not, or undefined when deleting is allowed.
  */
-export function deleteBlocker(s: { readonly failed: number; readonly refused: number; readonly complete: boolean }, pending: number, maxDelete: number | undefined): string | undefined {
+export function deleteBlocker(
+  s: { readonly failed: number; readonly refused: number; readonly complete: boolean },
+  pending: number,
+  maxDelete: number | undefined,
+): string | undefined {
   if (!s.complete) return "the listing or the local walk did not finish";
   if (s.failed > 0) return `${s.failed} download(s) failed`;
   if (s.refused > 0) return `${s.refused} name(s) were refused`;
-  if (maxDelete !== undefined && pending > maxDelete) return `${pending} files to delete exceed --max-delete ${maxDelete}`;
+  if (maxDelete !== undefined && pending > maxDelete)
+    return `${pending} files to delete exceed --max-delete ${maxDelete}`;
   return undefined;
 }

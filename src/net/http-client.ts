@@ -75,7 +75,13 @@ export class HttpClient {
     const timeout = options.timeoutMs ?? 60_000;
     this.#dispatcher =
       options.dispatcher ??
-      new Agent({ connections: options.connections ?? 64, keepAliveTimeout: 30_000, headersTimeout: timeout, bodyTimeout: timeout, pipelining: 1 });
+      new Agent({
+        connections: options.connections ?? 64,
+        keepAliveTimeout: 30_000,
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
+        pipelining: 1,
+      });
     this.#retry = options.retry ?? defaultRetryPolicy;
     this.#clock = options.clock ?? systemClock;
     this.#userAgent = options.userAgent ?? "hcexport/0.1";
@@ -99,7 +105,12 @@ export class HttpClient {
       try {
         return JSON.parse(text) as T;
       } catch {
-        throw new HttpError({ status: res.statusCode, method, url: redactUrl(target), message: `response is not JSON: ${scrub(oneLine(text).slice(0, 200), secrets)}` });
+        throw new HttpError({
+          status: res.statusCode,
+          method,
+          url: redactUrl(target),
+          message: `response is not JSON: ${scrub(oneLine(text).slice(0, 200), secrets)}`,
+        });
       }
     });
   }
@@ -139,7 +150,12 @@ export class HttpClient {
   }
 
   /** Sends one request; `secrets` are the credential values it carried (scrubbed from error messages). */
-  async #send(method: string, target: URL, options: RequestOptions, defaults: Record<string, string>): Promise<{ res: Dispatcher.ResponseData; secrets: string[] }> {
+  async #send(
+    method: string,
+    target: URL,
+    options: RequestOptions,
+    defaults: Record<string, string>,
+  ): Promise<{ res: Dispatcher.ResponseData; secrets: string[] }> {
     const auth = await this.#auth.headers(target);
     const headers: Record<string, string> = { "user-agent": this.#userAgent, ...defaults, ...auth, ...options.headers };
     let body: string | Buffer | undefined;
@@ -192,7 +208,9 @@ export function errorFromResponse(
   let message = oneLine(text).slice(0, 500) || `HTTP ${status}`;
   let reason: string | undefined;
   try {
-    const parsed = JSON.parse(text) as { error?: { message?: unknown; status?: unknown; errors?: Array<{ reason?: unknown }> } | string };
+    const parsed = JSON.parse(text) as {
+      error?: { message?: unknown; status?: unknown; errors?: Array<{ reason?: unknown }> } | string;
+    };
     if (typeof parsed.error === "object" && parsed.error !== null) {
       if (typeof parsed.error.message === "string") message = parsed.error.message;
       const r = parsed.error.errors?.[0]?.reason ?? parsed.error.status;

@@ -49,7 +49,12 @@ export function candidateExports(ops: readonly Operation[], since: string, known
  * nothing we start a new export. Both are safe for the data: an export overwrites each object with
  * the identical instance, so a duplicate costs time, never correctness.
  */
-export async function startExportOnce(api: HealthcareApi, store: string, uriPrefix: string, options: StartExportOptions): Promise<string> {
+export async function startExportOnce(
+  api: HealthcareApi,
+  store: string,
+  uriPrefix: string,
+  options: StartExportOptions,
+): Promise<string> {
   const parsed = parseStoreName(store, "dicomStores");
   if (!parsed.ok) throw new HcexportError(parsed.error, 2);
   const dataset = datasetPath(parsed.value);
@@ -58,7 +63,9 @@ export async function startExportOnce(api: HealthcareApi, store: string, uriPref
   const adopt = async (reason: string): Promise<string | undefined> => {
     const found = candidateExports(await api.listOperations(dataset), options.since, options.known);
     // Oldest first: if two are ours, the first one is the one a rerun would have resumed.
-    const op = found.sort((a, b) => Date.parse(a.metadata?.createTime ?? "") - Date.parse(b.metadata?.createTime ?? ""))[0];
+    const op = found.sort(
+      (a, b) => Date.parse(a.metadata?.createTime ?? "") - Date.parse(b.metadata?.createTime ?? ""),
+    )[0];
     if (op === undefined) return undefined;
     emit({ kind: "export.adopted", operation: op.name, store, reason });
     return op.name;

@@ -29,7 +29,12 @@ export interface CheckResult {
 
 /** What doctor checks: the resolved config of one run. */
 export interface DoctorSpec {
-  readonly endpoints: { readonly storage: string; readonly healthcare: string; readonly resourceManager: string; readonly anonymous: boolean };
+  readonly endpoints: {
+    readonly storage: string;
+    readonly healthcare: string;
+    readonly resourceManager: string;
+    readonly anonymous: boolean;
+  };
   readonly project: string;
   readonly bucket: string;
   readonly grantIam: boolean;
@@ -51,7 +56,11 @@ export interface DoctorPorts {
   /** The bucket's metadata, or undefined when it does not exist (404). */
   getBucket(bucket: string, signal: AbortSignal): Promise<{ readonly location?: string } | undefined>;
   /** `GET /storage/v1/b/B/iam/testPermissions`: the subset of `permissions` the caller holds. */
-  testBucketPermissions(bucket: string, permissions: readonly string[], signal: AbortSignal): Promise<readonly string[]>;
+  testBucketPermissions(
+    bucket: string,
+    permissions: readonly string[],
+    signal: AbortSignal,
+  ): Promise<readonly string[]>;
   /** `POST {store}:testIamPermissions`: the subset of `permissions` the caller holds. */
   testStorePermissions(store: string, permissions: readonly string[], signal: AbortSignal): Promise<readonly string[]>;
   getBucketPolicy(bucket: string, signal: AbortSignal): Promise<Policy>;
@@ -85,11 +94,21 @@ export interface Check {
 }
 
 /** Bucket permissions `run` and `mirror` need, and the one only `--grant-iam` needs. */
-export const BUCKET_PERMISSIONS = ["storage.buckets.get", "storage.buckets.getIamPolicy", "storage.buckets.setIamPolicy", "storage.objects.list", "storage.objects.get"] as const;
+export const BUCKET_PERMISSIONS = [
+  "storage.buckets.get",
+  "storage.buckets.getIamPolicy",
+  "storage.buckets.setIamPolicy",
+  "storage.objects.list",
+  "storage.objects.get",
+] as const;
 const GRANT_ONLY = "storage.buckets.setIamPolicy";
 
 /** Store permissions; only `export` is indispensable for `run`. */
-export const DICOM_STORE_PERMISSIONS = ["healthcare.dicomStores.export", "healthcare.dicomStores.get", "healthcare.dicomStores.dicomWebRead"] as const;
+export const DICOM_STORE_PERMISSIONS = [
+  "healthcare.dicomStores.export",
+  "healthcare.dicomStores.get",
+  "healthcare.dicomStores.dicomWebRead",
+] as const;
 const DICOM_REQUIRED = "healthcare.dicomStores.export";
 const DICOM_OPTIONAL_USE: Record<string, string> = {
   "healthcare.dicomStores.get": "reading the store's metadata",
@@ -109,7 +128,8 @@ export function doctorChecks(spec: DoctorSpec, ports: DoctorPorts): Check[] {
       name: "credentials",
       needs: [],
       async run(signal) {
-        if (endpoints.anonymous) return { status: "ok", detail: "anonymous (local cloud): no credentials are looked up or sent" };
+        if (endpoints.anonymous)
+          return { status: "ok", detail: "anonymous (local cloud): no credentials are looked up or sent" };
         try {
           const { kind } = await ports.credentials(signal);
           return { status: "ok", detail: `${kind}; an access token was obtained` };
@@ -126,7 +146,14 @@ export function doctorChecks(spec: DoctorSpec, ports: DoctorPorts): Check[] {
     endpointCheck("storage", "Cloud Storage", endpoints.storage, "--storage-endpoint", ports, false),
     endpointCheck("healthcare", "Healthcare API", endpoints.healthcare, "--healthcare-endpoint", ports, false),
     // Resource Manager only serves the project-number lookup, needless when the config names the service agent.
-    endpointCheck("resourceManager", "Resource Manager", endpoints.resourceManager, "--resource-manager-endpoint", ports, spec.serviceAgentConfigured),
+    endpointCheck(
+      "resourceManager",
+      "Resource Manager",
+      endpoints.resourceManager,
+      "--resource-manager-endpoint",
+      ports,
+      spec.serviceAgentConfigured,
+    ),
     {
       id: "bucket",
       name: `bucket gs://${b}`,
@@ -141,7 +168,10 @@ export function doctorChecks(spec: DoctorSpec, ports: DoctorPorts): Check[] {
               hint: `or create it now: hcexport bucket ensure gs://${b} --project ${spec.project}`,
             };
           }
-          return { status: "ok", detail: `gs://${b} exists${meta.location === undefined ? "" : ` (${meta.location})`}` };
+          return {
+            status: "ok",
+            detail: `gs://${b} exists${meta.location === undefined ? "" : ` (${meta.location})`}`,
+          };
         } catch (err) {
           if (isPermission(err)) {
             return {
@@ -188,8 +218,10 @@ export function doctorChecks(spec: DoctorSpec, ports: DoctorPorts): Check[] {
       },
     },
   ];
-  for (const store of new Set(spec.dicomStores)) checks.push(storeCheck(store, "DICOM store", DICOM_STORE_PERMISSIONS, ports));
-  if (spec.fhirStore !== undefined) checks.push(storeCheck(spec.fhirStore, "FHIR store", FHIR_STORE_PERMISSIONS, ports));
+  for (const store of new Set(spec.dicomStores))
+    checks.push(storeCheck(store, "DICOM store", DICOM_STORE_PERMISSIONS, ports));
+  if (spec.fhirStore !== undefined)
+    checks.push(storeCheck(spec.fhirStore, "FHIR store", FHIR_STORE_PERMISSIONS, ports));
   checks.push({
     id: "service-agent",
     name: `service agent binding on gs://${b}`,
@@ -202,7 +234,11 @@ export function doctorChecks(spec: DoctorSpec, ports: DoctorPorts): Check[] {
         policy = await ports.getBucketPolicy(b, signal);
       } catch (err) {
         if (statusOf(err) === 404) {
-          if (spec.grantIam) return { status: "warn", detail: `gs://${b} does not exist yet; 'run' creates it and grants ${agent} ${EXPORT_ROLE} (grantIam)` };
+          if (spec.grantIam)
+            return {
+              status: "warn",
+              detail: `gs://${b} does not exist yet; 'run' creates it and grants ${agent} ${EXPORT_ROLE} (grantIam)`,
+            };
           return {
             status: "fail",
             reason: "permission",
@@ -211,12 +247,19 @@ export function doctorChecks(spec: DoctorSpec, ports: DoctorPorts): Check[] {
           };
         }
         if (isPermission(err)) {
-          return { status: "fail", reason: "permission", detail: `cannot read the IAM policy of gs://${b} (${statusText(err)}), so the binding cannot be checked`, hint: "you need storage.buckets.getIamPolicy on the bucket (e.g. roles/storage.admin)" };
+          return {
+            status: "fail",
+            reason: "permission",
+            detail: `cannot read the IAM policy of gs://${b} (${statusText(err)}), so the binding cannot be checked`,
+            hint: "you need storage.buckets.getIamPolicy on the bucket (e.g. roles/storage.admin)",
+          };
         }
         throw err;
       }
-      if (hasExportRole(policy, memberOf(agent))) return { status: "ok", detail: `${agent} holds ${EXPORT_ROLE} on gs://${b}` };
-      if (spec.grantIam) return { status: "warn", detail: `${agent} lacks ${EXPORT_ROLE} on gs://${b}; 'run' grants it (grantIam)` };
+      if (hasExportRole(policy, memberOf(agent)))
+        return { status: "ok", detail: `${agent} holds ${EXPORT_ROLE} on gs://${b}` };
+      if (spec.grantIam)
+        return { status: "warn", detail: `${agent} lacks ${EXPORT_ROLE} on gs://${b}; 'run' grants it (grantIam)` };
       return {
         status: "fail",
         reason: "permission",
@@ -229,7 +272,14 @@ export function doctorChecks(spec: DoctorSpec, ports: DoctorPorts): Check[] {
 }
 
 /** A cheap GET of the endpoint's root: any HTTP answer (even 401/403/404) means reachable. */
-function endpointCheck(key: "storage" | "healthcare" | "resourceManager", label: string, base: string, flag: string, ports: DoctorPorts, optional: boolean): Check {
+function endpointCheck(
+  key: "storage" | "healthcare" | "resourceManager",
+  label: string,
+  base: string,
+  flag: string,
+  ports: DoctorPorts,
+  optional: boolean,
+): Check {
   const url = `${base.replace(/\/+$/, "")}/`;
   return {
     id: `endpoint.${key}`,
@@ -242,7 +292,12 @@ function endpointCheck(key: "storage" | "healthcare" | "resourceManager", label:
       } catch (err) {
         const detail = `cannot reach ${base}: ${safeMessage(err)}`;
         if (optional) return { status: "warn", detail: `${detail} (not needed: the config names serviceAgent)` };
-        return { status: "fail", reason: "unreachable", detail, hint: `check the network, proxy and firewall, or the ${flag} / --emulator URL` };
+        return {
+          status: "fail",
+          reason: "unreachable",
+          detail,
+          hint: `check the network, proxy and firewall, or the ${flag} / --emulator URL`,
+        };
       }
     },
   };
@@ -258,11 +313,21 @@ function storeCheck(store: string, label: string, permissions: readonly string[]
       try {
         granted = await ports.testStorePermissions(store, permissions, signal);
       } catch (err) {
-        if (statusOf(err) === 404) return { status: "fail", reason: "config", detail: `${store} not found: ${safeMessage(err)}`, hint: "check the store name in the config (projects/P/locations/L/datasets/D/dicomStores/S)" };
+        if (statusOf(err) === 404)
+          return {
+            status: "fail",
+            reason: "config",
+            detail: `${store} not found: ${safeMessage(err)}`,
+            hint: "check the store name in the config (projects/P/locations/L/datasets/D/dicomStores/S)",
+          };
         throw err;
       }
       const missing = permissions.filter((p) => !granted.includes(p));
-      if (missing.length === 0) return { status: "ok", detail: `${permissions.length === 1 ? "granted" : `all ${permissions.length} granted`}: ${permissions.join(", ")}` };
+      if (missing.length === 0)
+        return {
+          status: "ok",
+          detail: `${permissions.length === 1 ? "granted" : `all ${permissions.length} granted`}: ${permissions.join(", ")}`,
+        };
       // testIamPermissions answers an empty set, not NOT_FOUND, for a store that does not exist.
       if (granted.length === 0) {
         return {
@@ -274,9 +339,17 @@ function storeCheck(store: string, label: string, permissions: readonly string[]
       }
       const required = label === "FHIR store" ? missing : missing.filter((p) => p === DICOM_REQUIRED);
       if (required.length > 0) {
-        return { status: "fail", reason: "permission", detail: `missing ${required.join(", ")} on ${store}; granted: ${granted.join(", ")}`, hint: "ask the store's owner for a role that includes it (e.g. roles/healthcare.dicomStoreAdmin)" };
+        return {
+          status: "fail",
+          reason: "permission",
+          detail: `missing ${required.join(", ")} on ${store}; granted: ${granted.join(", ")}`,
+          hint: "ask the store's owner for a role that includes it (e.g. roles/healthcare.dicomStoreAdmin)",
+        };
       }
-      return { status: "warn", detail: `missing ${missing.map((p) => `${p} (needed only for ${DICOM_OPTIONAL_USE[p] ?? "other commands"})`).join(", ")}; 'run' does not need it` };
+      return {
+        status: "warn",
+        detail: `missing ${missing.map((p) => `${p} (needed only for ${DICOM_OPTIONAL_USE[p] ?? "other commands"})`).join(", ")}; 'run' does not need it`,
+      };
     },
   };
 }
@@ -305,11 +378,19 @@ export async function runChecks(checks: readonly Check[], options: DoctorOptions
         const started = clock.now();
         let outcome: Outcome;
         if (blocked !== undefined) {
-          outcome = { status: "skip", detail: `skipped: ${names.get(blocked.id) ?? blocked.id} ${blocked.status === "fail" ? "failed" : "was skipped"}` };
+          outcome = {
+            status: "skip",
+            detail: `skipped: ${names.get(blocked.id) ?? blocked.id} ${blocked.status === "fail" ? "failed" : "was skipped"}`,
+          };
         } else {
           outcome = await withDeadline(check, timeoutMs, clock).catch((err: unknown) => failure(err, timeoutMs));
         }
-        const result: CheckResult = { id: check.id, name: check.name, ...outcome, durationMs: Math.max(0, clock.now() - started) };
+        const result: CheckResult = {
+          id: check.id,
+          name: check.name,
+          ...outcome,
+          durationMs: Math.max(0, clock.now() - started),
+        };
         options.onEvent?.({ kind: "doctor.check", ...result });
         return result;
       })(),
@@ -343,18 +424,41 @@ async function withDeadline(check: Check, ms: number, clock: Clock): Promise<Out
 }
 
 function failure(err: unknown, timeoutMs: number): Outcome {
-  if (err instanceof DeadlineError) return { status: "fail", reason: "unreachable", detail: err.message, hint: `no answer within ${formatMs(timeoutMs)}: check the network and proxy` };
+  if (err instanceof DeadlineError)
+    return {
+      status: "fail",
+      reason: "unreachable",
+      detail: err.message,
+      hint: `no answer within ${formatMs(timeoutMs)}: check the network and proxy`,
+    };
   const hint = typeof (err as { hint?: unknown })?.hint === "string" ? (err as { hint: string }).hint : undefined;
-  const reason: FailureKind = isPermission(err) ? "permission" : statusOf(err) === 404 || (err as { exitCode?: unknown })?.exitCode === ExitCode.Usage ? "config" : "error";
+  const reason: FailureKind = isPermission(err)
+    ? "permission"
+    : statusOf(err) === 404 || (err as { exitCode?: unknown })?.exitCode === ExitCode.Usage
+      ? "config"
+      : "error";
   return { status: "fail", reason, detail: safeMessage(err), ...(hint === undefined ? {} : { hint }) };
 }
 
 /** The overall outcome: exit 0 without failures; else 1 (unreachable/unexpected) > 2 (config) > 3 (permissions). */
-export function doctorVerdict(results: readonly CheckResult[]): { ok: boolean; exitCode: ExitCode; failed: CheckResult[]; warned: CheckResult[]; summary: string } {
+export function doctorVerdict(results: readonly CheckResult[]): {
+  ok: boolean;
+  exitCode: ExitCode;
+  failed: CheckResult[];
+  warned: CheckResult[];
+  summary: string;
+} {
   const failed = results.filter((r) => r.status === "fail");
   const warned = results.filter((r) => r.status === "warn");
   const kinds = new Set(failed.map((r) => r.reason ?? "error"));
-  const exitCode = failed.length === 0 ? ExitCode.Ok : kinds.has("unreachable") || kinds.has("error") ? ExitCode.Failure : kinds.has("config") ? ExitCode.Usage : ExitCode.Permission;
+  const exitCode =
+    failed.length === 0
+      ? ExitCode.Ok
+      : kinds.has("unreachable") || kinds.has("error")
+        ? ExitCode.Failure
+        : kinds.has("config")
+          ? ExitCode.Usage
+          : ExitCode.Permission;
   const count = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
   const skipped = results.filter((r) => r.status === "skip").length;
   const summary =
@@ -365,7 +469,9 @@ export function doctorVerdict(results: readonly CheckResult[]): { ok: boolean; e
 }
 
 function statusOf(err: unknown): number | undefined {
-  const s = (err as { status?: unknown; code?: unknown } | null | undefined)?.status ?? (err as { code?: unknown } | null | undefined)?.code;
+  const s =
+    (err as { status?: unknown; code?: unknown } | null | undefined)?.status ??
+    (err as { code?: unknown } | null | undefined)?.code;
   return typeof s === "number" ? s : undefined;
 }
 

@@ -25,7 +25,9 @@ const SATISFYING_ROLES = new Set([EXPORT_ROLE, "roles/storage.admin"]);
 
 /** Whether `member` (e.g. `serviceAccount:…`) holds the export role (or a superset) without a condition. */
 export function hasExportRole(policy: Policy, member: string): boolean {
-  return (policy.bindings ?? []).some((b) => SATISFYING_ROLES.has(b.role) && b.condition === undefined && (b.members ?? []).includes(member));
+  return (policy.bindings ?? []).some(
+    (b) => SATISFYING_ROLES.has(b.role) && b.condition === undefined && (b.members ?? []).includes(member),
+  );
 }
 
 /**

@@ -71,7 +71,9 @@ export async function acquireLock(lockPath: string, options: LockOptions = {}): 
       if (holder !== undefined && (holder.host !== owner.host || isAlive(holder.pid))) throw lockHeld(lockPath, holder);
       await breakStale(lockPath, text, mine);
     }
-    throw new LockHeldError(`could not take the lock ${lockPath} after several attempts`, { hint: "another run is starting at the same moment; try again" });
+    throw new LockHeldError(`could not take the lock ${lockPath} after several attempts`, {
+      hint: "another run is starting at the same moment; try again",
+    });
   } finally {
     await unlink(mine).catch(() => {});
   }
@@ -109,7 +111,12 @@ function held(lockPath: string, owner: LockOwner): HeldLock {
     async release() {
       const text = await readFile(lockPath, "utf8").catch(() => undefined);
       const current = text === undefined ? undefined : parseOwner(text);
-      if (current !== undefined && current.pid === owner.pid && current.host === owner.host && current.startedAt === owner.startedAt) {
+      if (
+        current !== undefined &&
+        current.pid === owner.pid &&
+        current.host === owner.host &&
+        current.startedAt === owner.startedAt
+      ) {
         await unlink(lockPath).catch(() => {});
       }
     },
@@ -120,7 +127,12 @@ function parseOwner(text: string): LockOwner | undefined {
   try {
     const v = JSON.parse(text) as Partial<LockOwner>;
     if (typeof v.pid === "number" && typeof v.host === "string" && typeof v.startedAt === "string") {
-      return { pid: v.pid, host: v.host, startedAt: v.startedAt, command: typeof v.command === "string" ? v.command : "" };
+      return {
+        pid: v.pid,
+        host: v.host,
+        startedAt: v.startedAt,
+        command: typeof v.command === "string" ? v.command : "",
+      };
     }
   } catch {
     // unreadable: treated as stale
@@ -131,6 +143,11 @@ function parseOwner(text: string): LockOwner | undefined {
 function lockHeld(lockPath: string, holder: LockOwner): LockHeldError {
   return new LockHeldError(
     `another hcexport run holds ${lockPath}: pid ${holder.pid} on ${holder.host}, started ${holder.startedAt}${holder.command ? ` (${holder.command})` : ""}`,
-    { hint: holder.host === os.hostname() ? "wait for it to finish (it exits on its own), or stop that process" : `the holder runs on another host; if it is certainly gone, delete ${lockPath}` },
+    {
+      hint:
+        holder.host === os.hostname()
+          ? "wait for it to finish (it exits on its own), or stop that process"
+          : `the holder runs on another host; if it is certainly gone, delete ${lockPath}`,
+    },
   );
 }

@@ -6,9 +6,27 @@ import { pollRetryPolicy, withRetry } from "../core/retry.ts";
 import type { Operation } from "../gcp/healthcare.ts";
 
 export type OperationEvent =
-  | { readonly kind: "operation.progress"; readonly operation: string; readonly success: number; readonly failure: number; readonly pending: number }
-  | { readonly kind: "operation.retry"; readonly operation: string; readonly attempt: number; readonly delayMs: number; readonly error: string }
-  | { readonly kind: "operation.done"; readonly operation: string; readonly success: number; readonly failure: number; readonly ok: boolean };
+  | {
+      readonly kind: "operation.progress";
+      readonly operation: string;
+      readonly success: number;
+      readonly failure: number;
+      readonly pending: number;
+    }
+  | {
+      readonly kind: "operation.retry";
+      readonly operation: string;
+      readonly attempt: number;
+      readonly delayMs: number;
+      readonly error: string;
+    }
+  | {
+      readonly kind: "operation.done";
+      readonly operation: string;
+      readonly success: number;
+      readonly failure: number;
+      readonly ok: boolean;
+    };
 
 export interface PollOptions {
   readonly clock?: Clock;
@@ -35,7 +53,11 @@ export function countersOf(op: Operation): { success: number; failure: number; p
  * counters change, an overall deadline. Resolves with the finished operation; a finished
  * operation with `error` (or with neither `error` nor `response`) rejects with exit code 4.
  */
-export async function pollOperation(get: (name: string) => Promise<Operation>, name: string, options: PollOptions = {}): Promise<Operation> {
+export async function pollOperation(
+  get: (name: string) => Promise<Operation>,
+  name: string,
+  options: PollOptions = {},
+): Promise<Operation> {
   const clock = options.clock ?? systemClock;
   const backoff = options.backoff ?? defaultPollBackoff;
   const deadline = clock.now() + (options.deadlineMs ?? 24 * 3600_000);
@@ -46,7 +68,14 @@ export async function pollOperation(get: (name: string) => Promise<Operation>, n
       policy: pollRetryPolicy,
       clock,
       ...(options.signal === undefined ? {} : { signal: options.signal }),
-      onRetry: (n) => emit({ kind: "operation.retry", operation: name, attempt: n.attempt, delayMs: n.delayMs, error: n.error instanceof Error ? n.error.message : String(n.error) }),
+      onRetry: (n) =>
+        emit({
+          kind: "operation.retry",
+          operation: name,
+          attempt: n.attempt,
+          delayMs: n.delayMs,
+          error: n.error instanceof Error ? n.error.message : String(n.error),
+        }),
     });
     const counters = countersOf(op);
     const key = `${counters.success}/${counters.failure}/${counters.pending}`;
@@ -57,17 +86,27 @@ export async function pollOperation(get: (name: string) => Promise<Operation>, n
       emit({ kind: "operation.done", operation: name, success: counters.success, failure: counters.failure, ok });
       if (op.error !== undefined) {
         const logs = op.metadata?.logsUrl;
-        throw new OperationFailedError(name, `operation ${name} failed (code ${op.error.code}): ${op.error.message}${counters.failure > 0 ? ` [${counters.success} succeeded, ${counters.failure} failed]` : ""}${logs ? `; logs: ${logs}` : ""}`, {
-          ...(logs === undefined ? {} : { logsUrl: logs }),
-          hint: op.error.code === 7 ? "grant the source project's Healthcare service agent roles/storage.objectAdmin on the bucket ('hcexport iam grant …' or --grant-iam), then run again" : "see the operation's logs; then run again (the export overwrites what it already wrote)",
-        });
+        throw new OperationFailedError(
+          name,
+          `operation ${name} failed (code ${op.error.code}): ${op.error.message}${counters.failure > 0 ? ` [${counters.success} succeeded, ${counters.failure} failed]` : ""}${logs ? `; logs: ${logs}` : ""}`,
+          {
+            ...(logs === undefined ? {} : { logsUrl: logs }),
+            hint:
+              op.error.code === 7
+                ? "grant the source project's Healthcare service agent roles/storage.objectAdmin on the bucket ('hcexport iam grant …' or --grant-iam), then run again"
+                : "see the operation's logs; then run again (the export overwrites what it already wrote)",
+          },
+        );
       }
-      if (op.response === undefined) throw new OperationFailedError(name, `operation ${name} finished without a result or an error`);
+      if (op.response === undefined)
+        throw new OperationFailedError(name, `operation ${name} finished without a result or an error`);
       return op;
     }
     const wait = backoffDelay(poll, backoff, options.random);
     if (clock.now() + wait > deadline) {
-      throw new HcexportError(`gave up waiting for ${name} after the deadline; it is still running`, 1, { hint: `resume waiting with 'hcexport operations wait ${name}'` });
+      throw new HcexportError(`gave up waiting for ${name} after the deadline; it is still running`, 1, {
+        hint: `resume waiting with 'hcexport operations wait ${name}'`,
+      });
     }
     await clock.sleep(wait, options.signal);
   }

@@ -26,8 +26,27 @@ export interface RunState {
   /** by prefix */
   exports: Record<string, ExportState>;
   /** by prefix */
-  mirrors: Record<string, { at: string; listed: number; downloaded: number; skipped: number; failed: number; refused: number; bytes: number; durationMs: number }>;
-  annotations?: { at: string; path: string; bytes: number; images: number; imagesWithPneumothorax: number; masks: number };
+  mirrors: Record<
+    string,
+    {
+      at: string;
+      listed: number;
+      downloaded: number;
+      skipped: number;
+      failed: number;
+      refused: number;
+      bytes: number;
+      durationMs: number;
+    }
+  >;
+  annotations?: {
+    at: string;
+    path: string;
+    bytes: number;
+    images: number;
+    imagesWithPneumothorax: number;
+    masks: number;
+  };
   lastRun?: { startedAt: string; finishedAt?: string; exitCode?: number; error?: string };
 }
 
@@ -86,7 +105,13 @@ export class FileStateStore implements StateStore {
       const fault = destinationFault(err);
       throw new HcexportError(`cannot save the run state ${this.file}: ${fault ?? (err as Error).message}`, 1, {
         cause: err,
-        ...(fault === undefined ? {} : { hint: fault.startsWith("EROFS") ? "make the state directory writable, then run again: finished steps are kept" : "free space (or raise the quota), then run again: finished steps are kept and the mirror resumes" }),
+        ...(fault === undefined
+          ? {}
+          : {
+              hint: fault.startsWith("EROFS")
+                ? "make the state directory writable, then run again: finished steps are kept"
+                : "free space (or raise the quota), then run again: finished steps are kept and the mirror resumes",
+            }),
       });
     }
   }
@@ -103,9 +128,12 @@ export async function readState(file: string): Promise<RunState> {
   }
   try {
     const s = JSON.parse(text) as RunState;
-    if (s.version !== 1 || typeof s.exports !== "object" || typeof s.mirrors !== "object") throw new Error("unexpected shape");
+    if (s.version !== 1 || typeof s.exports !== "object" || typeof s.mirrors !== "object")
+      throw new Error("unexpected shape");
     return s;
   } catch (err) {
-    throw new HcexportError(`state file ${file} is unreadable: ${(err as Error).message}`, 1, { hint: `move it aside and run again: finished exports are then started again, which is harmless (an export overwrites objects with identical bytes) and the mirror stays incremental` });
+    throw new HcexportError(`state file ${file} is unreadable: ${(err as Error).message}`, 1, {
+      hint: `move it aside and run again: finished exports are then started again, which is harmless (an export overwrites objects with identical bytes) and the mirror stays incremental`,
+    });
   }
 }

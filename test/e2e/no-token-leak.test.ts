@@ -20,22 +20,50 @@ test("credentials are used but the access token never appears in any output, eve
     const endpoint = cloud.baseUrl.replace("127.0.0.1", "0.0.0.0");
     const demo = JSON.parse(await readFile(path.resolve("config/demo.json"), "utf8")) as Record<string, unknown>;
     const cfg = path.join(dir, "c.json");
-    await writeFile(cfg, JSON.stringify({ ...demo, grantIam: false, serviceAgent: SIIM.serviceAgent, exports: [{ store: SIIM_TRAIN_STORE, prefix: "train", dest: "./out" }], annotations: undefined, stateDir: "./state" }));
+    await writeFile(
+      cfg,
+      JSON.stringify({
+        ...demo,
+        grantIam: false,
+        serviceAgent: SIIM.serviceAgent,
+        exports: [{ store: SIIM_TRAIN_STORE, prefix: "train", dest: "./out" }],
+        annotations: undefined,
+        stateDir: "./state",
+      }),
+    );
     const env = { ...process.env, GOOGLE_APPLICATION_CREDENTIALS: creds, HCEXPORT_EMULATOR: endpoint };
     const runs: Array<[string[], number]> = [
       [["run", cfg, "--verbose"], 3],
       [["run", cfg, "--json", "--verbose"], 3],
       [["export", SIIM_TRAIN_STORE, "gs://hcexport-demo-bucket/x", "--wait", "--verbose"], 4],
       [["iam", "check", "gs://no-such-bucket", "--service-agent", SIIM.serviceAgent, "--verbose"], 1],
-      [["operations", "wait", "projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/operations/999", "--verbose", "--json"], 1],
+      [
+        [
+          "operations",
+          "wait",
+          "projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/operations/999",
+          "--verbose",
+          "--json",
+        ],
+        1,
+      ],
     ];
     for (const [args, expected] of runs) {
       const r = await new Promise<{ code: number; out: string }>((resolve) => {
-        execFile(process.execPath, [path.resolve("src/cli/main.ts"), ...args], { cwd: dir, env, timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: (err as { code?: number } | null)?.code ?? 0, out: `${stdout}\n${stderr}` }));
+        execFile(
+          process.execPath,
+          [path.resolve("src/cli/main.ts"), ...args],
+          { cwd: dir, env, timeout: 60_000 },
+          (err, stdout, stderr) =>
+            resolve({ code: (err as { code?: number } | null)?.code ?? 0, out: `${stdout}\n${stderr}` }),
+        );
       });
       assert.equal(r.code, expected, `${args.join(" ")}:\n${r.out}`);
       assert.ok(!r.out.includes(TOKEN) && !r.out.includes("FAKE-SECRET"), `token leaked by ${args.join(" ")}`);
-      assert.ok(!r.out.includes("rtoken") && !r.out.includes("csecret"), `credential file secrets leaked by ${args.join(" ")}`);
+      assert.ok(
+        !r.out.includes("rtoken") && !r.out.includes("csecret"),
+        `credential file secrets leaked by ${args.join(" ")}`,
+      );
     }
     assert.ok(adc.tokenRequests() > 0, "the CLI really minted and used a token");
   } finally {

@@ -39,7 +39,10 @@ async function writeConfig(name: string, cfg: Record<string, unknown>): Promise<
   return file;
 }
 
-async function hcexport(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+async function hcexport(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     const r = await exec(process.execPath, [cli, ...args], { env: { ...process.env, ...env }, timeout: 120_000 });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
@@ -50,9 +53,15 @@ async function hcexport(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ 
 }
 
 async function assertOnDisk(cloud: LocalCloud, dir: string): Promise<void> {
-  for (const [store, sub] of [[SIIM_TRAIN_STORE, "train"], [SIIM_TEST_STORE, "test"]] as const) {
+  for (const [store, sub] of [
+    [SIIM_TRAIN_STORE, "train"],
+    [SIIM_TEST_STORE, "test"],
+  ] as const) {
     for (const inst of cloud.healthcare.instances(store)) {
-      assert.deepEqual(await readFile(path.join(dir, sub, inst.studyUid, inst.seriesUid, `${inst.sopInstanceUid}.dcm`)), inst.data());
+      assert.deepEqual(
+        await readFile(path.join(dir, sub, inst.studyUid, inst.seriesUid, `${inst.sopInstanceUid}.dcm`)),
+        inst.data(),
+      );
     }
   }
 }
@@ -60,7 +69,10 @@ async function assertOnDisk(cloud: LocalCloud, dir: string): Promise<void> {
 describe("hcexport run", () => {
   let cloud: LocalCloud;
   before(async () => {
-    cloud = await startLocalCloud({ dataset: { train: 40, test: 10, instanceBytes: 4096 }, exportInstancesPerSecond: 1000 });
+    cloud = await startLocalCloud({
+      dataset: { train: 40, test: 10, instanceBytes: 4096 },
+      exportInstancesPerSecond: 1000,
+    });
   });
   after(() => cloud.close());
 
@@ -84,7 +96,10 @@ describe("hcexport run", () => {
     const r = await hcexport(["run", file, "--emulator", cloud.baseUrl]);
     assert.equal(r.code, 3, r.stderr);
     assert.match(r.stderr, new RegExp(`${SIIM.serviceAgent.replace(/\./g, "\\.")} lacks roles/storage\\.objectAdmin`));
-    assert.match(r.stderr, /hcexport iam grant gs:\/\/e2e-bucket-b --service-agent service-38125765871@gcp-sa-healthcare\.iam\.gserviceaccount\.com' or pass --grant-iam/);
+    assert.match(
+      r.stderr,
+      /hcexport iam grant gs:\/\/e2e-bucket-b --service-agent service-38125765871@gcp-sa-healthcare\.iam\.gserviceaccount\.com' or pass --grant-iam/,
+    );
     assert.equal(cloud.healthcare.operations().length, before);
     // The flag overrides the file.
     const granted = await hcexport(["run", file, "--emulator", cloud.baseUrl, "--grant-iam"]);
@@ -93,7 +108,10 @@ describe("hcexport run", () => {
 
   test("a failing export exits 4 with the operation's message and logs URL", async () => {
     const file = await writeConfig("c", config("c", "e2e-bucket-c"));
-    await request(`${cloud.baseUrl}/_emulator/faults`, { method: "POST", body: JSON.stringify({ exportFailureRate: 0.5, seed: 3 }) });
+    await request(`${cloud.baseUrl}/_emulator/faults`, {
+      method: "POST",
+      body: JSON.stringify({ exportFailureRate: 0.5, seed: 3 }),
+    });
     try {
       const r = await hcexport(["run", file, "--emulator", cloud.baseUrl]);
       assert.equal(r.code, 4, r.stderr);
@@ -105,7 +123,11 @@ describe("hcexport run", () => {
   });
 
   test("a config with three mistakes exits 2 listing all three with their paths", async () => {
-    const file = await writeConfig("d", { ...config("d", "Bad_Bucket"), exports: [{ store: "projects/p/nope", prefix: "../x", dest: "d" }], colour: "blue" });
+    const file = await writeConfig("d", {
+      ...config("d", "Bad_Bucket"),
+      exports: [{ store: "projects/p/nope", prefix: "../x", dest: "d" }],
+      colour: "blue",
+    });
     const r = await hcexport(["run", file]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /has 4 problems/);
@@ -132,7 +154,25 @@ describe("crash while waiting on the export", () => {
   let emulator: ChildProcess;
   let url: string;
   before(async () => {
-    emulator = spawn(process.execPath, [cli, "emulator", "--port", "0", "--dataset", "siim", "--train", "60", "--test", "10", "--export-rate", "25", "--quiet"], { stdio: ["ignore", "pipe", "ignore"] });
+    emulator = spawn(
+      process.execPath,
+      [
+        cli,
+        "emulator",
+        "--port",
+        "0",
+        "--dataset",
+        "siim",
+        "--train",
+        "60",
+        "--test",
+        "10",
+        "--export-rate",
+        "25",
+        "--quiet",
+      ],
+      { stdio: ["ignore", "pipe", "ignore"] },
+    );
     url = await new Promise<string>((resolve) => {
       emulator.stdout!.on("data", (d) => {
         const m = /listening on (\S+)/.exec(String(d));
@@ -160,7 +200,9 @@ describe("crash while waiting on the export", () => {
     const r = await hcexport(["run", file, "--emulator", url]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /resuming .*operations\/\d+.*no new export/);
-    const list = (await (await request(`${url}/v1/${SIIM_DATASET_PATH}/operations`)).body.json()) as { operations: unknown[] };
+    const list = (await (await request(`${url}/v1/${SIIM_DATASET_PATH}/operations`)).body.json()) as {
+      operations: unknown[];
+    };
     assert.equal(list.operations.length, 2, "exactly one export per store");
     const files = await exec("find", [path.join(tmp, "k", "train"), "-name", "*.dcm"]);
     assert.equal(files.stdout.trim().split("\n").length, 60);

@@ -32,7 +32,10 @@ let cli: string;
 
 before(async () => {
   cli = requireBuiltCli();
-  cloud = await startLocalCloud({ dataset: { train: TRAIN, test: TEST, seed: 5, instanceBytes: 20_000 }, exportInstancesPerSecond: 20 });
+  cloud = await startLocalCloud({
+    dataset: { train: TRAIN, test: TEST, seed: 5, instanceBytes: 20_000 },
+    exportInstancesPerSecond: 20,
+  });
   dir = await mkdtemp(path.join(os.tmpdir(), "hcx-crash-"));
 });
 after(async () => {
@@ -46,8 +49,12 @@ const exportsFinished = () => exportOps().length >= 2 && exportOps().every((o) =
 /** Relative path under out/ → the instance bytes it must hold. */
 function expectedFiles(): Map<string, Buffer> {
   const m = new Map<string, Buffer>();
-  for (const [store, sub] of [[SIIM_TRAIN_STORE, "train"], [SIIM_TEST_STORE, "test"]] as const) {
-    for (const inst of cloud.healthcare.instances(store)) m.set(path.join(sub, inst.studyUid, inst.seriesUid, `${inst.sopInstanceUid}.dcm`), inst.data());
+  for (const [store, sub] of [
+    [SIIM_TRAIN_STORE, "train"],
+    [SIIM_TEST_STORE, "test"],
+  ] as const) {
+    for (const inst of cloud.healthcare.instances(store))
+      m.set(path.join(sub, inst.studyUid, inst.seriesUid, `${inst.sopInstanceUid}.dcm`), inst.data());
   }
   return m;
 }
@@ -140,7 +147,10 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
   }
   t.diagnostic(`kills by phase: ${JSON.stringify(phases)}; runs that finished before their kill: ${completedEarly}`);
   t.diagnostic(`schedule: ${log.join(", ")}`);
-  assert.ok((phases["wait"] ?? 0) + (phases["export"] ?? 0) >= 3, `kills in the export wait: ${JSON.stringify(phases)}`);
+  assert.ok(
+    (phases["wait"] ?? 0) + (phases["export"] ?? 0) >= 3,
+    `kills in the export wait: ${JSON.stringify(phases)}`,
+  );
   assert.ok((phases["mirror"] ?? 0) >= 8, `kills in the mirror: ${JSON.stringify(phases)}`);
 
   // Run to completion.
@@ -150,7 +160,11 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
 
   // Exactly one export per store, however many times the run was killed around its start.
   const ops = exportOps();
-  assert.deepEqual(ops.map((o) => o.source).sort(), [SIIM_TEST_STORE, SIIM_TRAIN_STORE].sort(), `export operations: ${ops.map((o) => `${o.name} ${o.source}`).join(", ")}`);
+  assert.deepEqual(
+    ops.map((o) => o.source).sort(),
+    [SIIM_TEST_STORE, SIIM_TRAIN_STORE].sort(),
+    `export operations: ${ops.map((o) => `${o.name} ${o.source}`).join(", ")}`,
+  );
   assert.ok(ops.every((o) => o.done && o.error === undefined));
 
   // Every mirrored file is byte-identical to its bucket object, and nothing else is there.
@@ -162,18 +176,29 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
     assert.equal(objects.length, sub === "train" ? TRAIN : TEST);
     const local = all.filter((f) => f.startsWith(`${sub}/`) && !f.startsWith(`${sub}/.hcexport/`));
     assert.deepEqual(local, objects.map((o) => o.name).sort());
-    for (const o of objects) assert.ok((await readFile(path.join(out, o.name))).equals(cloud.store.readObject(BUCKET, o.name)!), `${o.name} differs from the bucket object`);
+    for (const o of objects)
+      assert.ok(
+        (await readFile(path.join(out, o.name))).equals(cloud.store.readObject(BUCKET, o.name)!),
+        `${o.name} differs from the bucket object`,
+      );
   }
   // And the bucket holds the store's instances.
   for (const [rel, data] of expected) assert.ok((await readFile(path.join(out, rel))).equals(data));
 
   // State and lock are sane: no lock left, finished steps recorded.
   const stateFiles = all.filter((f) => f.startsWith(".hcexport/"));
-  assert.deepEqual(stateFiles, [".hcexport/state.json"], `state directory holds only the state (no lock, lock temp or takeover files): ${stateFiles.join(", ")}`);
+  assert.deepEqual(
+    stateFiles,
+    [".hcexport/state.json"],
+    `state directory holds only the state (no lock, lock temp or takeover files): ${stateFiles.join(", ")}`,
+  );
   const state = await readState(path.join(out, ".hcexport", "state.json"));
   assert.equal(state.exports["train"]?.status, "done");
   assert.equal(state.exports["test"]?.status, "done");
-  assert.deepEqual([state.exports["train"]?.operation, state.exports["test"]?.operation].sort(), ops.map((o) => o.name).sort());
+  assert.deepEqual(
+    [state.exports["train"]?.operation, state.exports["test"]?.operation].sort(),
+    ops.map((o) => o.name).sort(),
+  );
   assert.equal(state.lastRun?.exitCode, 0);
 
   // A rerun after the final success changes nothing and says so.
@@ -183,5 +208,7 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
   assert.match(again.stdout, /nothing changed: no export started, nothing downloaded/);
   assert.equal(cloud.requests.mediaGets(), media);
   assert.equal(exportOps().length, 2);
-  t.diagnostic(`figures: ${kills} SIGKILLs survived over ${cycles} runs (+2 clean runs), ${ops.length} export operations, ${expected.size} files verified, 0 lost; ${tempsSeen.size} temp files left behind by the kills, ${temps.length} left at the end`);
+  t.diagnostic(
+    `figures: ${kills} SIGKILLs survived over ${cycles} runs (+2 clean runs), ${ops.length} export operations, ${expected.size} files verified, 0 lost; ${tempsSeen.size} temp files left behind by the kills, ${temps.length} left at the end`,
+  );
 });

@@ -98,12 +98,20 @@ describe("a full or read-only destination", { skip: canMount }, () => {
     assert.match(r.stderr, /ENOSPC: no space left on device; stopped after (\d+) file\(s\) landed/);
     const landed = (await files(dir)).filter((f) => f.endsWith(".dcm"));
     assert.ok(!(await files(dir)).some((f) => f.includes(".hcx-tmp-")), "no temp files");
-    const byPath = new Map(cloud.healthcare.instances(SIIM_TRAIN_STORE).map((i) => [`${i.studyUid}/${i.seriesUid}/${i.sopInstanceUid}.dcm`, i]));
+    const byPath = new Map(
+      cloud.healthcare
+        .instances(SIIM_TRAIN_STORE)
+        .map((i) => [`${i.studyUid}/${i.seriesUid}/${i.sopInstanceUid}.dcm`, i]),
+    );
     for (const f of landed) assert.deepEqual(await readFile(path.join(dir, f)), byPath.get(f)!.data(), f);
     execFileSync("mount", ["-o", "remount,size=16m", dir]);
     const again = await cli(["--json", "dicomweb", "pull", SIIM_TRAIN_STORE, dir, "--concurrency", "4"]);
     assert.equal(again.code, 0, again.stderr);
-    const summary = again.stdout.trim().split("\n").map((l) => JSON.parse(l) as { kind: string; summary?: { downloaded: number; skipped: number } }).find((e) => e.kind === "result")!.summary!;
+    const summary = again.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { kind: string; summary?: { downloaded: number; skipped: number } })
+      .find((e) => e.kind === "result")!.summary!;
     assert.deepEqual([summary.skipped, summary.downloaded], [landed.length, byPath.size - landed.length]);
     for (const [f, inst] of byPath) assert.deepEqual(await readFile(path.join(dir, f)), inst.data(), f);
   });

@@ -28,14 +28,26 @@ const files = listFiles;
 async function assertPulled(dir: string): Promise<void> {
   const instances = cloud.healthcare.instances(SIIM_TRAIN_STORE);
   for (const inst of instances) {
-    assert.deepEqual(await readFile(path.join(dir, inst.studyUid, inst.seriesUid, `${inst.sopInstanceUid}.dcm`)), inst.data(), inst.sopInstanceUid);
+    assert.deepEqual(
+      await readFile(path.join(dir, inst.studyUid, inst.seriesUid, `${inst.sopInstanceUid}.dcm`)),
+      inst.data(),
+      inst.sopInstanceUid,
+    );
   }
   const all = (await files(dir)).filter((f) => !f.startsWith(".hcexport/"));
   assert.equal(all.length, instances.length, "exactly one file per instance");
   assert.ok(!all.some((f) => f.includes(".hcx-tmp-")), "no temp files left");
 }
 
-function run(dest: string, o: { mode?: "instance" | "series" | "study"; signal?: AbortSignal; onEvent?: (e: PullEvent) => void; pageSize?: number } = {}): Promise<PullSummary> {
+function run(
+  dest: string,
+  o: {
+    mode?: "instance" | "series" | "study";
+    signal?: AbortSignal;
+    onEvent?: (e: PullEvent) => void;
+    pageSize?: number;
+  } = {},
+): Promise<PullSummary> {
   return pull({
     source: dicomwebSource(client, base),
     label: "test",
@@ -64,7 +76,15 @@ after(async () => {
 
 describe("dicomweb pull against the local cloud", () => {
   test("under 5% 503 + 5% 429 + 2% resets + 1% truncation + 1% corruption: every instance byte-identical, corruption caught by the digest", async () => {
-    cloud.faults = { ...noFaults, rate503: 0.05, rate429: 0.05, resetRate: 0.02, truncateRate: 0.01, corruptRate: 0.01, pathFilter: "/dicomWeb/" };
+    cloud.faults = {
+      ...noFaults,
+      rate503: 0.05,
+      rate429: 0.05,
+      resetRate: 0.02,
+      truncateRate: 0.01,
+      corruptRate: 0.01,
+      pathFilter: "/dicomWeb/",
+    };
     const dest = path.join(tmp, "faults");
     const retries: string[] = [];
     const s = await run(dest, { onEvent: (e) => void (e.kind === "dicomweb.retry" && retries.push(e.reason)) });
@@ -72,9 +92,16 @@ describe("dicomweb pull against the local cloud", () => {
     assert.equal(s.failed, 0, JSON.stringify(s.problems));
     assert.equal(s.listed, TRAIN);
     assert.equal(s.downloaded, TRAIN);
-    assert.equal(s.digestVerified, TRAIN, "the emulator answers Want-Repr-Digest, so every body was checked against it");
+    assert.equal(
+      s.digestVerified,
+      TRAIN,
+      "the emulator answers Want-Repr-Digest, so every body was checked against it",
+    );
     assert.ok(retries.length >= 5, `faults were injected and retried (${retries.length})`);
-    assert.ok(retries.some((r) => /sha-256|md5|truncated|bytes/.test(r)), `a corrupt or short body was caught: ${retries.join(" | ")}`);
+    assert.ok(
+      retries.some((r) => /sha-256|md5|truncated|bytes/.test(r)),
+      `a corrupt or short body was caught: ${retries.join(" | ")}`,
+    );
     await assertPulled(dest);
   });
 
@@ -97,7 +124,11 @@ describe("dicomweb pull against the local cloud", () => {
     const s = await run(dest);
     assert.equal(s.skipped, before.length);
     assert.equal(s.downloaded, TRAIN - before.length);
-    assert.equal(countRetrieves() - retrievesBefore, TRAIN - before.length, "no instance already on disk was requested again");
+    assert.equal(
+      countRetrieves() - retrievesBefore,
+      TRAIN - before.length,
+      "no instance already on disk was requested again",
+    );
     await assertPulled(dest);
     const again = await run(dest);
     assert.deepEqual([again.downloaded, again.skipped], [0, TRAIN]);
@@ -105,7 +136,13 @@ describe("dicomweb pull against the local cloud", () => {
 
   for (const mode of ["series", "study"] as const) {
     test(`${mode} mode: one multipart stream per ${mode}, streamed apart, with resets and truncations mid-stream`, async () => {
-      cloud.faults = { ...noFaults, resetRate: 0.05, truncateRate: 0.05, rate503: 0.03, pathFilter: "/dicomWeb/studies/" };
+      cloud.faults = {
+        ...noFaults,
+        resetRate: 0.05,
+        truncateRate: 0.05,
+        rate503: 0.03,
+        pathFilter: "/dicomWeb/studies/",
+      };
       const dest = path.join(tmp, mode);
       const s = await run(dest, { mode });
       cloud.faults = { ...noFaults };
@@ -117,9 +154,25 @@ describe("dicomweb pull against the local cloud", () => {
 
   test("the CLI: STORE form, --json summary, and exit 5 naming what failed when instances cannot be had", async () => {
     const dest = path.join(tmp, "cli");
-    const r = await cli(["--emulator", cloud.baseUrl, "--json", "dicomweb", "pull", SIIM_TRAIN_STORE, dest, "--page-size", "100", "--concurrency", "4"]);
+    const r = await cli([
+      "--emulator",
+      cloud.baseUrl,
+      "--json",
+      "dicomweb",
+      "pull",
+      SIIM_TRAIN_STORE,
+      dest,
+      "--page-size",
+      "100",
+      "--concurrency",
+      "4",
+    ]);
     assert.equal(r.code, 0, r.stderr);
-    const result = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { kind: string; summary?: PullSummary }).find((l) => l.kind === "result");
+    const result = r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { kind: string; summary?: PullSummary })
+      .find((l) => l.kind === "result");
     assert.equal(result?.summary?.downloaded, TRAIN);
     await assertPulled(dest);
   });
@@ -137,7 +190,10 @@ describe("dicomweb pull against the local cloud", () => {
     const csvFile = (await files(dir)).find((f) => f.endsWith(".csv"))!;
     assert.equal(await readFile(path.join(dir, csvFile), "utf8"), cloud.annotationsCsv);
     const stats = annotationStats(cloud.annotationsCsv);
-    assert.match(got.stdout, new RegExp(`${stats.images} images, ${stats.positive} with pneumothorax, ${stats.masks} masks`));
+    assert.match(
+      got.stdout,
+      new RegExp(`${stats.images} images, ${stats.positive} with pneumothorax, ${stats.masks} masks`),
+    );
     const missing = await cli(["--emulator", cloud.baseUrl, "fhir", "get", SIIM_FHIR_STORE, "DocumentReference/nope"]);
     assert.notEqual(missing.code, 0);
     const bad = await cli(["--emulator", cloud.baseUrl, "fhir", "get", SIIM_FHIR_STORE, "../etc/passwd"]);
@@ -155,9 +211,20 @@ describe("dicomweb pull against a hostile server", () => {
       const u = new URL(req.url ?? "/", "http://x");
       if (u.pathname === "/dw/instances") {
         if (u.searchParams.get("offset") !== "0") return void res.writeHead(204).end();
-        const row = (st: string, se: string, i: string) => ({ "0020000D": { vr: "UI", Value: [st] }, "0020000E": { vr: "UI", Value: [se] }, "00080018": { vr: "UI", Value: [i] } });
+        const row = (st: string, se: string, i: string) => ({
+          "0020000D": { vr: "UI", Value: [st] },
+          "0020000E": { vr: "UI", Value: [se] },
+          "00080018": { vr: "UI", Value: [i] },
+        });
         res.writeHead(200, { "content-type": "application/dicom+json" });
-        return void res.end(JSON.stringify([row("..", "..", "x"), row("1.2", "/etc", "1.3"), row(good.studyUid, good.seriesUid, good.sopInstanceUid), row(good.studyUid, good.seriesUid, "1.2.3.4.5")]));
+        return void res.end(
+          JSON.stringify([
+            row("..", "..", "x"),
+            row("1.2", "/etc", "1.3"),
+            row(good.studyUid, good.seriesUid, good.sopInstanceUid),
+            row(good.studyUid, good.seriesUid, "1.2.3.4.5"),
+          ]),
+        );
       }
       if (u.pathname === "/dw/studies") return void res.writeHead(204).end();
       if (u.pathname.endsWith(`/instances/${good.sopInstanceUid}`)) {
@@ -175,11 +242,22 @@ describe("dicomweb pull against a hostile server", () => {
 
   test("UIDs that are not digits and dots are refused, a file that is not the one asked for is not written, nothing lands outside DIR", async () => {
     const dest = path.join(tmp, "hostile", "dest");
-    const s = await pull({ source: dicomwebSource(client, url), label: url, dest, pageSize: 100, concurrency: 2, fsync: false, retry: { retries: 1, backoff: { initialMs: 1, maxMs: 1, multiplier: 1, jitter: "none" } } });
+    const s = await pull({
+      source: dicomwebSource(client, url),
+      label: url,
+      dest,
+      pageSize: 100,
+      concurrency: 2,
+      fsync: false,
+      retry: { retries: 1, backoff: { initialMs: 1, maxMs: 1, multiplier: 1, jitter: "none" } },
+    });
     assert.equal(s.refused, 2);
     assert.equal(s.downloaded, 1);
     assert.equal(s.failed, 1);
-    assert.match(s.problems.map((p) => p.reason).join("\n"), /asked for study [0-9.]+, the server sent a file of study [0-9.]+/);
+    assert.match(
+      s.problems.map((p) => p.reason).join("\n"),
+      /asked for study [0-9.]+, the server sent a file of study [0-9.]+/,
+    );
     const all = (await files(path.join(tmp, "hostile"))).filter((f) => !f.includes(".hcexport/"));
     assert.deepEqual(all, [`dest/${good.studyUid}/${good.seriesUid}/${good.sopInstanceUid}.dcm`]);
     assert.ok((await stat(path.join(tmp, "hostile", "dest"))).isDirectory());
@@ -198,7 +276,9 @@ describe("dicomweb pull against a hostile server", () => {
 });
 
 function countRetrieves(): number {
-  return cloud.requests.entries.filter((e) => e.method === "GET" && /\/dicomWeb\/studies\/.+\/instances\/[^/]+$/.test(e.path)).length;
+  return cloud.requests.entries.filter(
+    (e) => e.method === "GET" && /\/dicomWeb\/studies\/.+\/instances\/[^/]+$/.test(e.path),
+  ).length;
 }
 
 function cli(argv: string[]): Promise<CliResult> {

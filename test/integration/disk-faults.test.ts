@@ -58,7 +58,11 @@ function cli(argv: string[], cwd = tmp): Promise<CliResult> {
 function assertFault(r: { code: number; stderr: string }, code: "ENOSPC" | "EROFS"): number {
   assert.equal(r.code, 1, r.stderr);
   const line = r.stderr.split("\n").find((l) => l.startsWith("error: ")) ?? "";
-  assert.match(line, new RegExp(`${code}: ${code === "ENOSPC" ? "no space left on device" : "read-only file system"}`), r.stderr);
+  assert.match(
+    line,
+    new RegExp(`${code}: ${code === "ENOSPC" ? "no space left on device" : "read-only file system"}`),
+    r.stderr,
+  );
   assert.doesNotMatch(r.stderr, /^\s+at .+:\d+:\d+/m, "no stack trace");
   figures.faults++;
   return Number(/stopped after (\d+) file/.exec(line)?.[1] ?? 0);
@@ -76,7 +80,10 @@ async function assertNoTemps(dir: string): Promise<void> {
 
 before(async () => {
   if (canMount !== false) return;
-  cloud = await startLocalCloud({ dataset: { train: 90, test: 60, seed: 9, instanceBytes: 20_000 }, exportInstancesPerSecond: 5000 });
+  cloud = await startLocalCloud({
+    dataset: { train: 90, test: 60, seed: 9, instanceBytes: 20_000 },
+    exportInstancesPerSecond: 5000,
+  });
   cloud.store.createBucket({ name: B, projectNumber: "1" });
   tmp = await mkdtemp(path.join(os.tmpdir(), "hcx-diskfaults-"));
 });
@@ -85,7 +92,10 @@ after(async () => {
   for (const m of [...mounts].reverse()) unmount(m);
   await cloud?.close();
   if (tmp !== undefined) await rm(tmp, { recursive: true, force: true });
-  if (canMount === false) process.stderr.write(`# disk-faults figures: ${figures.faults} disk faults injected and survived, ${figures.landedBeforeFault} files landed before a fault (all intact), ${figures.verified} files verified byte for byte, ${figures.lost} lost\n`);
+  if (canMount === false)
+    process.stderr.write(
+      `# disk-faults figures: ${figures.faults} disk faults injected and survived, ${figures.landedBeforeFault} files landed before a fault (all intact), ${figures.verified} files verified byte for byte, ${figures.lost} lost\n`,
+    );
 });
 
 describe("disk faults", { skip: canMount }, () => {
@@ -96,28 +106,56 @@ describe("disk faults", { skip: canMount }, () => {
     await mkdir(cfgDir, { recursive: true });
     const demo = JSON.parse(await readFile(path.resolve("config/demo.json"), "utf8")) as Record<string, unknown>;
     const cfg = path.join(cfgDir, "config.json");
-    await writeFile(cfg, JSON.stringify({ ...demo, bucket: { name: "disk-faults-run" }, exports: [{ store: SIIM_TRAIN_STORE, prefix: "train", dest: path.join(root, "train") }, { store: SIIM_TEST_STORE, prefix: "test", dest: path.join(root, "test") }], annotations: { ...(demo["annotations"] as object), dest: path.join(root, "annotations") }, mirror: { concurrency: 32, delete: false }, stateDir: path.join(root, ".hcexport") }));
+    await writeFile(
+      cfg,
+      JSON.stringify({
+        ...demo,
+        bucket: { name: "disk-faults-run" },
+        exports: [
+          { store: SIIM_TRAIN_STORE, prefix: "train", dest: path.join(root, "train") },
+          { store: SIIM_TEST_STORE, prefix: "test", dest: path.join(root, "test") },
+        ],
+        annotations: { ...(demo["annotations"] as object), dest: path.join(root, "annotations") },
+        mirror: { concurrency: 32, delete: false },
+        stateDir: path.join(root, ".hcexport"),
+      }),
+    );
     // 150 × ~20 KB = ~3 MB of instances for 2 MiB of disk.
     const r = await cli(["run", cfg, "--report", path.join(cfgDir, "report.json")], cfgDir);
     const landed = assertFault(r, "ENOSPC");
     // Whether the data or the state write hit the wall first, the message says where, and how to fix it.
-    assert.ok(r.stderr.split("\n").some((l) => l.startsWith("error: ") && l.includes(root)), `the error names the full path:\n${r.stderr}`);
+    assert.ok(
+      r.stderr.split("\n").some((l) => l.startsWith("error: ") && l.includes(root)),
+      `the error names the full path:\n${r.stderr}`,
+    );
     assert.match(r.stderr, /^ {2}fix: free space/m);
     await assertNoTemps(root);
     const expected = new Map<string, Buffer>();
-    for (const [store, sub] of [[SIIM_TRAIN_STORE, "train"], [SIIM_TEST_STORE, "test"]] as const) {
-      for (const i of cloud.healthcare.instances(store)) expected.set(`${sub}/${i.studyUid}/${i.seriesUid}/${i.sopInstanceUid}.dcm`, i.data());
+    for (const [store, sub] of [
+      [SIIM_TRAIN_STORE, "train"],
+      [SIIM_TEST_STORE, "test"],
+    ] as const) {
+      for (const i of cloud.healthcare.instances(store))
+        expected.set(`${sub}/${i.studyUid}/${i.seriesUid}/${i.sopInstanceUid}.dcm`, i.data());
     }
     const present = await dataFiles(root);
     assert.ok(present.length > 0 && present.length < expected.size, `${present.length} files landed`);
-    for (const f of present) assert.ok((await readFile(path.join(root, f))).equals(expected.get(f)!), `${f} is not intact`);
+    for (const f of present)
+      assert.ok((await readFile(path.join(root, f))).equals(expected.get(f)!), `${f} is not intact`);
     figures.landedBeforeFault += present.length;
     assert.ok(landed <= present.length);
     // State is sane: readable, exports recorded with their operation, no lock left behind.
     const state = await readState(path.join(root, ".hcexport", "state.json"));
     assert.equal(state.exports["train"]?.status, "done");
-    assert.deepEqual((await listFiles(path.join(root, ".hcexport"))).filter((f) => f !== "state.json"), [], "no lock or temp file left in the state directory");
-    const report = JSON.parse(await readFile(path.join(cfgDir, "report.json"), "utf8")) as { exitCode: number; error: string };
+    assert.deepEqual(
+      (await listFiles(path.join(root, ".hcexport"))).filter((f) => f !== "state.json"),
+      [],
+      "no lock or temp file left in the state directory",
+    );
+    const report = JSON.parse(await readFile(path.join(cfgDir, "report.json"), "utf8")) as {
+      exitCode: number;
+      error: string;
+    };
     assert.equal(report.exitCode, 1);
     assert.match(report.error, /ENOSPC/);
     const ops = cloud.healthcare.operations().length;
@@ -150,13 +188,20 @@ describe("disk faults", { skip: canMount }, () => {
     await assertNoTemps(dir);
     const landed = await dataFiles(dir);
     assert.ok(landed.length < big.length, `${landed.length} landed`);
-    for (const f of landed) assert.ok((await readFile(path.join(dir, f))).equals(new Map(big).get(`big/${f}`)!), `${f} is not intact`);
+    for (const f of landed)
+      assert.ok((await readFile(path.join(dir, f))).equals(new Map(big).get(`big/${f}`)!), `${f} is not intact`);
     figures.landedBeforeFault += landed.length;
     mount(["-o", "remount,size=40m", dir]);
     const again = await cli(["mirror", `gs://${B}/big`, dir, "--concurrency", "4", "--json"]);
     assert.equal(again.code, 0, again.stderr);
-    const summary = (JSON.parse(again.stdout.trim().split("\n").at(-1)!) as { summary: { downloaded: number; skipped: number } }).summary;
-    assert.deepEqual([summary.skipped, summary.downloaded], [landed.length, big.length - landed.length], "only the missing files are fetched");
+    const summary = (
+      JSON.parse(again.stdout.trim().split("\n").at(-1)!) as { summary: { downloaded: number; skipped: number } }
+    ).summary;
+    assert.deepEqual(
+      [summary.skipped, summary.downloaded],
+      [landed.length, big.length - landed.length],
+      "only the missing files are fetched",
+    );
     for (const [name, data] of big) assert.ok((await readFile(path.join(dir, name.slice(4)))).equals(data), name);
     figures.verified += big.length;
   });
@@ -176,7 +221,8 @@ describe("disk faults", { skip: canMount }, () => {
     await assertNoTemps(dir);
     const landed = await dataFiles(dir);
     assert.ok(landed.length > 0 && landed.length < objects.size, `${landed.length} landed`);
-    for (const f of landed) assert.ok((await readFile(path.join(dir, f))).equals(objects.get(`many/${f}`)!), `${f} is not intact`);
+    for (const f of landed)
+      assert.ok((await readFile(path.join(dir, f))).equals(objects.get(`many/${f}`)!), `${f} is not intact`);
     figures.landedBeforeFault += landed.length;
     mount(["-o", "remount,nr_inodes=2000", dir]);
     const again = await cli(["mirror", `gs://${B}/many`, dir, "--concurrency", "32"]);
@@ -210,7 +256,11 @@ describe("disk faults", { skip: canMount }, () => {
     const r = await cli(["mirror", `gs://${B}/ro`, dir, "--delete"]);
     assertFault(r, "EROFS");
     assert.deepEqual(await dataFiles(dir), [...v1.keys()].map((n) => n.slice(3)).sort(), "nothing added or deleted");
-    for (const [name, data] of v1) assert.ok((await readFile(path.join(dir, name.slice(3)))).equals(data), `${name} changed under a read-only mount`);
+    for (const [name, data] of v1)
+      assert.ok(
+        (await readFile(path.join(dir, name.slice(3)))).equals(data),
+        `${name} changed under a read-only mount`,
+      );
     figures.verified += v1.size;
     await assertNoTemps(dir);
     unmount(dir);

@@ -16,7 +16,9 @@ async function call(method: string, p: string, body?: unknown, headers: Record<s
   const res = await request(emu.baseUrl + p, {
     method: method as "GET",
     headers: body === undefined ? headers : { "content-type": "application/json", ...headers },
-    ...(body === undefined ? {} : { body: typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body) }),
+    ...(body === undefined
+      ? {}
+      : { body: typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body) }),
   });
   const buf = Buffer.from(await res.body.arrayBuffer());
   return { status: res.statusCode, headers: res.headers, buf, json: () => JSON.parse(buf.toString("utf8")) };
@@ -25,10 +27,20 @@ async function call(method: string, p: string, body?: unknown, headers: Record<s
 before(async () => {
   emu = await startEmulator();
   emu.store.createBucket({ name: B, projectNumber: "123" });
-  for (let i = 0; i < 2300; i++) emu.store.putObject(B, `p/${String(i).padStart(5, "0")}.bin`, Buffer.from(`object ${i}`), "application/octet-stream");
-  for (const n of ["d/a/1", "d/a/2", "d/b/1", "d/c", "d/a-b", "d/a.b"]) emu.store.putObject(B, n, Buffer.from(n), "text/plain");
-  for (let i = 0; i < 1200; i++) for (const leaf of ["a", "b"]) emu.store.putObject(B, `g/${String(i).padStart(4, "0")}/${leaf}`, Buffer.from(leaf), "text/plain");
-  for (let i = 0; i < 300; i++) emu.store.putObject(B, `g/z${String(i).padStart(3, "0")}`, Buffer.from("z"), "text/plain");
+  for (let i = 0; i < 2300; i++)
+    emu.store.putObject(
+      B,
+      `p/${String(i).padStart(5, "0")}.bin`,
+      Buffer.from(`object ${i}`),
+      "application/octet-stream",
+    );
+  for (const n of ["d/a/1", "d/a/2", "d/b/1", "d/c", "d/a-b", "d/a.b"])
+    emu.store.putObject(B, n, Buffer.from(n), "text/plain");
+  for (let i = 0; i < 1200; i++)
+    for (const leaf of ["a", "b"])
+      emu.store.putObject(B, `g/${String(i).padStart(4, "0")}/${leaf}`, Buffer.from(leaf), "text/plain");
+  for (let i = 0; i < 300; i++)
+    emu.store.putObject(B, `g/z${String(i).padStart(3, "0")}`, Buffer.from("z"), "text/plain");
 });
 
 /** Sends raw bytes on a fresh socket and returns everything the server sent back before closing. */
@@ -45,7 +57,10 @@ after(() => emu.close());
 
 describe("buckets", () => {
   test("insert, 409 conflict where you own it, invalid names", async () => {
-    assert.equal((await call("POST", "/storage/v1/b?project=proj-a", { name: "fresh-bucket", location: "us-central1" })).status, 200);
+    assert.equal(
+      (await call("POST", "/storage/v1/b?project=proj-a", { name: "fresh-bucket", location: "us-central1" })).status,
+      200,
+    );
     const again = await call("POST", "/storage/v1/b?project=proj-a", { name: "fresh-bucket" });
     assert.equal(again.status, 409);
     assert.equal(again.json().error.errors[0].reason, "conflict");
@@ -79,15 +94,25 @@ describe("listing", () => {
     const seen: string[] = [];
     let token: string | undefined;
     do {
-      const r = (await call("GET", `/storage/v1/b/${B}/o?prefix=d/&delimiter=/&maxResults=2${token ? `&pageToken=${token}` : ""}`)).json();
-      seen.push(...(r.prefixes ?? []).map((p: string) => `P:${p}`), ...(r.items ?? []).map((i: { name: string }) => i.name));
+      const r = (
+        await call(
+          "GET",
+          `/storage/v1/b/${B}/o?prefix=d/&delimiter=/&maxResults=2${token ? `&pageToken=${token}` : ""}`,
+        )
+      ).json();
+      seen.push(
+        ...(r.prefixes ?? []).map((p: string) => `P:${p}`),
+        ...(r.items ?? []).map((i: { name: string }) => i.name),
+      );
       assert.ok((r.prefixes?.length ?? 0) + (r.items?.length ?? 0) <= 2);
       token = r.nextPageToken;
     } while (token !== undefined);
     assert.deepEqual(seen.sort(), ["P:d/a/", "P:d/b/", "d/a-b", "d/a.b", "d/c"].sort());
   });
   test("fields masks shape the response; size and generation are strings", async () => {
-    const r = (await call("GET", `/storage/v1/b/${B}/o?prefix=d/&fields=nextPageToken,items(name,size,generation,crc32c)`)).json();
+    const r = (
+      await call("GET", `/storage/v1/b/${B}/o?prefix=d/&fields=nextPageToken,items(name,size,generation,crc32c)`)
+    ).json();
     assert.deepEqual(Object.keys(r), ["items"]);
     assert.deepEqual(Object.keys(r.items[0]).sort(), ["crc32c", "generation", "name", "size"]);
     assert.equal(typeof r.items[0].size, "string");
@@ -99,7 +124,12 @@ describe("listing", () => {
     let token: string | undefined;
     let pages = 0;
     do {
-      const r = (await call("GET", `/storage/v1/b/${B}/o?prefix=g/&delimiter=/&fields=${encodeURIComponent("prefixes,items/name,nextPageToken")}${token ? `&pageToken=${token}` : ""}`)).json();
+      const r = (
+        await call(
+          "GET",
+          `/storage/v1/b/${B}/o?prefix=g/&delimiter=/&fields=${encodeURIComponent("prefixes,items/name,nextPageToken")}${token ? `&pageToken=${token}` : ""}`,
+        )
+      ).json();
       assert.ok((r.prefixes?.length ?? 0) + (r.items?.length ?? 0) <= 1000);
       prefixes.push(...(r.prefixes ?? []));
       items.push(...(r.items ?? []).map((i: { name: string }) => i.name));
@@ -108,19 +138,29 @@ describe("listing", () => {
       pages++;
     } while (token !== undefined);
     assert.equal(pages, 2);
-    assert.deepEqual(prefixes, Array.from({ length: 1200 }, (_, i) => `g/${String(i).padStart(4, "0")}/`));
-    assert.deepEqual(items, Array.from({ length: 300 }, (_, i) => `g/z${String(i).padStart(3, "0")}`));
+    assert.deepEqual(
+      prefixes,
+      Array.from({ length: 1200 }, (_, i) => `g/${String(i).padStart(4, "0")}/`),
+    );
+    assert.deepEqual(
+      items,
+      Array.from({ length: 300 }, (_, i) => `g/z${String(i).padStart(3, "0")}`),
+    );
   });
   test("includeTrailingDelimiter lists a directory marker object as an item too", async () => {
     emu.store.putObject(B, "t/dir/", Buffer.alloc(0), "application/x-directory");
     emu.store.putObject(B, "t/dir/f", Buffer.from("f"), "text/plain");
     const plain = (await call("GET", `/storage/v1/b/${B}/o?prefix=t/&delimiter=/`)).json();
     assert.deepEqual([plain.prefixes, plain.items], [["t/dir/"], undefined]);
-    const marked = (await call("GET", `/storage/v1/b/${B}/o?prefix=t/&delimiter=/&includeTrailingDelimiter=true`)).json();
+    const marked = (
+      await call("GET", `/storage/v1/b/${B}/o?prefix=t/&delimiter=/&includeTrailingDelimiter=true`)
+    ).json();
     assert.deepEqual([marked.prefixes, marked.items.map((i: { name: string }) => i.name)], [["t/dir/"], ["t/dir/"]]);
   });
   test("maxResults is capped at 1000; a bad pageToken or fields mask is a 400", async () => {
-    const r = (await call("GET", `/storage/v1/b/${B}/o?prefix=p/&maxResults=5000&fields=items(name),nextPageToken`)).json();
+    const r = (
+      await call("GET", `/storage/v1/b/${B}/o?prefix=p/&maxResults=5000&fields=items(name),nextPageToken`)
+    ).json();
     assert.equal(r.items.length, 1000);
     assert.ok(r.nextPageToken);
     assert.equal((await call("GET", `/storage/v1/b/${B}/o?pageToken=garbage!`)).status, 400);
@@ -128,8 +168,16 @@ describe("listing", () => {
     assert.equal((await call("GET", `/storage/v1/b/no-such-bucket/o`)).status, 404);
   });
   test("startOffset / endOffset", async () => {
-    const r = (await call("GET", `/storage/v1/b/${B}/o?prefix=p/&startOffset=p/00010.bin&endOffset=p/00013.bin&fields=items(name)`)).json();
-    assert.deepEqual(r.items.map((i: { name: string }) => i.name), ["p/00010.bin", "p/00011.bin", "p/00012.bin"]);
+    const r = (
+      await call(
+        "GET",
+        `/storage/v1/b/${B}/o?prefix=p/&startOffset=p/00010.bin&endOffset=p/00013.bin&fields=items(name)`,
+      )
+    ).json();
+    assert.deepEqual(
+      r.items.map((i: { name: string }) => i.name),
+      ["p/00010.bin", "p/00011.bin", "p/00012.bin"],
+    );
   });
 });
 
@@ -162,14 +210,19 @@ describe("objects and media", () => {
     assert.equal(r.status, 206);
     assert.equal(r.headers["content-range"], `bytes 10-19/${data.length}`);
     assert.deepEqual(r.buf, data.subarray(10, 20));
-    const bad = await call("GET", `/download/storage/v1/b/${B}/o/${enc}?alt=media`, undefined, { range: `bytes=${data.length}-` });
+    const bad = await call("GET", `/download/storage/v1/b/${B}/o/${enc}?alt=media`, undefined, {
+      range: `bytes=${data.length}-`,
+    });
     assert.equal(bad.status, 416);
     assert.equal(bad.headers["content-range"], `bytes */${data.length}`);
   });
   test("generation pinning: an overwritten generation is gone (404)", async () => {
     const first = emu.store.putObject(B, "gen/obj", Buffer.from("v1"), "text/plain");
     emu.store.putObject(B, "gen/obj", Buffer.from("v2"), "text/plain");
-    assert.equal((await call("GET", `/download/storage/v1/b/${B}/o/gen%2Fobj?alt=media&generation=${first.generation}`)).status, 404);
+    assert.equal(
+      (await call("GET", `/download/storage/v1/b/${B}/o/gen%2Fobj?alt=media&generation=${first.generation}`)).status,
+      404,
+    );
     assert.equal((await call("GET", `/download/storage/v1/b/${B}/o/gen%2Fobj?alt=media`)).buf.toString(), "v2");
   });
   test("a missing object is a 404 JSON error", async () => {
@@ -183,8 +236,20 @@ describe("IAM", () => {
   test("read-modify-write with etags; a stale etag is 412 conditionNotMet; conditions survive", async () => {
     const p = (await call("GET", `/storage/v1/b/${B}/iam?optionsRequestedPolicyVersion=3`)).json();
     assert.equal(p.kind, "storage#policy");
-    const conditional = { role: "roles/storage.objectViewer", members: ["user:a@example.com"], condition: { title: "t", description: "d", expression: 'resource.name.startsWith("projects/_/buckets/b/objects/x/")' } };
-    const put = await call("PUT", `/storage/v1/b/${B}/iam`, { ...p, version: 3, bindings: [...p.bindings, conditional] });
+    const conditional = {
+      role: "roles/storage.objectViewer",
+      members: ["user:a@example.com"],
+      condition: {
+        title: "t",
+        description: "d",
+        expression: 'resource.name.startsWith("projects/_/buckets/b/objects/x/")',
+      },
+    };
+    const put = await call("PUT", `/storage/v1/b/${B}/iam`, {
+      ...p,
+      version: 3,
+      bindings: [...p.bindings, conditional],
+    });
     assert.equal(put.status, 200);
     assert.notEqual(put.json().etag, p.etag);
     const stale = await call("PUT", `/storage/v1/b/${B}/iam`, { ...p, version: 3 });
@@ -194,7 +259,12 @@ describe("IAM", () => {
     assert.equal(v1.status, 400, "conditional policies need version 3");
     const now = (await call("GET", `/storage/v1/b/${B}/iam?optionsRequestedPolicyVersion=3`)).json();
     assert.deepEqual(now.bindings.at(-1), conditional);
-    const perms = (await call("GET", `/storage/v1/b/${B}/iam/testPermissions?permissions=storage.objects.get&permissions=storage.objects.create`)).json();
+    const perms = (
+      await call(
+        "GET",
+        `/storage/v1/b/${B}/iam/testPermissions?permissions=storage.objects.get&permissions=storage.objects.create`,
+      )
+    ).json();
     assert.deepEqual(perms.permissions, ["storage.objects.get", "storage.objects.create"]);
   });
 });
@@ -264,7 +334,10 @@ describe("a disk-backed store", () => {
       a.store.createBucket({ name: "persist", projectNumber: "1" });
       a.store.putObject("persist", "x/y.bin", Buffer.from("first"), "text/plain");
       const meta = a.store.putObject("persist", "x/y.bin", Buffer.from("second"), "text/plain");
-      a.store.setPolicy("persist", { version: 1, bindings: [{ role: "roles/storage.objectAdmin", members: ["user:u@example.com"] }] });
+      a.store.setPolicy("persist", {
+        version: 1,
+        bindings: [{ role: "roles/storage.objectAdmin", members: ["user:u@example.com"] }],
+      });
       await a.close();
       const b = await startEmulator({ dataDir: dir });
       const r = await request(`${b.baseUrl}/download/storage/v1/b/persist/o/x%2Fy.bin?alt=media`);
@@ -283,17 +356,26 @@ describe("a disk-backed store", () => {
 describe("uploads", () => {
   test("uploadType=media and multipart store the exact bytes and return the resource", async () => {
     const data = Buffer.from([0, 1, 2, 255, 13, 10, 45, 45]);
-    const media = await call("POST", `/upload/storage/v1/b/${B}/o?uploadType=media&name=${encodeURIComponent("up/media.bin")}`, data, { "content-type": "application/dicom" });
+    const media = await call(
+      "POST",
+      `/upload/storage/v1/b/${B}/o?uploadType=media&name=${encodeURIComponent("up/media.bin")}`,
+      data,
+      { "content-type": "application/dicom" },
+    );
     assert.equal(media.status, 200);
     assert.equal(media.json().crc32c, crc32cBase64(data));
     assert.equal(media.json().contentType, "application/dicom");
     const boundary = "b0undary";
     const multipart = Buffer.concat([
-      Buffer.from(`--${boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n${JSON.stringify({ name: "up/multi.bin", contentType: "text/x-test", metadata: { k: "v" } })}\r\n--${boundary}\r\ncontent-type: text/x-test\r\n\r\n`),
+      Buffer.from(
+        `--${boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n${JSON.stringify({ name: "up/multi.bin", contentType: "text/x-test", metadata: { k: "v" } })}\r\n--${boundary}\r\ncontent-type: text/x-test\r\n\r\n`,
+      ),
       data,
       Buffer.from(`\r\n--${boundary}--\r\n`),
     ]);
-    const mp = await call("POST", `/upload/storage/v1/b/${B}/o?uploadType=multipart`, multipart, { "content-type": `multipart/related; boundary=${boundary}` });
+    const mp = await call("POST", `/upload/storage/v1/b/${B}/o?uploadType=multipart`, multipart, {
+      "content-type": `multipart/related; boundary=${boundary}`,
+    });
     assert.equal(mp.status, 200);
     assert.deepEqual(mp.json().metadata, { k: "v" });
     assert.deepEqual(emu.store.readObject(B, "up/multi.bin"), data);
@@ -302,11 +384,15 @@ describe("uploads", () => {
   test("resumable: session URI, 308 with Range per chunk, status query, final 200", async () => {
     const data = Buffer.alloc(300_000);
     for (let i = 0; i < data.length; i++) data[i] = (i * 13) & 0xff;
-    const start = await call("POST", `/upload/storage/v1/b/${B}/o?uploadType=resumable`, { name: "up/resumable.bin", contentType: "application/dicom" });
+    const start = await call("POST", `/upload/storage/v1/b/${B}/o?uploadType=resumable`, {
+      name: "up/resumable.bin",
+      contentType: "application/dicom",
+    });
     assert.equal(start.status, 200);
     const session = String(start.headers["location"]);
     assert.ok(session.startsWith(`${emu.baseUrl}/upload/storage/v1/b/${B}/o?`), session);
-    const put = (body: Buffer, range: string) => request(session, { method: "PUT", body, headers: { "content-range": range } });
+    const put = (body: Buffer, range: string) =>
+      request(session, { method: "PUT", body, headers: { "content-range": range } });
     const first = await put(data.subarray(0, 262_144), `bytes 0-262143/*`);
     await first.body.dump();
     assert.equal(first.statusCode, 308);
@@ -332,7 +418,16 @@ describe("uploads", () => {
     assert.equal(again.status, 412);
     assert.equal(again.json().error.errors[0].reason, "conditionNotMet");
     const gen = emu.store.getObject(B, "up/once")!.generation;
-    assert.equal((await call("POST", `/upload/storage/v1/b/${B}/o?uploadType=media&name=up%2Fonce&ifGenerationMatch=${gen}`, "three")).status, 200);
+    assert.equal(
+      (
+        await call(
+          "POST",
+          `/upload/storage/v1/b/${B}/o?uploadType=media&name=up%2Fonce&ifGenerationMatch=${gen}`,
+          "three",
+        )
+      ).status,
+      200,
+    );
     assert.equal(emu.store.readObject(B, "up/once")!.toString(), "three");
   });
 });
@@ -349,7 +444,10 @@ describe("object lifecycle", () => {
     assert.equal(copied.status, 200);
     assert.equal(copied.json().name, "life/b");
     const rewritten = (await call("POST", `/storage/v1/b/${B}/o/life%2Fa/rewriteTo/b/${B}/o/life%2Fc`, {})).json();
-    assert.deepEqual([rewritten.kind, rewritten.done, rewritten.resource.name], ["storage#rewriteResponse", true, "life/c"]);
+    assert.deepEqual(
+      [rewritten.kind, rewritten.done, rewritten.resource.name],
+      ["storage#rewriteResponse", true, "life/c"],
+    );
     assert.equal(emu.store.readObject(B, "life/c")!.toString(), "alpha");
     assert.equal((await call("DELETE", `/storage/v1/b/${B}/o/life%2Fa`)).status, 204);
     assert.equal((await call("GET", `/storage/v1/b/${B}/o/life%2Fa`)).status, 404);
@@ -357,11 +455,17 @@ describe("object lifecycle", () => {
   });
   test("metadata honours fields; buckets list by project and delete only when empty", async () => {
     emu.store.putObject(B, "life/m", Buffer.from("m"), "text/plain");
-    assert.deepEqual((await call("GET", `/storage/v1/b/${B}/o/life%2Fm?fields=name,size`)).json(), { name: "life/m", size: "1" });
+    assert.deepEqual((await call("GET", `/storage/v1/b/${B}/o/life%2Fm?fields=name,size`)).json(), {
+      name: "life/m",
+      size: "1",
+    });
     assert.equal((await call("POST", "/storage/v1/b?project=lister", { name: "lister-one" })).status, 200);
     assert.equal((await call("POST", "/storage/v1/b?project=lister", { name: "lister-two" })).status, 200);
     const listed = (await call("GET", "/storage/v1/b?project=lister")).json();
-    assert.deepEqual(listed.items.map((b: { name: string }) => b.name), ["lister-one", "lister-two"]);
+    assert.deepEqual(
+      listed.items.map((b: { name: string }) => b.name),
+      ["lister-one", "lister-two"],
+    );
     assert.equal((await call("DELETE", "/storage/v1/b/lister-two")).status, 204);
     assert.equal((await call("DELETE", `/storage/v1/b/${B}`)).status, 409);
   });
@@ -370,14 +474,20 @@ describe("object lifecycle", () => {
 describe("robustness: never hang, never crash", () => {
   test("malformed request targets and percent-encodings get 400/501 JSON, and the server keeps serving", async () => {
     for (const target of ["//[", "http://[zz", `/storage/v1/b/${B}/o/%ZZ`, "/download/storage/v1/b/x%/o/y"]) {
-      const out = (await rawExchange(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)).toString("latin1");
+      const out = (await rawExchange(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)).toString(
+        "latin1",
+      );
       assert.match(out, /^HTTP\/1\.1 (400|501) /, target);
       assert.match(out, /"errors":\[\{"domain":"global","reason":"(invalid|notImplemented)"/, target);
     }
     assert.equal((await call("GET", `/storage/v1/b/${B}`)).status, 200);
   });
   test("a handler that throws is a 500 JSON error", async () => {
-    const boom = await startEmulator({ services: () => [{ handle: async (_req, _res, url) => (url.pathname === "/boom" ? Promise.reject(new Error("kaboom")) : false) }] });
+    const boom = await startEmulator({
+      services: () => [
+        { handle: async (_req, _res, url) => (url.pathname === "/boom" ? Promise.reject(new Error("kaboom")) : false) },
+      ],
+    });
     try {
       const r = await request(`${boom.baseUrl}/boom`);
       assert.equal(r.statusCode, 500);

@@ -29,14 +29,19 @@ function content(i: number, size: number): Buffer {
 
 async function files(dir: string): Promise<string[]> {
   const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) if (!e.isDirectory()) out.push(path.relative(dir, path.join(e.parentPath, e.name)));
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true }))
+    if (!e.isDirectory()) out.push(path.relative(dir, path.join(e.parentPath, e.name)));
   return out.sort();
 }
 
 async function assertMirrored(dir: string): Promise<void> {
-  for (const [name, data] of objects) assert.deepEqual(await readFile(path.join(dir, name.slice("train/".length))), data, name);
+  for (const [name, data] of objects)
+    assert.deepEqual(await readFile(path.join(dir, name.slice("train/".length))), data, name);
   const all = await files(dir);
-  assert.deepEqual(all.filter((f) => !f.startsWith(".hcexport/")), [...objects.keys()].map((n) => n.slice("train/".length)).sort());
+  assert.deepEqual(
+    all.filter((f) => !f.startsWith(".hcexport/")),
+    [...objects.keys()].map((n) => n.slice("train/".length)).sort(),
+  );
   assert.ok(!all.some((f) => f.includes(".hcx-tmp-")), "no temp files left");
 }
 
@@ -64,10 +69,27 @@ const source = () => gcsSource(client, emu.baseUrl);
 describe("mirror", () => {
   test("byte-identical under injected faults, no partial or temp files", async () => {
     const dir = path.join(tmp, "faults");
-    emu.faults = { ...noFaults, rate503: 0.05, rate429: 0.05, resetRate: 0.02, truncateRate: 0.01, corruptRate: 0.01, seed: 11 };
+    emu.faults = {
+      ...noFaults,
+      rate503: 0.05,
+      rate429: 0.05,
+      resetRate: 0.02,
+      truncateRate: 0.01,
+      corruptRate: 0.01,
+      seed: 11,
+    };
     const events: MirrorEvent[] = [];
     try {
-      const s = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, concurrency: 16, retry: fastRetry, onEvent: (e) => events.push(e), fsync: false });
+      const s = await mirror({
+        source: source(),
+        bucket: B,
+        prefix: "train",
+        dest: dir,
+        concurrency: 16,
+        retry: fastRetry,
+        onEvent: (e) => events.push(e),
+        fsync: false,
+      });
       assert.equal(s.listed, 300);
       assert.equal(s.downloaded, 300);
       assert.equal(s.failed + s.refused, 0, JSON.stringify(s.failures));
@@ -101,9 +123,16 @@ describe("mirror", () => {
     emu.faults = { ...noFaults, latencyMs: 5 };
     await assert.rejects(
       mirror({
-        source: source(), bucket: B, prefix: "train", dest: dir, concurrency: 4, retry: fastRetry, signal: controller.signal,
+        source: source(),
+        bucket: B,
+        prefix: "train",
+        dest: dir,
+        concurrency: 4,
+        retry: fastRetry,
+        signal: controller.signal,
         onEvent: (e) => {
-          if (e.kind === "mirror.file" && e.action === "downloaded" && ++landed === 120) controller.abort(new Error("interrupted"));
+          if (e.kind === "mirror.file" && e.action === "downloaded" && ++landed === 120)
+            controller.abort(new Error("interrupted"));
         },
       }),
     );
@@ -121,7 +150,14 @@ describe("mirror", () => {
     const seen = new Map<string, number>();
     for (let k = 0; k < 3; k++) {
       const dir = path.join(tmp, `shard${k}`);
-      const s = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, shard: { index: k, count: 3 }, retry: fastRetry });
+      const s = await mirror({
+        source: source(),
+        bucket: B,
+        prefix: "train",
+        dest: dir,
+        shard: { index: k, count: 3 },
+        retry: fastRetry,
+      });
       assert.ok(s.downloaded > 50, `shard ${k} got ${s.downloaded}`);
       for (const f of await files(dir)) if (!f.startsWith(".hcexport/")) seen.set(f, (seen.get(f) ?? 0) + 1);
     }
@@ -132,7 +168,14 @@ describe("mirror", () => {
   test("dry run lists what it would do and writes nothing", async () => {
     const dir = path.join(tmp, "dry");
     const events: MirrorEvent[] = [];
-    const s = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, dryRun: true, onEvent: (e) => events.push(e) });
+    const s = await mirror({
+      source: source(),
+      bucket: B,
+      prefix: "train",
+      dest: dir,
+      dryRun: true,
+      onEvent: (e) => events.push(e),
+    });
     assert.equal(s.downloaded, 0);
     assert.equal(events.filter((e) => e.kind === "mirror.file" && e.action === "would-download").length, 300);
     await assert.rejects(readdir(dir), { code: "ENOENT" });
@@ -142,7 +185,14 @@ describe("mirror", () => {
 describe("--delete", () => {
   test("removes exactly the destination-only files, and only after a clean run", async () => {
     const dir = path.join(tmp, "delete");
-    const first = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, retry: fastRetry, fsync: false });
+    const first = await mirror({
+      source: source(),
+      bucket: B,
+      prefix: "train",
+      dest: dir,
+      retry: fastRetry,
+      fsync: false,
+    });
     assert.equal(first.downloaded, 300);
     await writeFile(path.join(dir, "extra.txt"), "x");
     await mkdir(path.join(dir, "s1", "gone"), { recursive: true });
@@ -157,20 +207,36 @@ describe("--delete", () => {
     const failing: RemoteSource = {
       listPages: (b, p, sig) => source().listPages(b, p, sig),
       open: async (b, o, sig) => {
-        if (o.name.endsWith("/i7.dcm")) throw new HttpError({ status: 403, method: "GET", url: "http://x", message: "forbidden" });
+        if (o.name.endsWith("/i7.dcm"))
+          throw new HttpError({ status: 403, method: "GET", url: "http://x", message: "forbidden" });
         return source().open(b, o, sig);
       },
     };
     const changed = [...objects.keys()].find((n) => n.endsWith("/i7.dcm"))!;
     emu.store.putObject(B, changed, Buffer.from("new bytes for i7"), "application/dicom");
-    const blocked = await mirror({ source: failing, bucket: B, prefix: "train", dest: dir, delete: true, retry: fastRetry });
+    const blocked = await mirror({
+      source: failing,
+      bucket: B,
+      prefix: "train",
+      dest: dir,
+      delete: true,
+      retry: fastRetry,
+    });
     assert.equal(blocked.failed, 1);
     assert.equal(blocked.deleted, 0);
     assert.match(blocked.deleteSkipped ?? "", /failed/);
     assert.equal(await readFile(path.join(dir, "extra.txt"), "utf8"), "x");
 
     // --max-delete below the count: nothing goes.
-    const guarded = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, delete: true, maxDelete: 2, retry: fastRetry });
+    const guarded = await mirror({
+      source: source(),
+      bucket: B,
+      prefix: "train",
+      dest: dir,
+      delete: true,
+      maxDelete: 2,
+      retry: fastRetry,
+    });
     assert.equal(guarded.downloaded, 1);
     assert.equal(guarded.deleted, 0);
     assert.match(guarded.deleteSkipped ?? "", /max-delete 2/);
@@ -179,10 +245,24 @@ describe("--delete", () => {
     const dry = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, delete: true, dryRun: true });
     assert.deepEqual([dry.wouldDelete, dry.deleted, dry.wouldDownload], [3, 0, 0]);
 
-    const clean = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, delete: true, retry: fastRetry });
+    const clean = await mirror({
+      source: source(),
+      bucket: B,
+      prefix: "train",
+      dest: dir,
+      delete: true,
+      retry: fastRetry,
+    });
     assert.deepEqual([clean.deleted, clean.downloaded, clean.failed], [3, 0, 0]);
     emu.store.putObject(B, changed, objects.get(changed)!, "application/dicom");
-    const back = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, delete: true, retry: fastRetry });
+    const back = await mirror({
+      source: source(),
+      bucket: B,
+      prefix: "train",
+      dest: dir,
+      delete: true,
+      retry: fastRetry,
+    });
     assert.equal(back.downloaded, 1);
     assert.equal((await files(dir)).filter((f) => !f.startsWith(".hcexport/")).length, 300);
     await assertMirrored(dir);
@@ -195,7 +275,15 @@ describe("--delete", () => {
     for (const e of extras) await writeFile(path.join(dir, e), e);
     let deleted = 0;
     for (let k = 0; k < 3; k++) {
-      const s = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, delete: true, shard: { index: k, count: 3 }, retry: fastRetry });
+      const s = await mirror({
+        source: source(),
+        bucket: B,
+        prefix: "train",
+        dest: dir,
+        delete: true,
+        shard: { index: k, count: 3 },
+        retry: fastRetry,
+      });
       deleted += s.deleted;
       assert.equal(s.failed + s.refused, 0);
       assert.ok(s.deleted < 12, `shard ${k} deleted ${s.deleted}: only its own partition`);
@@ -209,11 +297,17 @@ describe("kill -9 mid-run", () => {
   test("a SIGKILLed mirror resumes without re-downloading finished files", async () => {
     const dir = path.join(tmp, "sigkill");
     emu.faults = { ...noFaults, latencyMs: 20 };
-    const child = spawn(process.execPath, ["src/cli/main.ts", "mirror", `gs://${B}/train`, dir, "--emulator", emu.baseUrl, "--concurrency", "4", "--quiet"], { stdio: "ignore" });
+    const child = spawn(
+      process.execPath,
+      ["src/cli/main.ts", "mirror", `gs://${B}/train`, dir, "--emulator", emu.baseUrl, "--concurrency", "4", "--quiet"],
+      { stdio: "ignore" },
+    );
     try {
       for (let i = 0; i < 300; i++) {
         await new Promise((r) => setTimeout(r, 50));
-        const n = (await files(dir).catch(() => [])).filter((f) => f.endsWith(".dcm") && !f.includes(".hcx-tmp-")).length;
+        const n = (await files(dir).catch(() => [])).filter(
+          (f) => f.endsWith(".dcm") && !f.includes(".hcx-tmp-"),
+        ).length;
         if (n >= 60) break;
       }
       child.kill("SIGKILL");
@@ -224,7 +318,14 @@ describe("kill -9 mid-run", () => {
     const landed = (await files(dir)).filter((f) => f.endsWith(".dcm") && !f.includes(".hcx-tmp-")).length;
     assert.ok(landed >= 60 && landed < 300, `landed ${landed}`);
     emu.requests.clear();
-    const s = await mirror({ source: source(), bucket: B, prefix: "train", dest: dir, retry: fastRetry, staleTempMs: 0 });
+    const s = await mirror({
+      source: source(),
+      bucket: B,
+      prefix: "train",
+      dest: dir,
+      retry: fastRetry,
+      staleTempMs: 0,
+    });
     assert.equal(s.failed + s.refused, 0);
     assert.equal(s.downloaded, 300 - landed, `only the missing files are fetched (hashed ${s.hashed})`);
     assert.equal(emu.requests.mediaGets(), s.downloaded);
@@ -233,7 +334,20 @@ describe("kill -9 mid-run", () => {
 });
 
 describe("hostile object names", () => {
-  const hostile = ["evil/../../escape.txt", "evil/a//b.txt", "evil/./dot.txt", "evil/a/.", "evil/dir/", "evil/back\\slash", "evil/nul\0byte", "evil/x/../../../escape2.txt", "evil/.hcexport/manifest.ndjson", "evil/clash", "evil/clash/child", "evil/link/x.txt"];
+  const hostile = [
+    "evil/../../escape.txt",
+    "evil/a//b.txt",
+    "evil/./dot.txt",
+    "evil/a/.",
+    "evil/dir/",
+    "evil/back\\slash",
+    "evil/nul\0byte",
+    "evil/x/../../../escape2.txt",
+    "evil/.hcexport/manifest.ndjson",
+    "evil/clash",
+    "evil/clash/child",
+    "evil/link/x.txt",
+  ];
   before(() => {
     for (const n of hostile) emu.store.putObject(B, n, Buffer.from(`hostile ${n}`), "text/plain");
     emu.store.putObject(B, "evil/good/ok.txt", Buffer.from("good"), "text/plain");
@@ -250,7 +364,13 @@ describe("hostile object names", () => {
     const stderr = new Writable({ write: (c, _e, cb) => ((err += String(c)), cb()) });
     let out = "";
     stdout.on("data", (c) => (out += String(c)));
-    const code = await runCli(["mirror", `gs://${B}/evil`, dir, "--emulator", emu.baseUrl, "--concurrency", "4"], { stdout, stderr, env: {}, cwd: tmp, signal: new AbortController().signal });
+    const code = await runCli(["mirror", `gs://${B}/evil`, dir, "--emulator", emu.baseUrl, "--concurrency", "4"], {
+      stdout,
+      stderr,
+      env: {},
+      cwd: tmp,
+      signal: new AbortController().signal,
+    });
     assert.equal(code, 5, err);
     assert.equal(await readFile(path.join(dir, "good", "ok.txt"), "utf8"), "good");
     assert.deepEqual(await readdir(outside), [], "nothing written through the planted symlink");

@@ -18,7 +18,9 @@ describe("workflow adapters against the local cloud", () => {
   let client: HttpClient;
   before(async () => {
     cloud = await startLocalCloud({ dataset: { train: 3, test: 1 }, exportInstancesPerSecond: 1000 });
-    client = new HttpClient({ retry: { retries: 2, backoff: { initialMs: 1, maxMs: 2, multiplier: 1, jitter: "none" } } });
+    client = new HttpClient({
+      retry: { retries: 2, backoff: { initialMs: 1, maxMs: 2, multiplier: 1, jitter: "none" } },
+    });
   });
   after(async () => {
     await client.close();
@@ -28,11 +30,21 @@ describe("workflow adapters against the local cloud", () => {
   test("bucket ensure: created, then 409-and-ours = success, 409-and-someone-else's = a clear usage error", async () => {
     const endpoints = resolveEndpoints({ emulator: cloud.baseUrl });
     const mine = storageAdmin(endpoints, "my-project");
-    assert.deepEqual(await mine.ensureBucket({ name: "owned-bucket", project: "my-project", location: "us-central1", uniformAccess: true }), { created: true });
+    assert.deepEqual(
+      await mine.ensureBucket({
+        name: "owned-bucket",
+        project: "my-project",
+        location: "us-central1",
+        uniformAccess: true,
+      }),
+      { created: true },
+    );
     assert.deepEqual(await mine.ensureBucket({ name: "owned-bucket", project: "my-project" }), { created: false });
     assert.equal(cloud.store.getBucket("owned-bucket")?.uniformBucketLevelAccess, true);
     const theirs = storageAdmin(endpoints, "another-project");
-    const err = await theirs.ensureBucket({ name: "owned-bucket", project: "another-project" }).catch((e: unknown) => e);
+    const err = await theirs
+      .ensureBucket({ name: "owned-bucket", project: "another-project" })
+      .catch((e: unknown) => e);
     assert.ok(err instanceof UsageError, String(err));
     assert.match(err.message, /taken by someone else/);
     assert.match(err.hint!, /choose another bucket name/);
@@ -49,7 +61,13 @@ describe("workflow adapters against the local cloud", () => {
         if (!raced) {
           raced = true;
           const current = await admin.getPolicy(bucket);
-          await admin.setPolicy(bucket, { ...current, bindings: [...(current.bindings ?? []), { role: "roles/storage.objectViewer", members: ["user:racer@example.com"] }] });
+          await admin.setPolicy(bucket, {
+            ...current,
+            bindings: [
+              ...(current.bindings ?? []),
+              { role: "roles/storage.objectViewer", members: ["user:racer@example.com"] },
+            ],
+          });
         }
         return admin.setPolicy(bucket, policy);
       },
@@ -67,14 +85,38 @@ describe("workflow adapters against the local cloud", () => {
     const before = cloud.healthcare.operations().length;
     cloud.faults = { ...cloud.faults, rate503: 1, pathFilter: ":export" };
     const since = new Date().toISOString();
-    await assert.rejects(startExportOnce(hc, SIIM_TRAIN_STORE, "gs://owned-bucket/t", { since, known: new Set(), maybeStarted: false, attempts: 3, clock: noWait, onEvent: (e) => events.push(e) }), /503/);
+    await assert.rejects(
+      startExportOnce(hc, SIIM_TRAIN_STORE, "gs://owned-bucket/t", {
+        since,
+        known: new Set(),
+        maybeStarted: false,
+        attempts: 3,
+        clock: noWait,
+        onEvent: (e) => events.push(e),
+      }),
+      /503/,
+    );
     assert.equal(cloud.healthcare.operations().length, before, "nothing started");
-    assert.equal(events.filter((e) => e.kind === "export.retry").length, 2, "each retry first looked for an export it might have started");
+    assert.equal(
+      events.filter((e) => e.kind === "export.retry").length,
+      2,
+      "each retry first looked for an export it might have started",
+    );
     cloud.faults = { ...cloud.faults, rate503: 0, pathFilter: "" };
-    const name = await startExportOnce(hc, SIIM_TRAIN_STORE, "gs://owned-bucket/t", { since, known: new Set(), maybeStarted: true, clock: noWait });
+    const name = await startExportOnce(hc, SIIM_TRAIN_STORE, "gs://owned-bucket/t", {
+      since,
+      known: new Set(),
+      maybeStarted: true,
+      clock: noWait,
+    });
     assert.equal(cloud.healthcare.operations().length, before + 1);
     // A rerun that finds the `starting` record adopts that operation instead of exporting again.
-    const again = await startExportOnce(hc, SIIM_TRAIN_STORE, "gs://owned-bucket/t", { since, known: new Set(), maybeStarted: true, clock: noWait });
+    const again = await startExportOnce(hc, SIIM_TRAIN_STORE, "gs://owned-bucket/t", {
+      since,
+      known: new Set(),
+      maybeStarted: true,
+      clock: noWait,
+    });
     assert.equal(again, name);
     assert.equal(cloud.healthcare.operations().length, before + 1);
   });

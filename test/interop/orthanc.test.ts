@@ -75,7 +75,10 @@ function makeInstance(study: number, series: number, n: number): Buffer {
 }
 
 async function api(pathname: string, init: RequestInit = {}): Promise<Response> {
-  return fetch(`${http}${pathname}`, { ...init, headers: { ...auth, ...(init.headers as Record<string, string> | undefined) } });
+  return fetch(`${http}${pathname}`, {
+    ...init,
+    headers: { ...auth, ...(init.headers as Record<string, string> | undefined) },
+  });
 }
 
 before(async () => {
@@ -94,7 +97,13 @@ before(async () => {
     AuthenticationEnabled: true,
     RegisteredUsers: { [USER]: PASSWORD },
     Plugins: [PLUGIN],
-    DicomWeb: { Enable: true, Root: "/dicom-web/", EnableWado: false, StudiesMetadata: "MainDicomTags", SeriesMetadata: "MainDicomTags" },
+    DicomWeb: {
+      Enable: true,
+      Root: "/dicom-web/",
+      EnableWado: false,
+      StudiesMetadata: "MainDicomTags",
+      SeriesMetadata: "MainDicomTags",
+    },
     StableAge: 1,
     HttpThreadsCount: 16,
   };
@@ -105,7 +114,10 @@ before(async () => {
   proc.stderr!.on("data", (d: Buffer) => (log += d.toString()));
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const ok = await api("/system").then((r) => r.ok, () => false);
+    const ok = await api("/system").then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) break;
     if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`Orthanc did not start:\n${log.slice(-3000)}`);
     await new Promise((r) => setTimeout(r, 100));
@@ -118,7 +130,11 @@ before(async () => {
     for (let se = 0; se < SERIES; se++) {
       for (let n = 0; n < PER_SERIES; n++) {
         uploads.push(
-          api("/instances", { method: "POST", body: makeInstance(st, se, n), headers: { "content-type": "application/dicom" } }).then(async (r) => {
+          api("/instances", {
+            method: "POST",
+            body: makeInstance(st, se, n),
+            headers: { "content-type": "application/dicom" },
+          }).then(async (r) => {
             assert.equal(r.status, 200, await r.text());
           }),
         );
@@ -152,7 +168,8 @@ async function orthancFiles(): Promise<Map<string, Buffer>> {
 
 async function pulledFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) if (!e.isDirectory()) out.push(path.relative(dir, path.join(e.parentPath, e.name)));
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true }))
+    if (!e.isDirectory()) out.push(path.relative(dir, path.join(e.parentPath, e.name)));
   return out.filter((f) => !f.startsWith(".hcexport/")).sort();
 }
 
@@ -170,24 +187,60 @@ describe("dicomweb pull against Orthanc + DICOMweb plugin", { skip: orthanc.skip
   for (const mode of ["instance", "series", "study"] as const) {
     test(`${mode} retrieval, QIDO pages of 25: all ${STUDIES * SERIES * PER_SERIES} instances, each byte-identical to /instances/{id}/file`, async () => {
       const dest = path.join(tmp, `pull-${mode}`);
-      const r = await cli(["--json", "dicomweb", "pull", `${http}/dicom-web/`, dest, "--page-size", "25", "--mode", mode, "--concurrency", "8"], { HCEXPORT_DICOMWEB_USER: USER, HCEXPORT_DICOMWEB_PASSWORD: PASSWORD });
+      const r = await cli(
+        [
+          "--json",
+          "dicomweb",
+          "pull",
+          `${http}/dicom-web/`,
+          dest,
+          "--page-size",
+          "25",
+          "--mode",
+          mode,
+          "--concurrency",
+          "8",
+        ],
+        { HCEXPORT_DICOMWEB_USER: USER, HCEXPORT_DICOMWEB_PASSWORD: PASSWORD },
+      );
       assert.equal(r.code, 0, r.stderr + r.stdout.slice(-2000));
-      const events = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { kind: string; path?: string; rows?: number; summary?: { downloaded: number; listed: number } });
+      const events = r.stdout
+        .trim()
+        .split("\n")
+        .map(
+          (l) =>
+            JSON.parse(l) as {
+              kind: string;
+              path?: string;
+              rows?: number;
+              summary?: { downloaded: number; listed: number };
+            },
+        );
       const instancePages = events.filter((e) => e.kind === "dicomweb.search.page" && e.path === "instances");
       assert.ok(instancePages.length > 10, `the listing took ${instancePages.length} QIDO pages`);
       assert.equal(events.find((e) => e.kind === "result")?.summary?.downloaded, expected.size);
       assert.deepEqual(await pulledFiles(dest), [...expected.keys()].sort());
       for (const [rel, bytes] of expected) assert.deepEqual(await readFile(path.join(dest, rel)), bytes, rel);
-      const again = await cli(["--json", "dicomweb", "pull", `${http}/dicom-web`, dest, "--mode", mode], { HCEXPORT_DICOMWEB_USER: USER, HCEXPORT_DICOMWEB_PASSWORD: PASSWORD });
+      const again = await cli(["--json", "dicomweb", "pull", `${http}/dicom-web`, dest, "--mode", mode], {
+        HCEXPORT_DICOMWEB_USER: USER,
+        HCEXPORT_DICOMWEB_PASSWORD: PASSWORD,
+      });
       assert.equal(again.code, 0, again.stderr);
-      const summary = again.stdout.trim().split("\n").map((l) => JSON.parse(l) as { kind: string; summary?: { downloaded: number; skipped: number } }).find((e) => e.kind === "result")?.summary;
+      const summary = again.stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { kind: string; summary?: { downloaded: number; skipped: number } })
+        .find((e) => e.kind === "result")?.summary;
       assert.deepEqual([summary?.downloaded, summary?.skipped], [0, expected.size], "a rerun retrieves nothing");
     });
   }
 
   test("wrong credentials: a clear 401 error, nothing written, the password not echoed", async () => {
     const dest = path.join(tmp, "pull-unauthorized");
-    const r = await cli(["dicomweb", "pull", `${http}/dicom-web`, dest], { HCEXPORT_DICOMWEB_USER: USER, HCEXPORT_DICOMWEB_PASSWORD: "wrong-pw-123" });
+    const r = await cli(["dicomweb", "pull", `${http}/dicom-web`, dest], {
+      HCEXPORT_DICOMWEB_USER: USER,
+      HCEXPORT_DICOMWEB_PASSWORD: "wrong-pw-123",
+    });
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /401/);
     assert.ok(!(r.stdout + r.stderr).includes("wrong-pw-123"));

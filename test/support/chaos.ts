@@ -36,10 +36,23 @@ export interface Ran {
 }
 
 /** Spawns `node CLI args…`; `onLine` sees each stdout line as it arrives (and may kill the child). */
-export function spawnCli(cli: string, args: readonly string[], opts: { cwd: string; env?: NodeJS.ProcessEnv; onLine?: (line: string, child: ChildProcess) => void; onSpawn?: (child: ChildProcess) => void }): Promise<Ran> {
+export function spawnCli(
+  cli: string,
+  args: readonly string[],
+  opts: {
+    cwd: string;
+    env?: NodeJS.ProcessEnv;
+    onLine?: (line: string, child: ChildProcess) => void;
+    onSpawn?: (child: ChildProcess) => void;
+  },
+): Promise<Ran> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [cli, ...args], {
+      cwd: opts.cwd,
+      env: { ...process.env, ...opts.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     let pending = "";
@@ -62,8 +75,13 @@ export function spawnCli(cli: string, args: readonly string[], opts: { cwd: stri
 
 /** Every non-directory entry under `dir`, relative, sorted; [] when `dir` does not exist. */
 export async function listFiles(dir: string): Promise<string[]> {
-  const entries = await readdir(dir, { withFileTypes: true, recursive: true }).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? [] : Promise.reject(e)));
-  return entries.filter((e) => !e.isDirectory()).map((e) => path.relative(dir, path.join(e.parentPath, e.name))).sort();
+  const entries = await readdir(dir, { withFileTypes: true, recursive: true }).catch((e: NodeJS.ErrnoException) =>
+    e.code === "ENOENT" ? [] : Promise.reject(e),
+  );
+  return entries
+    .filter((e) => !e.isDirectory())
+    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
+    .sort();
 }
 
 /** A stack trace printed by Node or by us ("    at fn (file:line:col)"). */

@@ -11,12 +11,21 @@ export interface CliResult {
 }
 
 /** Runs the CLI in-process (as `hcexport argv…`) and captures what it prints. */
-export async function cliIn(argv: readonly string[], o: { readonly cwd: string; readonly env?: NodeJS.ProcessEnv; readonly signal?: AbortSignal }): Promise<CliResult> {
+export async function cliIn(
+  argv: readonly string[],
+  o: { readonly cwd: string; readonly env?: NodeJS.ProcessEnv; readonly signal?: AbortSignal },
+): Promise<CliResult> {
   let stdout = "";
   let stderr = "";
   const out = new PassThrough().on("data", (d) => (stdout += String(d)));
   const err = new PassThrough().on("data", (d) => (stderr += String(d)));
-  const code = await runCli([...argv], { stdout: out, stderr: err, env: o.env ?? {}, cwd: o.cwd, signal: o.signal ?? new AbortController().signal });
+  const code = await runCli([...argv], {
+    stdout: out,
+    stderr: err,
+    env: o.env ?? {},
+    cwd: o.cwd,
+    signal: o.signal ?? new AbortController().signal,
+  });
   return { code, stdout, stderr };
 }
 

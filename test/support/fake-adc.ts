@@ -8,7 +8,10 @@ import path from "node:path";
  * `external_account_authorized_user` credential file (its token_url is configurable) pointing at
  * it. Tests set GOOGLE_APPLICATION_CREDENTIALS to `file` and assert that `token` never shows.
  */
-export async function startFakeAdc(token: string, dir: string): Promise<{ readonly file: string; tokenRequests(): number; close(): Promise<void> }> {
+export async function startFakeAdc(
+  token: string,
+  dir: string,
+): Promise<{ readonly file: string; tokenRequests(): number; close(): Promise<void> }> {
   let requests = 0;
   const server = createServer((req, res) => {
     requests++;
@@ -19,6 +22,17 @@ export async function startFakeAdc(token: string, dir: string): Promise<{ readon
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const tokenUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/token`;
   const file = path.join(dir, "adc.json");
-  await writeFile(file, JSON.stringify({ type: "external_account_authorized_user", audience: "//iam.googleapis.com/locations/global/workforcePools/p/providers/x", client_id: "cid", client_secret: "csecret", refresh_token: "rtoken", token_url: tokenUrl, token_info_url: tokenUrl }));
+  await writeFile(
+    file,
+    JSON.stringify({
+      type: "external_account_authorized_user",
+      audience: "//iam.googleapis.com/locations/global/workforcePools/p/providers/x",
+      client_id: "cid",
+      client_secret: "csecret",
+      refresh_token: "rtoken",
+      token_url: tokenUrl,
+      token_info_url: tokenUrl,
+    }),
+  );
   return { file, tokenRequests: () => requests, close: () => new Promise<void>((r) => server.close(() => r())) };
 }

@@ -27,7 +27,14 @@ test("--json writes only NDJSON events and results to stdout", () => {
   const out = new Output({ json: true, quiet: false, verbose: false, stdout: std.w, stderr: err.w });
   out.emit({ kind: "step.done", step: "iam", detail: "x" } as never);
   out.result("table", { ok: true });
-  const lines = std.text().trim().split("\n").map((l) => JSON.parse(l) as { kind: string });
-  assert.deepEqual(lines.map((l) => l.kind), ["step.done", "result"]);
+  const lines = std
+    .text()
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { kind: string });
+  assert.deepEqual(
+    lines.map((l) => l.kind),
+    ["step.done", "result"],
+  );
   assert.equal(err.text(), "");
 });

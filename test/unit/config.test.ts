@@ -9,14 +9,21 @@ import { validateConfig } from "../../src/config/schema.ts";
 import { UsageError } from "../../src/core/errors.ts";
 import { runCli } from "../../src/cli/run-cli.ts";
 
-const siim = JSON.parse(await readFile(new URL("../../config/siim.json", import.meta.url), "utf8")) as Record<string, unknown>;
+const siim = JSON.parse(await readFile(new URL("../../config/siim.json", import.meta.url), "utf8")) as Record<
+  string,
+  unknown
+>;
 
 describe("config validation", () => {
   test("the shipped configs are valid; defaults fill the rest", async () => {
     const demo = JSON.parse(await readFile(new URL("../../config/demo.json", import.meta.url), "utf8")) as unknown;
     assert.deepEqual(validateConfig(siim).problems, []);
     assert.deepEqual(validateConfig(demo).problems, []);
-    const minimal = validateConfig({ project: "my-project", bucket: { name: "my-bucket" }, exports: [{ store: (siim["exports"] as Array<{ store: string }>)[0]!.store, prefix: "train", dest: "out" }] });
+    const minimal = validateConfig({
+      project: "my-project",
+      bucket: { name: "my-bucket" },
+      exports: [{ store: (siim["exports"] as Array<{ store: string }>)[0]!.store, prefix: "train", dest: "out" }],
+    });
     assert.equal(minimal.config?.stateDir, ".hcexport");
     assert.deepEqual(minimal.config?.mirror, { concurrency: 32, delete: false });
     assert.equal(minimal.config?.grantIam, false);
@@ -24,30 +31,45 @@ describe("config validation", () => {
   });
 
   test("three mistakes → all three reported, each with its JSON path", () => {
-    const bad = structuredClone(siim) as { bucket: { name: string }; exports: Array<{ store: string }>; grantIam: unknown };
+    const bad = structuredClone(siim) as {
+      bucket: { name: string };
+      exports: Array<{ store: string }>;
+      grantIam: unknown;
+    };
     bad.bucket.name = "My_Bucket";
     bad.exports[1]!.store = "projects/x/dicomStores/y";
     bad.grantIam = "yes";
     const { config, problems } = validateConfig(bad);
     assert.equal(config, undefined);
     assert.deepEqual(problems.map((p) => p.path).sort(), ["bucket.name", "exports[1].store", "grantIam"]);
-    assert.match(problems.find((p) => p.path === "exports[1].store")!.message, /"projects\/x\/dicomStores\/y" is not a store name/);
+    assert.match(
+      problems.find((p) => p.path === "exports[1].store")!.message,
+      /"projects\/x\/dicomStores\/y" is not a store name/,
+    );
     assert.match(problems.find((p) => p.path === "bucket.name")!.message, /lowercase/);
   });
 
   test("unknown keys, duplicate prefixes and a fhirStore given as a DICOM store are errors", () => {
-    const bad = structuredClone(siim) as Record<string, unknown> & { exports: Array<{ store: string; prefix: string }> };
+    const bad = structuredClone(siim) as Record<string, unknown> & {
+      exports: Array<{ store: string; prefix: string }>;
+    };
     bad["bucekt"] = {};
     bad.exports[1]!.prefix = "train";
     bad.exports[0]!.store = bad.exports[0]!.store.replace("dicomStores/dicom-images-train", "fhirStores/f");
-    const paths = validateConfig(bad).problems.map((p) => p.path).sort();
+    const paths = validateConfig(bad)
+      .problems.map((p) => p.path)
+      .sort();
     assert.deepEqual(paths, ["(config)", "exports[0].store", "exports[1].prefix"]);
   });
 
   test("loadConfig: one UsageError (exit 2) listing every problem; paths resolve against the config's directory", async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-config-"));
     try {
-      const bad = structuredClone(siim) as { project: string; bucket: { name: string }; exports: Array<{ store: string }> };
+      const bad = structuredClone(siim) as {
+        project: string;
+        bucket: { name: string };
+        exports: Array<{ store: string }>;
+      };
       bad.project = "X";
       bad.bucket.name = "ab";
       bad.exports[0]!.store = "nope";
@@ -56,7 +78,8 @@ describe("config validation", () => {
       assert.ok(err instanceof UsageError);
       assert.equal(err.exitCode, 2);
       assert.match(err.message, /3 problems/);
-      for (const p of ["project:", "bucket.name:", "exports[0].store:"]) assert.ok(err.message.includes(p), `${p} in ${err.message}`);
+      for (const p of ["project:", "bucket.name:", "exports[0].store:"])
+        assert.ok(err.message.includes(p), `${p} in ${err.message}`);
 
       await writeFile(path.join(dir, "ok.json"), JSON.stringify({ ...siim, stateDir: undefined }));
       const ok = await loadConfig(path.join(dir, "ok.json"));
@@ -92,18 +115,34 @@ describe("precedence: flags > env (HCEXPORT_*) > file > defaults", () => {
         Object.assign(process.env, env);
         let code: number;
         try {
-          code = await runCli(["plan", cfg, "--json", ...argv], { stdout, stderr: new PassThrough(), env: process.env, cwd: dir, signal: new AbortController().signal });
+          code = await runCli(["plan", cfg, "--json", ...argv], {
+            stdout,
+            stderr: new PassThrough(),
+            env: process.env,
+            cwd: dir,
+            signal: new AbortController().signal,
+          });
         } finally {
-          for (const k of Object.keys(env)) if (saved[k] === undefined) delete process.env[k];
-          else process.env[k] = saved[k];
+          for (const k of Object.keys(env))
+            if (saved[k] === undefined) delete process.env[k];
+            else process.env[k] = saved[k];
         }
         assert.equal(code, 0, Buffer.concat(chunks).toString());
-        const result = Buffer.concat(chunks).toString().trim().split("\n").map((l) => JSON.parse(l) as { kind: string; plan?: Array<{ step: string; detail: string }> }).find((l) => l.kind === "result")!;
+        const result = Buffer.concat(chunks)
+          .toString()
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as { kind: string; plan?: Array<{ step: string; detail: string }> })
+          .find((l) => l.kind === "result")!;
         return result.plan!.find((p) => p.step === "iam")!.detail;
       };
       assert.match(await plan([], {}), /stop with exit 3/, "file: grantIam false");
       assert.match(await plan([], { HCEXPORT_GRANT_IAM: "true" }), /grant if missing/, "env beats file");
-      assert.match(await plan(["--no-grant-iam"], { HCEXPORT_GRANT_IAM: "true" }), /stop with exit 3/, "flag beats env");
+      assert.match(
+        await plan(["--no-grant-iam"], { HCEXPORT_GRANT_IAM: "true" }),
+        /stop with exit 3/,
+        "flag beats env",
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

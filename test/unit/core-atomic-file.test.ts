@@ -18,7 +18,8 @@ async function* failingAfter(data: Buffer): AsyncIterable<Uint8Array> {
 }
 async function allFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) if (!e.isDirectory()) out.push(path.relative(dir, path.join(e.parentPath, e.name)));
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true }))
+    if (!e.isDirectory()) out.push(path.relative(dir, path.join(e.parentPath, e.name)));
   return out.sort();
 }
 
@@ -28,7 +29,9 @@ describe("writeFileAtomic", async () => {
   const data = Buffer.from("DICM".repeat(1000));
 
   test("writes verified bytes under the final name and leaves no temp file", async () => {
-    const r = await writeFileAtomic(root, "s/se/i.dcm", chunks(data), { expected: { size: data.length, crc32c: crc32cBase64(data), md5: md5Base64(data) } });
+    const r = await writeFileAtomic(root, "s/se/i.dcm", chunks(data), {
+      expected: { size: data.length, crc32c: crc32cBase64(data), md5: md5Base64(data) },
+    });
     assert.equal(r.bytes, data.length);
     assert.deepEqual(await readFile(path.join(root, "s/se/i.dcm")), data);
     assert.deepEqual(await allFiles(root), ["s/se/i.dcm"]);
@@ -36,8 +39,14 @@ describe("writeFileAtomic", async () => {
 
   test("a hash mismatch leaves nothing under the final name (and keeps an older good file)", async () => {
     await writeFile(path.join(root, "s/se/old.dcm"), "old");
-    await assert.rejects(writeFileAtomic(root, "s/se/old.dcm", chunks(data), { expected: { crc32c: "AAAAAA==" } }), IntegrityError);
-    await assert.rejects(writeFileAtomic(root, "s/se/new.dcm", chunks(data), { expected: { size: data.length + 1 } }), IntegrityError);
+    await assert.rejects(
+      writeFileAtomic(root, "s/se/old.dcm", chunks(data), { expected: { crc32c: "AAAAAA==" } }),
+      IntegrityError,
+    );
+    await assert.rejects(
+      writeFileAtomic(root, "s/se/new.dcm", chunks(data), { expected: { size: data.length + 1 } }),
+      IntegrityError,
+    );
     assert.equal(await readFile(path.join(root, "s/se/old.dcm"), "utf8"), "old");
     assert.deepEqual(await allFiles(root), ["s/se/i.dcm", "s/se/old.dcm"]);
   });
@@ -50,7 +59,10 @@ describe("writeFileAtomic", async () => {
   test("refuses to write through a symlinked directory inside the root", async () => {
     const outside = await mkdtemp(path.join(os.tmpdir(), "hcx-outside-"));
     await symlink(outside, path.join(root, "link"));
-    await assert.rejects(writeFileAtomic(root, "link/evil.dcm", chunks(data)), (e) => e instanceof UnsafeNameError && /symlink/.test(e.message));
+    await assert.rejects(
+      writeFileAtomic(root, "link/evil.dcm", chunks(data)),
+      (e) => e instanceof UnsafeNameError && /symlink/.test(e.message),
+    );
     assert.deepEqual(await readdir(outside), []);
     await rm(outside, { recursive: true });
   });
@@ -105,7 +117,11 @@ describe("leftovers of a killed writer", () => {
     child.kill("SIGKILL");
     await new Promise((r) => child.once("exit", r));
     assert.equal(tempWriterGone(temp), true, "its writer is gone");
-    assert.equal(tempWriterGone(".state.json.hcx-tmp-0123456789ab"), false, "a name without host tag and pid is never judged dead");
+    assert.equal(
+      tempWriterGone(".state.json.hcx-tmp-0123456789ab"),
+      false,
+      "a name without host tag and pid is never judged dead",
+    );
     await replaceFileAtomic(path.join(dir, "state.json"), "{}");
     assert.deepEqual(await readdir(dir), ["state.json"]);
     assert.equal(await readFile(path.join(dir, "state.json"), "utf8"), "{}");

@@ -10,21 +10,49 @@ const policy: BackoffPolicy = { initialMs: 1000, maxMs: 30_000, multiplier: 2, j
 function fakeClock(): Clock & { slept: number[] } {
   const slept: number[] = [];
   let t = 0;
-  return { slept, now: () => t, sleep: async (ms) => { slept.push(ms); t += ms; } };
+  return {
+    slept,
+    now: () => t,
+    sleep: async (ms) => {
+      slept.push(ms);
+      t += ms;
+    },
+  };
 }
 
 const http = (status: number, retryAfterMs?: number) =>
-  new HttpError({ status, method: "GET", url: "http://x/", message: "m", ...(retryAfterMs === undefined ? {} : { retryAfterMs }) });
+  new HttpError({
+    status,
+    method: "GET",
+    url: "http://x/",
+    message: "m",
+    ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+  });
 
 describe("backoffDelay", () => {
   test("grows exponentially and is capped", () => {
-    assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map((a) => backoffDelay(a, policy)), [1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5, 6, 7].map((a) => backoffDelay(a, policy)),
+      [1000, 2000, 4000, 8000, 16000, 30000, 30000],
+    );
   });
   test("full jitter stays within [0, d) and equal jitter within [d/2, d]", () => {
-    assert.equal(backoffDelay(3, { ...policy, jitter: "full" }, () => 0.999), 3996);
-    assert.equal(backoffDelay(3, { ...policy, jitter: "full" }, () => 0), 0);
-    assert.equal(backoffDelay(3, { ...policy, jitter: "equal" }, () => 0), 2000);
-    assert.equal(backoffDelay(3, { ...policy, jitter: "equal" }, () => 0.999), 3998);
+    assert.equal(
+      backoffDelay(3, { ...policy, jitter: "full" }, () => 0.999),
+      3996,
+    );
+    assert.equal(
+      backoffDelay(3, { ...policy, jitter: "full" }, () => 0),
+      0,
+    );
+    assert.equal(
+      backoffDelay(3, { ...policy, jitter: "equal" }, () => 0),
+      2000,
+    );
+    assert.equal(
+      backoffDelay(3, { ...policy, jitter: "equal" }, () => 0.999),
+      3998,
+    );
   });
 });
 
@@ -42,7 +70,10 @@ describe("isRetryable", () => {
     for (const s of [408, 429, 500, 502, 503, 504]) assert.equal(isRetryable(http(s)), true, String(s));
     for (const s of [400, 401, 403, 404, 409, 412]) assert.equal(isRetryable(http(s)), false, String(s));
     assert.equal(isRetryable(Object.assign(new Error("reset"), { code: "ECONNRESET" })), true);
-    assert.equal(isRetryable(new Error("wrapped", { cause: Object.assign(new Error("x"), { code: "UND_ERR_SOCKET" }) })), true);
+    assert.equal(
+      isRetryable(new Error("wrapped", { cause: Object.assign(new Error("x"), { code: "UND_ERR_SOCKET" }) })),
+      true,
+    );
     assert.equal(isRetryable(new IntegrityError("crc")), true);
     assert.equal(isRetryable(new UnsafeNameError("../x", "dots")), false);
     assert.equal(isRetryable(new TypeError("bug")), false);
@@ -86,10 +117,13 @@ describe("withRetry", () => {
     let calls = 0;
     const err = http(404);
     await assert.rejects(
-      withRetry(async () => {
-        calls++;
-        throw err;
-      }, { clock }),
+      withRetry(
+        async () => {
+          calls++;
+          throw err;
+        },
+        { clock },
+      ),
       (e) => e === err,
     );
     assert.equal(calls, 1);
@@ -100,10 +134,13 @@ describe("withRetry", () => {
     const clock = fakeClock();
     let calls = 0;
     await assert.rejects(
-      withRetry(async () => {
-        calls++;
-        throw http(503);
-      }, { clock, policy: { retries: 2, backoff: policy } }),
+      withRetry(
+        async () => {
+          calls++;
+          throw http(503);
+        },
+        { clock, policy: { retries: 2, backoff: policy } },
+      ),
       (e) => e instanceof HttpError && e.status === 503,
     );
     assert.equal(calls, 3);

@@ -1,16 +1,35 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { checkBucketName, parseGsUri, parseOperationName, parseStoreName, serviceAgentFor, storePath } from "../../src/core/resource-names.ts";
+import {
+  checkBucketName,
+  parseGsUri,
+  parseOperationName,
+  parseStoreName,
+  serviceAgentFor,
+  storePath,
+} from "../../src/core/resource-names.ts";
 import { resolveEndpoints, GOOGLE_ENDPOINTS } from "../../src/gcp/endpoints.ts";
 import { redactUrl, withQuery, errorFromResponse } from "../../src/net/http-client.ts";
 import { crc32cBase64 } from "../../src/core/hashing.ts";
 
 describe("bucket names", () => {
   test("accepts valid names", () => {
-    for (const n of ["my-siim-bucket-dicom", "a_b", "abc", "a.b.c", "x".repeat(63)]) assert.equal(checkBucketName(n), undefined, n);
+    for (const n of ["my-siim-bucket-dicom", "a_b", "abc", "a.b.c", "x".repeat(63)])
+      assert.equal(checkBucketName(n), undefined, n);
   });
   test("rejects invalid names with a reason", () => {
-    for (const n of ["ab", "My-Bucket", "-abc", "abc-", "x".repeat(64), "192.168.1.1", "goog-x", "my-google-bucket", "a..b", "a b"]) {
+    for (const n of [
+      "ab",
+      "My-Bucket",
+      "-abc",
+      "abc-",
+      "x".repeat(64),
+      "192.168.1.1",
+      "goog-x",
+      "my-google-bucket",
+      "a..b",
+      "a b",
+    ]) {
       assert.match(checkBucketName(n) ?? "", /bucket name/, n);
     }
   });
@@ -27,7 +46,8 @@ describe("gs:// URIs", () => {
 });
 
 describe("Healthcare names", () => {
-  const train = "projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/dicomStores/dicom-images-train";
+  const train =
+    "projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/dicomStores/dicom-images-train";
   test("store names round-trip", () => {
     const r = parseStoreName(train, "dicomStores");
     assert.equal(r.ok, true);
@@ -36,7 +56,9 @@ describe("Healthcare names", () => {
     assert.equal(parseStoreName("projects/p/datasets/d").ok, false);
   });
   test("operation names", () => {
-    const r = parseOperationName("projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/operations/123");
+    const r = parseOperationName(
+      "projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/operations/123",
+    );
     assert.equal(r.ok && r.value.id, "123");
   });
   test("service agent", () => {
@@ -50,13 +72,28 @@ describe("resolveEndpoints", () => {
   });
   test("an emulator URL sets all three and turns auth off", () => {
     const e = resolveEndpoints({ emulator: "http://127.0.0.1:9999/" });
-    assert.deepEqual(e, { storage: "http://127.0.0.1:9999", healthcare: "http://127.0.0.1:9999", resourceManager: "http://127.0.0.1:9999", anonymous: true });
+    assert.deepEqual(e, {
+      storage: "http://127.0.0.1:9999",
+      healthcare: "http://127.0.0.1:9999",
+      resourceManager: "http://127.0.0.1:9999",
+      anonymous: true,
+    });
   });
   test("flags beat STORAGE_EMULATOR_HOST which beats the config file", () => {
     const env = { STORAGE_EMULATOR_HOST: "localhost:4443" };
     assert.equal(resolveEndpoints({ config: { storage: "http://127.0.0.1:1" } }, env).storage, "http://localhost:4443");
-    assert.equal(resolveEndpoints({ storageEndpoint: "http://127.0.0.1:2/storage/v1/", config: { storage: "http://127.0.0.1:1" } }, env).storage, "http://127.0.0.1:2");
-    assert.equal(resolveEndpoints({ storageEndpoint: "http://127.0.0.1:2" }, env).anonymous, false, "healthcare still points at Google");
+    assert.equal(
+      resolveEndpoints(
+        { storageEndpoint: "http://127.0.0.1:2/storage/v1/", config: { storage: "http://127.0.0.1:1" } },
+        env,
+      ).storage,
+      "http://127.0.0.1:2",
+    );
+    assert.equal(
+      resolveEndpoints({ storageEndpoint: "http://127.0.0.1:2" }, env).anonymous,
+      false,
+      "healthcare still points at Google",
+    );
   });
 });
 
@@ -70,7 +107,14 @@ describe("HTTP helpers", () => {
     assert.equal(withQuery("http://h/p", { a: ["1", "2"], b: undefined, c: 3 }).search, "?a=1&a=2&c=3");
   });
   test("errorFromResponse reads Google's envelope and Retry-After", () => {
-    const e = errorFromResponse("GET", new URL("http://h/x"), 429, { "retry-after": "3" }, JSON.stringify({ error: { code: 429, message: "slow down", errors: [{ reason: "rateLimitExceeded" }] } }), 0);
+    const e = errorFromResponse(
+      "GET",
+      new URL("http://h/x"),
+      429,
+      { "retry-after": "3" },
+      JSON.stringify({ error: { code: 429, message: "slow down", errors: [{ reason: "rateLimitExceeded" }] } }),
+      0,
+    );
     assert.equal(e.status, 429);
     assert.equal(e.reason, "rateLimitExceeded");
     assert.equal(e.retryAfterMs, 3000);

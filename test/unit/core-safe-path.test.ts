@@ -32,7 +32,14 @@ describe("checkRelativeName", () => {
     });
   }
   test("accepts ordinary export names, dots inside names and unicode", () => {
-    for (const name of ["1.2.3/4.5.6/7.8.9.dcm", "a..b/c", "...x", ".hidden/file", "ünïcødé/文件.dcm", "sub/.hcexport/x"]) {
+    for (const name of [
+      "1.2.3/4.5.6/7.8.9.dcm",
+      "a..b/c",
+      "...x",
+      ".hidden/file",
+      "ünïcødé/文件.dcm",
+      "sub/.hcexport/x",
+    ]) {
       assert.equal(checkRelativeName(name).ok, true, name);
     }
   });
@@ -43,6 +50,9 @@ describe("resolveInside", () => {
     assert.equal(resolveInside("/dest", "a/b.dcm"), path.join("/dest", "a", "b.dcm"));
   });
   test("throws UnsafeNameError carrying the remote name", () => {
-    assert.throws(() => resolveInside("/dest", "x/../../etc/passwd"), (e) => e instanceof UnsafeNameError && e.remoteName === "x/../../etc/passwd" && e.exitCode === 5);
+    assert.throws(
+      () => resolveInside("/dest", "x/../../etc/passwd"),
+      (e) => e instanceof UnsafeNameError && e.remoteName === "x/../../etc/passwd" && e.exitCode === 5,
+    );
   });
 });

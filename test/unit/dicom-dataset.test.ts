@@ -66,7 +66,9 @@ describe("generated DICOM instances", () => {
     let bytes = 0;
     for (const inst of insts) bytes += inst.data().length;
     const perInstance = (performance.now() - t0) / insts.length;
-    process.stderr.write(`dataset generation: ${perInstance.toFixed(3)} ms per 150 KB instance (${Math.round(1000 / perInstance)}/s, ${Math.round(bytes / 1e6)} MB)\n`);
+    process.stderr.write(
+      `dataset generation: ${perInstance.toFixed(3)} ms per 150 KB instance (${Math.round(1000 / perInstance)}/s, ${Math.round(bytes / 1e6)} MB)\n`,
+    );
     assert.ok(perInstance < 2, `${perInstance} ms per instance`);
   });
 
@@ -106,7 +108,14 @@ describe("generated DICOM instances", () => {
       return f;
     });
     const out = execFileSync("dcmftest", files, { encoding: "utf8" });
-    assert.equal(out.trim().split("\n").filter((l) => l.startsWith("yes:")).length, files.length, out);
+    assert.equal(
+      out
+        .trim()
+        .split("\n")
+        .filter((l) => l.startsWith("yes:")).length,
+      files.length,
+      out,
+    );
     const dump = execFileSync("dcmdump", ["+E", files[0]!], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
     assert.match(dump, /\(0008,0016\) UI =SecondaryCaptureImageStorage/);
     assert.match(dump, /\(0028,0004\) CS \[MONOCHROME2\]/);
@@ -129,7 +138,8 @@ describe("annotations CSV", () => {
     for (const line of csv.trim().split("\n").slice(1)) assert.match(line, /^[\d.]+, (-1|\d+ \d+( \d+ \d+)*)$/);
     assert.equal(annotationsCsv(instances, 7), csv);
     const ids = new Set(instances.map((i) => i.sopInstanceUid));
-    for (const line of csv.trim().split("\n").slice(1)) assert.ok(ids.has(line.split(",")[0]!), "ImageId is a SOP Instance UID");
+    for (const line of csv.trim().split("\n").slice(1))
+      assert.ok(ids.has(line.split(",")[0]!), "ImageId is a SOP Instance UID");
     assert.ok(csv.includes(", -1\n"), "negatives are written ' -1' as in train-rle.csv");
   });
 });

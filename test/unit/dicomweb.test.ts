@@ -8,9 +8,21 @@ import path from "node:path";
 import { HttpError } from "../../src/core/errors.ts";
 import { generateInstance } from "../../src/emulator/dataset/instances.ts";
 import { DigestVerifier, expectedDigests } from "../../src/dicomweb/digest.ts";
-import { MultipartError, MultipartParser, parseContentType, type MultipartEvent } from "../../src/dicomweb/multipart.ts";
+import {
+  MultipartError,
+  MultipartParser,
+  parseContentType,
+  type MultipartEvent,
+} from "../../src/dicomweb/multipart.ts";
 import { inspectPart10, Part10Inspector } from "../../src/dicomweb/part10.ts";
-import { checkUid, listInstances, refOf, type QidoPort, type Listed, type SearchEvent } from "../../src/dicomweb/search.ts";
+import {
+  checkUid,
+  listInstances,
+  refOf,
+  type QidoPort,
+  type Listed,
+  type SearchEvent,
+} from "../../src/dicomweb/search.ts";
 import { peer } from "../support/peers.ts";
 
 const inst = generateInstance(5, { seed: 3, instanceBytes: 20_000, storeIndex: 0 });
@@ -71,7 +83,10 @@ describe("Part 10 inspector", () => {
     // Cutting inside the data set at element boundaries is not detectable structurally; everywhere
     // else is. Check all cuts inside the header region and a spread inside pixel data.
     let accepted = 0;
-    const cuts = [...Array.from({ length: 1400 }, (_, k) => k), ...Array.from({ length: 50 }, (_, k) => file.length - 1 - k * 97)];
+    const cuts = [
+      ...Array.from({ length: 1400 }, (_, k) => k),
+      ...Array.from({ length: 50 }, (_, k) => file.length - 1 - k * 97),
+    ];
     for (const cut of cuts) {
       const r = inspectPart10(file.subarray(0, cut));
       if (r.ok) accepted++;
@@ -85,7 +100,10 @@ describe("Part 10 inspector", () => {
   });
 
   test("rejects non-DICOM bytes, a damaged header and an extra trailing byte", () => {
-    assert.match(String((inspectPart10(Buffer.from("<html>not dicom</html>")) as { problem: string }).problem), /too short|DICM/);
+    assert.match(
+      String((inspectPart10(Buffer.from("<html>not dicom</html>")) as { problem: string }).problem),
+      /too short|DICM/,
+    );
     const noMagic = Buffer.from(file);
     noMagic.write("DICX", 128, "latin1");
     assert.equal(inspectPart10(noMagic).ok, false);
@@ -106,12 +124,24 @@ describe("Part 10 inspector", () => {
       item(0xe000, 12, el(0x0008, 0x0000, "UI", uid("1.2"))), // a defined-length item
       item(0xe0dd, 0),
     ]);
-    const ds = Buffer.concat([el(0x0008, 0x0018, "UI", uid("1.2.3.4")), seq, el(0x0020, 0x000d, "UI", uid("1.2.5")), el(0x0020, 0x000e, "UI", uid("1.2.6")), el(0x0028, 0x0010, "US", Buffer.from([1, 0]))]);
+    const ds = Buffer.concat([
+      el(0x0008, 0x0018, "UI", uid("1.2.3.4")),
+      seq,
+      el(0x0020, 0x000d, "UI", uid("1.2.5")),
+      el(0x0020, 0x000e, "UI", uid("1.2.6")),
+      el(0x0028, 0x0010, "US", Buffer.from([1, 0])),
+    ]);
     const good = inspectPart10(Buffer.concat([meta, ds]));
     assert.equal(good.ok, true, JSON.stringify(good));
-    if (good.ok) assert.deepEqual([good.sopInstanceUid, good.studyInstanceUid, good.seriesInstanceUid], ["1.2.3.4", "1.2.5", "1.2.6"]);
+    if (good.ok)
+      assert.deepEqual(
+        [good.sopInstanceUid, good.studyInstanceUid, good.seriesInstanceUid],
+        ["1.2.3.4", "1.2.5", "1.2.6"],
+      );
     // Without the sequence delimiter the file ends inside the sequence.
-    const open = inspectPart10(Buffer.concat([meta, el(0x0008, 0x0018, "UI", uid("1.2.3.4")), seq.subarray(0, seq.length - 8)]));
+    const open = inspectPart10(
+      Buffer.concat([meta, el(0x0008, 0x0018, "UI", uid("1.2.3.4")), seq.subarray(0, seq.length - 8)]),
+    );
     assert.equal(open.ok, false);
     if (!open.ok) assert.match(open.problem, /open sequence/);
     const stray = inspectPart10(Buffer.concat([meta, item(0xe0dd, 0)]));
@@ -137,13 +167,22 @@ describe("Part 10 inspector", () => {
     const jpegBytes = readFileSync(jpeg);
     const rj = inspectInChunks(jpegBytes, [5, 999]);
     assert.equal(rj.ok, true, JSON.stringify(rj));
-    if (rj.ok) assert.match(String(rj.transferSyntax), /^1\.2\.840\.10008\.1\.2\.4\.\d+$/, "an encapsulated JPEG transfer syntax");
+    if (rj.ok)
+      assert.match(
+        String(rj.transferSyntax),
+        /^1\.2\.840\.10008\.1\.2\.4\.\d+$/,
+        "an encapsulated JPEG transfer syntax",
+      );
     assert.equal(inspectPart10(jpegBytes.subarray(0, jpegBytes.length - 10)).ok, false);
   });
 });
 
 /** Runs a parser over `body` split at the given sizes and returns parts as buffers. */
-function parseAll(body: Buffer, boundary: string, sizes: number[]): Array<{ headers: Record<string, string>; data: Buffer }> {
+function parseAll(
+  body: Buffer,
+  boundary: string,
+  sizes: number[],
+): Array<{ headers: Record<string, string>; data: Buffer }> {
   const p = new MultipartParser(boundary);
   const events: MultipartEvent[] = [];
   let at = 0;
@@ -166,7 +205,9 @@ describe("multipart/related parser", () => {
   const a = Buffer.from("first\r\n--b0und4 not a boundary\r\n--");
   const b = file;
   const body = Buffer.concat([
-    Buffer.from(`preamble text\r\n--${boundary}\r\nContent-Type: application/dicom; transfer-syntax=*\r\nX-Folded: one\r\n two\r\n\r\n`),
+    Buffer.from(
+      `preamble text\r\n--${boundary}\r\nContent-Type: application/dicom; transfer-syntax=*\r\nX-Folded: one\r\n two\r\n\r\n`,
+    ),
     a,
     Buffer.from(`\r\n--${boundary}  \r\nContent-Type: application/dicom\r\n\r\n`),
     b,
@@ -188,7 +229,10 @@ describe("multipart/related parser", () => {
   test("a body without its closing boundary is an error (truncation), and so are bad headers", () => {
     assert.throws(() => parseAll(body.subarray(0, body.length - 20), boundary, [100]), MultipartError);
     assert.throws(() => parseAll(Buffer.from("no boundary here at all"), boundary, [5]), /no boundary line/);
-    assert.throws(() => parseAll(Buffer.from(`--${boundary}\r\nbroken header\r\n\r\nx\r\n--${boundary}--`), boundary, [64]), /malformed part header/);
+    assert.throws(
+      () => parseAll(Buffer.from(`--${boundary}\r\nbroken header\r\n\r\nx\r\n--${boundary}--`), boundary, [64]),
+      /malformed part header/,
+    );
     assert.throws(() => new MultipartParser("bad\r\nboundary"), MultipartError);
   });
 
@@ -204,7 +248,10 @@ describe("response digests", () => {
     const sha = createHash("sha256").update(file).digest("base64");
     const md5 = createHash("md5").update(file).digest("base64");
     const expected = expectedDigests({ "repr-digest": `sha-256=:${sha}:, unknown=:AAAA:`, "content-md5": md5 });
-    assert.deepEqual(expected.map((e) => e.algorithm), ["sha-256", "md5"]);
+    assert.deepEqual(
+      expected.map((e) => e.algorithm),
+      ["sha-256", "md5"],
+    );
     const ok = new DigestVerifier(expected);
     ok.update(file.subarray(0, 100));
     ok.update(file.subarray(100));
@@ -220,12 +267,20 @@ describe("response digests", () => {
 });
 
 /** A QIDO server double over a list of refs, with an optional cap per page and offset limit. */
-function fakeQido(refs: Array<{ study: string; series: string; instance: string }>, o: { cap?: number; maxOffset?: number; ignoreOffset?: boolean } = {}): QidoPort & { calls: string[] } {
-  const row = (r: { study: string; series: string; instance: string }) => ({ "0020000D": { vr: "UI", Value: [r.study] }, "0020000E": { vr: "UI", Value: [r.series] }, "00080018": { vr: "UI", Value: [r.instance] } });
+function fakeQido(
+  refs: Array<{ study: string; series: string; instance: string }>,
+  o: { cap?: number; maxOffset?: number; ignoreOffset?: boolean } = {},
+): QidoPort & { calls: string[] } {
+  const row = (r: { study: string; series: string; instance: string }) => ({
+    "0020000D": { vr: "UI", Value: [r.study] },
+    "0020000E": { vr: "UI", Value: [r.series] },
+    "00080018": { vr: "UI", Value: [r.instance] },
+  });
   const calls: string[] = [];
   const page = <T>(all: T[], q: Record<string, unknown>) => {
     const offset = o.ignoreOffset ? 0 : Number(q["offset"]);
-    if (o.maxOffset !== undefined && offset > o.maxOffset) throw new HttpError({ status: 400, method: "GET", url: "x", message: "offset too large" });
+    if (o.maxOffset !== undefined && offset > o.maxOffset)
+      throw new HttpError({ status: 400, method: "GET", url: "x", message: "offset too large" });
     return all.slice(offset, offset + Math.min(Number(q["limit"]), o.cap ?? Infinity));
   };
   return {
@@ -235,7 +290,13 @@ function fakeQido(refs: Array<{ study: string; series: string; instance: string 
       if (p === "instances") return page(refs.map(row), q);
       if (p === "studies") {
         const studies = [...new Set(refs.map((r) => r.study))];
-        return page(studies.map((s) => ({ "0020000D": { vr: "UI", Value: [s] }, "00201208": { vr: "IS", Value: [refs.filter((r) => r.study === s).length] } })), q);
+        return page(
+          studies.map((s) => ({
+            "0020000D": { vr: "UI", Value: [s] },
+            "00201208": { vr: "IS", Value: [refs.filter((r) => r.study === s).length] },
+          })),
+          q,
+        );
       }
       const m = /^studies\/([^/]+)\/instances$/.exec(p);
       if (m !== null) return page(refs.filter((r) => r.study === m[1]).map(row), q);
@@ -243,14 +304,27 @@ function fakeQido(refs: Array<{ study: string; series: string; instance: string 
     },
   };
 }
-const refs = Array.from({ length: 57 }, (_, i) => ({ study: `1.2.${i % 5}`, series: `1.3.${i % 5}`, instance: `1.4.${i}` }));
+const refs = Array.from({ length: 57 }, (_, i) => ({
+  study: `1.2.${i % 5}`,
+  series: `1.3.${i % 5}`,
+  instance: `1.4.${i}`,
+}));
 async function collect(port: QidoPort, pageSize: number, strategy?: "auto" | "instances" | "studies") {
   const out: Listed[] = [];
   const events: SearchEvent[] = [];
-  for await (const l of listInstances(port, { pageSize, onEvent: (e) => events.push(e), ...(strategy === undefined ? {} : { strategy }) })) out.push(l);
+  for await (const l of listInstances(port, {
+    pageSize,
+    onEvent: (e) => events.push(e),
+    ...(strategy === undefined ? {} : { strategy }),
+  }))
+    out.push(l);
   return { out, events };
 }
-const instancesOf = (out: Listed[]) => out.filter((l) => l.ok).map((l) => (l as { ref: { instance: string } }).ref.instance).sort();
+const instancesOf = (out: Listed[]) =>
+  out
+    .filter((l) => l.ok)
+    .map((l) => (l as { ref: { instance: string } }).ref.instance)
+    .sort();
 const allInstances = refs.map((r) => r.instance).sort();
 
 describe("QIDO-RS listing", () => {
@@ -258,7 +332,18 @@ describe("QIDO-RS listing", () => {
     const port = fakeQido(refs);
     const { out } = await collect(port, 10);
     assert.deepEqual(instancesOf(out), allInstances);
-    assert.deepEqual(port.calls.filter((c) => c.startsWith("instances")), ["instances?offset=0", "instances?offset=10", "instances?offset=20", "instances?offset=30", "instances?offset=40", "instances?offset=50", "instances?offset=57"]);
+    assert.deepEqual(
+      port.calls.filter((c) => c.startsWith("instances")),
+      [
+        "instances?offset=0",
+        "instances?offset=10",
+        "instances?offset=20",
+        "instances?offset=30",
+        "instances?offset=40",
+        "instances?offset=50",
+        "instances?offset=57",
+      ],
+    );
   });
 
   test("a server that silently caps pages below the limit loses nothing (a short page is not the end)", async () => {
@@ -281,7 +366,11 @@ describe("QIDO-RS listing", () => {
   });
 
   test("refuses UIDs that cannot be path segments, and lists only studies with the studies strategy", async () => {
-    const hostile = [...refs.slice(0, 3), { study: "../../etc", series: "1.2", instance: "1.5" }, { study: "1.2.0", series: "1.3.0", instance: "1.4.x/.." }];
+    const hostile = [
+      ...refs.slice(0, 3),
+      { study: "../../etc", series: "1.2", instance: "1.5" },
+      { study: "1.2.0", series: "1.3.0", instance: "1.4.x/.." },
+    ];
     const { out } = await collect(fakeQido(hostile), 100, "instances");
     assert.equal(out.filter((l) => !l.ok).length, 2);
     assert.equal(checkUid("1.2.840.10008.1.2.1"), undefined);

@@ -29,7 +29,11 @@ describe("faults", () => {
   test("body faults only where there is a body; Retry-After when configured", () => {
     const r = seededRandom(1);
     assert.equal(decideFault({ ...noFaults, resetRate: 1 }, r, false).kind, "none");
-    assert.deepEqual(decideFault({ ...noFaults, rate429: 1, retryAfterSeconds: 2 }, r, false), { kind: "status", status: 429, retryAfterSeconds: 2 });
+    assert.deepEqual(decideFault({ ...noFaults, rate429: 1, retryAfterSeconds: 2 }, r, false), {
+      kind: "status",
+      status: 429,
+      retryAfterSeconds: 2,
+    });
   });
   test("admin paths never get faults; pathFilter narrows", () => {
     assert.equal(faultsApply({ ...noFaults, pathFilter: "" }, "/_emulator/faults"), false);

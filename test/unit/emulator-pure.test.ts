@@ -10,11 +10,16 @@ describe("compareUtf8", () => {
   test("agrees with a byte-wise comparison of the UTF-8 encodings", () => {
     const alphabet = ["a", "b", "/", "-", ".", "~", "é", "\u{E000}", "\u{FFFD}", "\u{1F600}", "\u{10000}", "0"];
     const r = seededRandom(3);
-    const pick = () => Array.from({ length: 1 + Math.floor(r() * 5) }, () => alphabet[Math.floor(r() * alphabet.length)]).join("");
+    const pick = () =>
+      Array.from({ length: 1 + Math.floor(r() * 5) }, () => alphabet[Math.floor(r() * alphabet.length)]).join("");
     for (let i = 0; i < 5000; i++) {
       const a = pick();
       const b = pick();
-      assert.equal(Math.sign(compareUtf8(a, b)), Math.sign(Buffer.compare(Buffer.from(a), Buffer.from(b))), `${a} vs ${b}`);
+      assert.equal(
+        Math.sign(compareUtf8(a, b)),
+        Math.sign(Buffer.compare(Buffer.from(a), Buffer.from(b))),
+        `${a} vs ${b}`,
+      );
     }
   });
 });
@@ -42,7 +47,10 @@ describe("object store index", () => {
     const expected = () => [...live].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
     for (let round = 0; round < 30; round++) {
       for (let i = 0; i < 40; i++) {
-        const name = Array.from({ length: 1 + Math.floor(r() * 4) }, () => alphabet[Math.floor(r() * (round < 15 ? 4 : alphabet.length))]).join("");
+        const name = Array.from(
+          { length: 1 + Math.floor(r() * 4) },
+          () => alphabet[Math.floor(r() * (round < 15 ? 4 : alphabet.length))],
+        ).join("");
         if (r() < 0.25 && live.has(name)) {
           assert.equal(store.deleteObject("b", name), true);
           live.delete(name);
@@ -57,7 +65,10 @@ describe("object store index", () => {
     const all = expected();
     const after = store.listObjects("b", { startAfter: "a", limit: 5 }).map((m) => m.name);
     assert.deepEqual(after, all.filter((n) => Buffer.compare(Buffer.from(n), Buffer.from("a")) > 0).slice(0, 5));
-    assert.deepEqual(store.listObjects("b", { prefix: "b", limit: 1000 }).map((m) => m.name), all.filter((n) => n.startsWith("b")));
+    assert.deepEqual(
+      store.listObjects("b", { prefix: "b", limit: 1000 }).map((m) => m.name),
+      all.filter((n) => n.startsWith("b")),
+    );
   });
 });
 
@@ -76,7 +87,8 @@ describe("request log", () => {
   });
   test("counters are exact while retained entries stay bounded", () => {
     const log = new RequestLog();
-    for (let i = 0; i < RequestLog.MAX + 10; i++) log.finished(log.add("GET", "/download/storage/v1/b/b/o/x", "alt=media"), 200);
+    for (let i = 0; i < RequestLog.MAX + 10; i++)
+      log.finished(log.add("GET", "/download/storage/v1/b/b/o/x", "alt=media"), 200);
     log.finished(log.add("GET", "/storage/v1/b/b/o", ""), 503);
     assert.equal(log.mediaGets(), RequestLog.MAX + 10);
     assert.equal(log.count("GET object.list"), 1);

@@ -11,7 +11,14 @@ import type { RemoteSource } from "../../src/mirror/ports.ts";
 import { planRun, runPipeline, type PipelineSpec } from "../../src/pipeline/export-and-mirror.ts";
 import { candidateExports } from "../../src/pipeline/start-export.ts";
 import type { Policy } from "../../src/workflow/iam-policy.ts";
-import { adoptEndpoint, emptyState, FileStateStore, MemoryStateStore, readState, type RunState } from "../../src/workflow/state.ts";
+import {
+  adoptEndpoint,
+  emptyState,
+  FileStateStore,
+  MemoryStateStore,
+  readState,
+  type RunState,
+} from "../../src/workflow/state.ts";
 
 const DATASET = "projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax";
 const TRAIN = `${DATASET}/dicomStores/dicom-images-train`;
@@ -44,7 +51,17 @@ function fakeHealthcare(opts: { pollsToFinish?: number; fail?: boolean; postFail
     async startExport(store, uri) {
       calls.push(`export ${store.split("/").pop()} ${uri}`);
       const name = `${DATASET}/operations/${next++}`;
-      ops.set(name, { op: { name, metadata: { apiMethodName: "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData", createTime: new Date().toISOString(), counter: { pending: "3" } } }, polls: 0 });
+      ops.set(name, {
+        op: {
+          name,
+          metadata: {
+            apiMethodName: "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData",
+            createTime: new Date().toISOString(),
+            counter: { pending: "3" },
+          },
+        },
+        polls: 0,
+      });
       if (postFailures > 0) {
         postFailures--;
         // The server started it, but the response was lost.
@@ -59,8 +76,18 @@ function fakeHealthcare(opts: { pollsToFinish?: number; fail?: boolean; postFail
       rec.polls++;
       if (rec.polls >= (opts.pollsToFinish ?? 2)) {
         rec.op = opts.fail
-          ? { ...rec.op, done: true, metadata: { ...rec.op.metadata, logsUrl: "https://logs/x", counter: { success: "1", failure: "2" } }, error: { code: 13, message: "2 of 3 instances failed to export" } }
-          : { ...rec.op, done: true, metadata: { ...rec.op.metadata, counter: { success: "3" } }, response: { "@type": "ExportDicomDataResponse" } };
+          ? {
+              ...rec.op,
+              done: true,
+              metadata: { ...rec.op.metadata, logsUrl: "https://logs/x", counter: { success: "1", failure: "2" } },
+              error: { code: 13, message: "2 of 3 instances failed to export" },
+            }
+          : {
+              ...rec.op,
+              done: true,
+              metadata: { ...rec.op.metadata, counter: { success: "3" } },
+              response: { "@type": "ExportDicomDataResponse" },
+            };
       }
       return rec.op;
     },
@@ -116,7 +143,11 @@ describe("runPipeline: checkpointed, resumable steps", () => {
       const hc = fakeHealthcare();
       const bk = fakeBuckets();
       const store = await FileStateStore.open(path.join(dir, ".hcexport"));
-      const r = await runPipeline(spec(dir), { buckets: bk.b, healthcare: hc.api, source: emptySource }, { state: store, poll });
+      const r = await runPipeline(
+        spec(dir),
+        { buckets: bk.b, healthcare: hc.api, source: emptySource },
+        { state: store, poll },
+      );
       assert.deepEqual(bk.calls, ["ensure hcx-bucket", "getPolicy", "setPolicy"]);
       assert.equal(hc.calls.filter((c) => c.startsWith("export")).length, 2);
       assert.equal(r.operations.length, 2);
@@ -133,19 +164,37 @@ describe("runPipeline: checkpointed, resumable steps", () => {
       const hc = fakeHealthcare({ pollsToFinish: 50 });
       const stateDir = path.join(dir, ".hcexport");
       const controller = new AbortController();
-      const first = runPipeline(spec(dir), { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource }, {
-        state: await FileStateStore.open(stateDir),
-        signal: controller.signal,
-        poll: { ...poll, clock: { now: () => Date.now(), sleep: async () => void controller.abort(new Error("killed")) } },
-      });
+      const first = runPipeline(
+        spec(dir),
+        { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource },
+        {
+          state: await FileStateStore.open(stateDir),
+          signal: controller.signal,
+          poll: {
+            ...poll,
+            clock: { now: () => Date.now(), sleep: async () => void controller.abort(new Error("killed")) },
+          },
+        },
+      );
       await assert.rejects(first);
       const saved = JSON.parse(await readFile(path.join(stateDir, "state.json"), "utf8")) as RunState;
       assert.equal(saved.exports["train"]!.status, "running");
       assert.equal(saved.exports["train"]!.operation, `${DATASET}/operations/1`);
 
-      const r = await runPipeline(spec(dir), { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource }, { state: await FileStateStore.open(stateDir), poll });
-      assert.equal(hc.calls.filter((c) => c.startsWith("export")).length, 2, "still only the two exports of the first run");
-      assert.deepEqual(r.operations.map((o) => o.name.split("/").pop()), ["1", "2"]);
+      const r = await runPipeline(
+        spec(dir),
+        { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource },
+        { state: await FileStateStore.open(stateDir), poll },
+      );
+      assert.equal(
+        hc.calls.filter((c) => c.startsWith("export")).length,
+        2,
+        "still only the two exports of the first run",
+      );
+      assert.deepEqual(
+        r.operations.map((o) => o.name.split("/").pop()),
+        ["1", "2"],
+      );
       const after = JSON.parse(await readFile(path.join(stateDir, "state.json"), "utf8")) as RunState;
       assert.equal(after.exports["test"]!.status, "done");
     }));
@@ -153,9 +202,23 @@ describe("runPipeline: checkpointed, resumable steps", () => {
   test("a crash between sending the export and saving its name: the rerun adopts the listed operation", async () => {
     const hc = fakeHealthcare();
     await hc.api.startExport(TRAIN, "gs://hcx-bucket/train"); // reached the server; the name was never saved
-    const state: RunState = { ...emptyState(), exports: { train: { store: TRAIN, uriPrefix: "gs://hcx-bucket/train", status: "starting", startedAt: new Date(Date.now() - 1000).toISOString() } } };
+    const state: RunState = {
+      ...emptyState(),
+      exports: {
+        train: {
+          store: TRAIN,
+          uriPrefix: "gs://hcx-bucket/train",
+          status: "starting",
+          startedAt: new Date(Date.now() - 1000).toISOString(),
+        },
+      },
+    };
     const events: Array<{ kind: string }> = [];
-    await runPipeline(spec("/tmp/unused"), { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource }, { state: new MemoryStateStore(state), poll, onEvent: (e) => events.push(e) });
+    await runPipeline(
+      spec("/tmp/unused"),
+      { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource },
+      { state: new MemoryStateStore(state), poll, onEvent: (e) => events.push(e) },
+    );
     assert.equal(hc.ops.size, 2, "train adopted (not exported again), test exported once");
     assert.equal(state.exports["train"]!.operation, `${DATASET}/operations/1`);
     assert.ok(events.some((e) => e.kind === "export.adopted"));
@@ -164,16 +227,38 @@ describe("runPipeline: checkpointed, resumable steps", () => {
   test("a transient failure after the POST was sent is not retried blindly: the started export is found", async () => {
     const hc = fakeHealthcare({ postFailsAfterSending: 1 });
     const state = new MemoryStateStore();
-    const r = await runPipeline(spec("/tmp/unused"), { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource }, { state, poll, clock: fastClock });
+    const r = await runPipeline(
+      spec("/tmp/unused"),
+      { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource },
+      { state, poll, clock: fastClock },
+    );
     assert.equal(hc.ops.size, 2, "one export per store despite the 503");
-    assert.deepEqual(r.operations.map((o) => o.name.split("/").pop()), ["1", "2"]);
+    assert.deepEqual(
+      r.operations.map((o) => o.name.split("/").pop()),
+      ["1", "2"],
+    );
     assert.ok(hc.calls.includes("list siim-pneumothorax"));
   });
 
   test("a saved operation that no longer exists (expired, other endpoint) is replaced by a new export", async () => {
     const hc = fakeHealthcare();
-    const state: RunState = { ...emptyState(), exports: { train: { store: TRAIN, uriPrefix: "gs://hcx-bucket/train", status: "running", operation: `${DATASET}/operations/999`, startedAt: "2020-01-01T00:00:00Z" } } };
-    await runPipeline(spec("/tmp/unused"), { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource }, { state: new MemoryStateStore(state), poll });
+    const state: RunState = {
+      ...emptyState(),
+      exports: {
+        train: {
+          store: TRAIN,
+          uriPrefix: "gs://hcx-bucket/train",
+          status: "running",
+          operation: `${DATASET}/operations/999`,
+          startedAt: "2020-01-01T00:00:00Z",
+        },
+      },
+    };
+    await runPipeline(
+      spec("/tmp/unused"),
+      { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource },
+      { state: new MemoryStateStore(state), poll },
+    );
     assert.equal(hc.ops.size, 2);
     assert.equal(state.exports["train"]!.status, "done");
     assert.equal(state.exports["train"]!.operation, `${DATASET}/operations/1`);
@@ -193,13 +278,21 @@ describe("runPipeline: checkpointed, resumable steps", () => {
     assert.equal(hc.ops.size, 4);
     await runPipeline(spec("/tmp/unused"), { ...ports, buckets: bk.b }, { state, poll, force: true });
     assert.equal(hc.ops.size, 6);
-    assert.deepEqual(bk.calls.slice(0, 2), ["ensure hcx-bucket", "getPolicy"], "--force redoes the bucket and IAM steps");
+    assert.deepEqual(
+      bk.calls.slice(0, 2),
+      ["ensure hcx-bucket", "getPolicy"],
+      "--force redoes the bucket and IAM steps",
+    );
   });
 
   test("missing binding without grant: exit 3 naming member, role and fix; nothing exported", async () => {
     const hc = fakeHealthcare();
     const bk = fakeBuckets([{ role: "roles/storage.objectCreator", members: [`serviceAccount:${AGENT}`] }]);
-    const err = await runPipeline(spec("/tmp/unused", false), { buckets: bk.b, healthcare: hc.api, source: emptySource }, { poll }).catch((e: unknown) => e);
+    const err = await runPipeline(
+      spec("/tmp/unused", false),
+      { buckets: bk.b, healthcare: hc.api, source: emptySource },
+      { poll },
+    ).catch((e: unknown) => e);
     assert.ok(err instanceof PermissionError);
     assert.equal(err.exitCode, 3);
     assert.match(err.message, new RegExp(`${AGENT}.*roles/storage\\.objectAdmin`));
@@ -212,7 +305,11 @@ describe("runPipeline: checkpointed, resumable steps", () => {
   test("a failed export: exit 4 with the operation's message and logs URL; recorded as failed; the rerun exports again", async () => {
     const hc = fakeHealthcare({ fail: true });
     const state = new MemoryStateStore();
-    const err = await runPipeline(spec("/tmp/unused"), { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource }, { state, poll }).catch((e: unknown) => e);
+    const err = await runPipeline(
+      spec("/tmp/unused"),
+      { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource },
+      { state, poll },
+    ).catch((e: unknown) => e);
     assert.ok(err instanceof OperationFailedError);
     assert.equal(err.exitCode, 4);
     assert.match(err.message, /2 of 3 instances failed/);
@@ -229,28 +326,65 @@ describe("planRun and candidateExports are pure", () => {
       ...emptyState(),
       bucket: { name: "hcx-bucket", done: true, at: "t0", created: true },
       exports: {
-        train: { store: TRAIN, uriPrefix: "gs://hcx-bucket/train", status: "running", operation: `${DATASET}/operations/7`, startedAt: "t1" },
-        test: { store: TEST, uriPrefix: "gs://hcx-bucket/test", status: "done", operation: `${DATASET}/operations/8`, startedAt: "t1", finishedAt: "t2" },
+        train: {
+          store: TRAIN,
+          uriPrefix: "gs://hcx-bucket/train",
+          status: "running",
+          operation: `${DATASET}/operations/7`,
+          startedAt: "t1",
+        },
+        test: {
+          store: TEST,
+          uriPrefix: "gs://hcx-bucket/test",
+          status: "done",
+          operation: `${DATASET}/operations/8`,
+          startedAt: "t1",
+          finishedAt: "t2",
+        },
       },
     };
     const before = JSON.stringify(state);
     const plan = planRun(s, state);
     assert.equal(JSON.stringify(state), before);
-    assert.deepEqual(plan.map((p) => `${p.step}:${p.action}`), ["bucket:skip", "iam:run", "wait:resume", "export:skip", "mirror:run", "mirror:run"]);
+    assert.deepEqual(
+      plan.map((p) => `${p.step}:${p.action}`),
+      ["bucket:skip", "iam:run", "wait:resume", "export:skip", "mirror:run", "mirror:run"],
+    );
     assert.deepEqual(planRun(s, state), plan, "same input, same plan");
-    assert.deepEqual(planRun(s, state, { force: true }).map((p) => `${p.step}:${p.action}`), ["bucket:run", "iam:run", "wait:resume", "export:run", "mirror:run", "mirror:run"]);
+    assert.deepEqual(
+      planRun(s, state, { force: true }).map((p) => `${p.step}:${p.action}`),
+      ["bucket:run", "iam:run", "wait:resume", "export:run", "mirror:run", "mirror:run"],
+    );
   });
 
   test("candidateExports: only exports created since the attempt (minus skew), never known ones", () => {
-    const mk = (id: string, createTime: string, method = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData"): Operation => ({ name: `${DATASET}/operations/${id}`, metadata: { apiMethodName: method, createTime } });
-    const ops = [mk("old", "2026-01-01T00:00:00Z"), mk("mine", "2026-01-02T00:00:01Z"), mk("known", "2026-01-02T00:00:02Z"), mk("import", "2026-01-02T00:00:03Z", "google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData")];
-    assert.deepEqual(candidateExports(ops, "2026-01-02T00:00:00Z", new Set([`${DATASET}/operations/known`])).map((o) => o.name.split("/").pop()), ["mine"]);
+    const mk = (
+      id: string,
+      createTime: string,
+      method = "google.cloud.healthcare.v1.dicom.DicomService.ExportDicomData",
+    ): Operation => ({ name: `${DATASET}/operations/${id}`, metadata: { apiMethodName: method, createTime } });
+    const ops = [
+      mk("old", "2026-01-01T00:00:00Z"),
+      mk("mine", "2026-01-02T00:00:01Z"),
+      mk("known", "2026-01-02T00:00:02Z"),
+      mk("import", "2026-01-02T00:00:03Z", "google.cloud.healthcare.v1.dicom.DicomService.ImportDicomData"),
+    ];
+    assert.deepEqual(
+      candidateExports(ops, "2026-01-02T00:00:00Z", new Set([`${DATASET}/operations/known`])).map((o) =>
+        o.name.split("/").pop(),
+      ),
+      ["mine"],
+    );
   });
 });
 
 describe("state store", () => {
   test("checkpoints of another endpoint are dropped; the same endpoint keeps them", () => {
-    const s: RunState = { ...emptyState(), endpoint: "http://127.0.0.1:1", bucket: { name: "b", done: true, at: "t", created: true } };
+    const s: RunState = {
+      ...emptyState(),
+      endpoint: "http://127.0.0.1:1",
+      bucket: { name: "b", done: true, at: "t", created: true },
+    };
     assert.equal(adoptEndpoint(s, "http://127.0.0.1:1"), false);
     assert.equal(s.bucket?.done, true);
     assert.equal(adoptEndpoint(s, "https://healthcare.googleapis.com"), true);
@@ -260,7 +394,10 @@ describe("state store", () => {
   test("state.json is replaced atomically on every update and read back; a corrupt file is an error with a fix", () =>
     withDir(async (dir) => {
       const store = await FileStateStore.open(dir);
-      await store.update((s) => void (s.exports["train"] = { store: TRAIN, uriPrefix: "gs://b/train", status: "starting", startedAt: "t" }));
+      await store.update(
+        (s) =>
+          void (s.exports["train"] = { store: TRAIN, uriPrefix: "gs://b/train", status: "starting", startedAt: "t" }),
+      );
       await store.update((s) => Object.assign(s.exports["train"]!, { status: "running", operation: "op/1" }));
       assert.equal((await readState(path.join(dir, "state.json"))).exports["train"]!.operation, "op/1");
       assert.deepEqual((await readState(path.join(dir, "missing.json"))).exports, {});

@@ -11,14 +11,23 @@ const uidsOf = (rows: ReturnType<typeof qidoSearch>, tag = "00080018") => rows.m
 describe("QIDO-RS search (pure)", () => {
   test("limit/offset pages cover every instance once, in a stable order; past the end is empty", () => {
     const all = uidsOf(qidoSearch(instances, "instances", {}, q()));
-    assert.deepEqual(all, instances.map((i) => i.sopInstanceUid));
-    const paged = [0, 5, 10].flatMap((o) => uidsOf(qidoSearch(instances, "instances", {}, q({ limit: "5", offset: String(o) }))));
+    assert.deepEqual(
+      all,
+      instances.map((i) => i.sopInstanceUid),
+    );
+    const paged = [0, 5, 10].flatMap((o) =>
+      uidsOf(qidoSearch(instances, "instances", {}, q({ limit: "5", offset: String(o) }))),
+    );
     assert.deepEqual(paged, all);
     assert.deepEqual(qidoSearch(instances, "instances", {}, q({ offset: "12" })), []);
   });
 
   test("defaults and maxima per level; limit above the maximum is truncated silently", () => {
-    assert.deepEqual(QIDO_LIMITS, { studies: { default: 100, max: 5000 }, series: { default: 1000, max: 5000 }, instances: { default: 1000, max: 50_000 } });
+    assert.deepEqual(QIDO_LIMITS, {
+      studies: { default: 100, max: 5000 },
+      series: { default: 1000, max: 5000 },
+      instances: { default: 1000, max: 50_000 },
+    });
     const many = Array.from({ length: 5_100 }, (_, i) => generateInstance(i, opts));
     assert.equal(qidoSearch(many, "studies", {}, q()).length, 100);
     assert.equal(qidoSearch(many, "series", {}, q()).length, 1000);
@@ -32,7 +41,20 @@ describe("QIDO-RS search (pure)", () => {
 
   test("each level returns its own attributes, keyed by upper-case 8-hex tags with vr and Value", () => {
     const [study] = qidoSearch(instances, "studies", {}, q({ limit: "1" }));
-    assert.deepEqual(Object.keys(study!), ["00080020", "00080030", "00080050", "00080090", "00100010", "00100020", "00100030", "00100040", "0020000D", "00200010", "00201206", "00201208"]);
+    assert.deepEqual(Object.keys(study!), [
+      "00080020",
+      "00080030",
+      "00080050",
+      "00080090",
+      "00100010",
+      "00100020",
+      "00100030",
+      "00100040",
+      "0020000D",
+      "00200010",
+      "00201206",
+      "00201208",
+    ]);
     assert.deepEqual(study!["0020000D"], { vr: "UI", Value: [instances[0]!.studyUid] });
     assert.deepEqual(study!["00100010"], { vr: "PN", Value: [{ Alphabetic: instances[0]!.patientId }] });
     assert.deepEqual(study!["00080050"], { vr: "SH" }, "empty attributes carry only vr");
@@ -46,7 +68,11 @@ describe("QIDO-RS search (pure)", () => {
   });
 
   test("includefield: repeatable, comma lists, keywords or tags, and all; unknown names are 400", () => {
-    const params = q([["includefield", "ViewPosition"], ["includefield", "00101010,BodyPartExamined"], ["limit", "1"]]);
+    const params = q([
+      ["includefield", "ViewPosition"],
+      ["includefield", "00101010,BodyPartExamined"],
+      ["limit", "1"],
+    ]);
     const [row] = qidoSearch(instances, "instances", {}, params);
     assert.deepEqual(row!["00185101"], { vr: "CS", Value: [instances[0]!.viewPosition] });
     assert.match(String(row!["00101010"]!.Value![0]), /^\d{3}Y$/);
@@ -57,7 +83,10 @@ describe("QIDO-RS search (pure)", () => {
     assert.equal(studyAll!["00080018"], undefined, "includefield=all stays at the study level");
     assert.equal(includedTags(q({ includefield: "all" })), "all");
     assert.deepEqual([...(includedTags(q({ includefield: "0020000d" })) as Set<string>)], ["0020000D"]);
-    assert.throws(() => qidoSearch(instances, "instances", {}, q({ includefield: "NoSuchKeyword" })), /invalid includefield "NoSuchKeyword"/);
+    assert.throws(
+      () => qidoSearch(instances, "instances", {}, q({ includefield: "NoSuchKeyword" })),
+      /invalid includefield "NoSuchKeyword"/,
+    );
   });
 
   test("match filters: UIDs (also as lists), keywords, tags, wildcards; scopes from the path", () => {
@@ -73,7 +102,10 @@ describe("QIDO-RS search (pure)", () => {
     const pid = instances[3]!.patientId;
     assert.equal(qidoSearch(instances, "studies", {}, q({ PatientName: `${pid.slice(0, 8)}*` })).length, 1);
     assert.equal(qidoSearch(instances, "studies", {}, q({ PatientID: `${pid.slice(0, -1)}?` })).length, 1);
-    assert.throws(() => qidoSearch(instances, "instances", {}, q({ Bogus: "1" })), /invalid QIDO-RS query parameter "Bogus"/);
+    assert.throws(
+      () => qidoSearch(instances, "instances", {}, q({ Bogus: "1" })),
+      /invalid QIDO-RS query parameter "Bogus"/,
+    );
     assert.throws(() => qidoSearch(instances, "instances", {}, q({ limit: "-1" })), /invalid limit/);
     assert.throws(() => qidoSearch(instances, "instances", {}, q({ offset: "x" })), /invalid offset/);
   });

@@ -53,8 +53,16 @@ describe("acquireLock", async () => {
   test("many concurrent contenders: exactly one wins", async () => {
     const lockPath = path.join(dir, "d", "lock");
     await acquireLock(lockPath, { pid: 999_999_998 }); // stale: that pid does not exist
-    const results = await Promise.allSettled(Array.from({ length: 16 }, (_, i) => acquireLock(lockPath, { pid: process.pid, command: `c${i}`, isAlive: (p) => p !== 999_999_998 })));
+    const results = await Promise.allSettled(
+      Array.from({ length: 16 }, (_, i) =>
+        acquireLock(lockPath, { pid: process.pid, command: `c${i}`, isAlive: (p) => p !== 999_999_998 }),
+      ),
+    );
     assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
-    assert.ok(results.filter((r) => r.status === "rejected").every((r) => (r as PromiseRejectedResult).reason instanceof LockHeldError));
+    assert.ok(
+      results
+        .filter((r) => r.status === "rejected")
+        .every((r) => (r as PromiseRejectedResult).reason instanceof LockHeldError),
+    );
   });
 });

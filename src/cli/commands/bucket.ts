@@ -26,19 +26,39 @@ const bucketEnsure = (io: CliIo): CommandModule<GlobalArgs, BucketArgs> => ({
     y
       .positional("bucket", { type: "string", describe: "gs://BUCKET" })
       .option("location", { type: "string", default: "US", describe: "bucket location, e.g. us-central1" })
-      .option("storage-class", { type: "string", default: "STANDARD", describe: "STANDARD, NEARLINE, COLDLINE or ARCHIVE" })
-      .option("uniform-access", { type: "boolean", default: true, describe: "uniform bucket-level access (IAM only, no ACLs)" }) as never,
+      .option("storage-class", {
+        type: "string",
+        default: "STANDARD",
+        describe: "STANDARD, NEARLINE, COLDLINE or ARCHIVE",
+      })
+      .option("uniform-access", {
+        type: "boolean",
+        default: true,
+        describe: "uniform bucket-level access (IAM only, no ACLs)",
+      }) as never,
   handler: async (args) => {
     const uri = parseGsUri(args.bucket);
     if (!uri.ok) throw new UsageError(uri.error);
     if (uri.value.prefix !== "") throw new UsageError(`"${args.bucket}" names a prefix; give just gs://BUCKET`);
-    if (args.project === undefined) throw new UsageError("a new bucket belongs to a project", { hint: "pass --project PROJECT (or set HCEXPORT_PROJECT)" });
+    if (args.project === undefined)
+      throw new UsageError("a new bucket belongs to a project", {
+        hint: "pass --project PROJECT (or set HCEXPORT_PROJECT)",
+      });
     const { out } = createContext(args, io);
     const services = createServices(args, io);
     try {
       const name = uri.value.bucket;
-      const { created } = await services.ports.buckets.ensureBucket({ name, project: args.project, location: args.location, storageClass: args["storage-class"], uniformAccess: args["uniform-access"] });
-      out.result(created ? `created gs://${name}` : `gs://${name} already exists and is yours`, { bucket: name, created });
+      const { created } = await services.ports.buckets.ensureBucket({
+        name,
+        project: args.project,
+        location: args.location,
+        storageClass: args["storage-class"],
+        uniformAccess: args["uniform-access"],
+      });
+      out.result(created ? `created gs://${name}` : `gs://${name} already exists and is yours`, {
+        bucket: name,
+        created,
+      });
     } finally {
       await services.close();
     }

@@ -41,21 +41,36 @@ export const demoCommand = (io: CliIo): CommandModule<GlobalArgs, DemoArgs> => (
     const { out } = createContext(args, io);
     out.use(formatPipelineEvent);
     const started = Date.now();
-    const cloud = await startLocalCloud({ dataset: { train: args.train, test: args.test, instanceBytes: args["instance-bytes"] }, exportInstancesPerSecond: 2000 });
+    const cloud = await startLocalCloud({
+      dataset: { train: args.train, test: args.test, instanceBytes: args["instance-bytes"] },
+      exportInstancesPerSecond: 2000,
+    });
     const client = new HttpClient();
     try {
-      out.line(`local cloud on ${cloud.baseUrl}: ${args.train} train + ${args.test} test instances, service agent ${SIIM.serviceAgent}`);
+      out.line(
+        `local cloud on ${cloud.baseUrl}: ${args.train} train + ${args.test} test instances, service agent ${SIIM.serviceAgent}`,
+      );
       const endpoints = resolveEndpoints({ emulator: cloud.baseUrl });
       const dest = path.resolve(io.cwd, args.out);
       const spec: PipelineSpec = {
-        bucket: { name: "hcexport-demo-bucket", project: "my-demo-project", location: "us-central1", storageClass: "STANDARD", uniformAccess: true },
+        bucket: {
+          name: "hcexport-demo-bucket",
+          project: "my-demo-project",
+          location: "us-central1",
+          storageClass: "STANDARD",
+          uniformAccess: true,
+        },
         serviceAgent: SIIM.serviceAgent,
         grantIam: true,
         exports: [
           { store: SIIM_TRAIN_STORE, prefix: "train", dest: path.join(dest, "train") },
           { store: SIIM_TEST_STORE, prefix: "test", dest: path.join(dest, "test") },
         ],
-        annotations: { store: SIIM_FHIR_STORE, documentReference: SIIM.documentReference, dest: path.join(dest, "annotations") },
+        annotations: {
+          store: SIIM_FHIR_STORE,
+          documentReference: SIIM.documentReference,
+          dest: path.join(dest, "annotations"),
+        },
         concurrency: args.concurrency,
       };
       const result = await runPipeline(
@@ -64,26 +79,59 @@ export const demoCommand = (io: CliIo): CommandModule<GlobalArgs, DemoArgs> => (
           buckets: storageAdmin(endpoints, "my-demo-project"),
           healthcare: healthcareApi(client, endpoints.healthcare),
           source: gcsSource(client, endpoints.storage),
-          fetchAnnotations: (a) => fetchAnnotations({ client, healthcareBase: endpoints.healthcare, storageBase: endpoints.storage, fhirStore: a.store, documentReference: a.documentReference, dest: a.dest, signal: io.signal }),
+          fetchAnnotations: (a) =>
+            fetchAnnotations({
+              client,
+              healthcareBase: endpoints.healthcare,
+              storageBase: endpoints.storage,
+              fhirStore: a.store,
+              documentReference: a.documentReference,
+              dest: a.dest,
+              signal: io.signal,
+            }),
         },
-        { onEvent: out.emit, signal: io.signal, poll: { backoff: { initialMs: 100, maxMs: 1000, multiplier: 1.5, jitter: "equal" } } },
+        {
+          onEvent: out.emit,
+          signal: io.signal,
+          poll: { backoff: { initialMs: 100, maxMs: 1000, multiplier: 1.5, jitter: "equal" } },
+        },
       );
 
       // Prove it: every instance of both stores is on disk, byte-identical.
       let verified = 0;
-      for (const [store, sub] of [[SIIM_TRAIN_STORE, "train"], [SIIM_TEST_STORE, "test"]] as const) {
+      for (const [store, sub] of [
+        [SIIM_TRAIN_STORE, "train"],
+        [SIIM_TEST_STORE, "test"],
+      ] as const) {
         for (const inst of cloud.healthcare.instances(store)) {
           const file = path.join(dest, sub, inst.studyUid, inst.seriesUid, `${inst.sopInstanceUid}.dcm`);
           const bytes = await readFile(file).catch(() => undefined);
-          if (bytes === undefined || !bytes.equals(inst.data())) throw new HcexportError(`demo check failed: ${file} is missing or differs from the store`);
+          if (bytes === undefined || !bytes.equals(inst.data()))
+            throw new HcexportError(`demo check failed: ${file} is missing or differs from the store`);
           verified++;
         }
       }
-      const rows = [["step", "result"], ["bucket", result.bucketCreated ? "created gs://hcexport-demo-bucket" : "existed"], ["iam", result.iamGranted ? "granted roles/storage.objectAdmin" : "already granted"]];
-      for (const op of result.operations) rows.push(["export", `${op.store.split("/").pop()} → ${op.name.split("/").pop()}`]);
-      for (const m of result.mirrors) rows.push(["mirror", `${m.prefix}: ${m.summary.downloaded} downloaded, ${m.summary.skipped} up to date, ${(m.summary.bytes / 1048576).toFixed(1)} MiB in ${(m.summary.durationMs / 1000).toFixed(2)} s`]);
-      if (result.annotations) rows.push(["annotations", `${result.annotations.summary.images} images, ${result.annotations.summary.imagesWithPneumothorax} with pneumothorax, ${result.annotations.summary.masks} masks`]);
-      rows.push(["verified", `${verified} files byte-identical to the stores, in ${dest}`], ["time", `${((Date.now() - started) / 1000).toFixed(1)} s`]);
+      const rows = [
+        ["step", "result"],
+        ["bucket", result.bucketCreated ? "created gs://hcexport-demo-bucket" : "existed"],
+        ["iam", result.iamGranted ? "granted roles/storage.objectAdmin" : "already granted"],
+      ];
+      for (const op of result.operations)
+        rows.push(["export", `${op.store.split("/").pop()} → ${op.name.split("/").pop()}`]);
+      for (const m of result.mirrors)
+        rows.push([
+          "mirror",
+          `${m.prefix}: ${m.summary.downloaded} downloaded, ${m.summary.skipped} up to date, ${(m.summary.bytes / 1048576).toFixed(1)} MiB in ${(m.summary.durationMs / 1000).toFixed(2)} s`,
+        ]);
+      if (result.annotations)
+        rows.push([
+          "annotations",
+          `${result.annotations.summary.images} images, ${result.annotations.summary.imagesWithPneumothorax} with pneumothorax, ${result.annotations.summary.masks} masks`,
+        ]);
+      rows.push(
+        ["verified", `${verified} files byte-identical to the stores, in ${dest}`],
+        ["time", `${((Date.now() - started) / 1000).toFixed(1)} s`],
+      );
       out.result(table(rows), { ...result, verified, dest, seconds: (Date.now() - started) / 1000 });
       const bad = result.mirrors.reduce((n, m) => n + m.summary.failed + m.summary.refused, 0);
       if (bad > 0) throw new PartialFailureError(`${bad} objects failed or were refused`, bad);

@@ -39,17 +39,40 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
   describe: "QIDO-RS search every instance and WADO-RS retrieve the missing ones into DIR/STUDY/SERIES/INSTANCE.dcm",
   builder: (y) =>
     y
-      .positional("source", { type: "string", describe: "a DICOM store (projects/P/locations/L/datasets/D/dicomStores/S) or a DICOMweb base URL (e.g. http://127.0.0.1:8042/dicom-web)" })
+      .positional("source", {
+        type: "string",
+        describe:
+          "a DICOM store (projects/P/locations/L/datasets/D/dicomStores/S) or a DICOMweb base URL (e.g. http://127.0.0.1:8042/dicom-web)",
+      })
       .positional("dir", { type: "string", describe: "local destination directory" })
-      .option("page-size", { type: "number", default: DEFAULT_PAGE_SIZE, describe: "QIDO-RS page (limit); capped at the Healthcare API maxima (5,000 studies, 50,000 instances)" })
-      .option("concurrency", { type: "number", default: DEFAULT_DICOMWEB_CONCURRENCY, describe: "parallel WADO-RS requests" })
-      .option("mode", { choices: ["instance", "series", "study"] as const, default: "instance" as RetrieveMode, describe: "retrieve each instance, or each series/study as one multipart/related stream" })
-      .option("search", { choices: ["auto", "instances", "studies"] as const, default: "auto" as const, describe: "auto: instance-level search checked against per-study counts; studies: per-study searches only" })
-      .epilog("Auth for URLs: HCEXPORT_DICOMWEB_TOKEN (bearer) or HCEXPORT_DICOMWEB_USER/HCEXPORT_DICOMWEB_PASSWORD (basic). Stores use Google Application Default Credentials.") as never,
+      .option("page-size", {
+        type: "number",
+        default: DEFAULT_PAGE_SIZE,
+        describe: "QIDO-RS page (limit); capped at the Healthcare API maxima (5,000 studies, 50,000 instances)",
+      })
+      .option("concurrency", {
+        type: "number",
+        default: DEFAULT_DICOMWEB_CONCURRENCY,
+        describe: "parallel WADO-RS requests",
+      })
+      .option("mode", {
+        choices: ["instance", "series", "study"] as const,
+        default: "instance" as RetrieveMode,
+        describe: "retrieve each instance, or each series/study as one multipart/related stream",
+      })
+      .option("search", {
+        choices: ["auto", "instances", "studies"] as const,
+        default: "auto" as const,
+        describe: "auto: instance-level search checked against per-study counts; studies: per-study searches only",
+      })
+      .epilog(
+        "Auth for URLs: HCEXPORT_DICOMWEB_TOKEN (bearer) or HCEXPORT_DICOMWEB_USER/HCEXPORT_DICOMWEB_PASSWORD (basic). Stores use Google Application Default Credentials.",
+      ) as never,
   handler: async (args) => {
     const pageSize = args["page-size"];
     if (!(Number.isInteger(pageSize) && pageSize >= 1)) throw new UsageError("--page-size must be a whole number ≥ 1");
-    if (!(Number.isInteger(args.concurrency) && args.concurrency >= 1 && args.concurrency <= 256)) throw new UsageError("--concurrency must be an integer between 1 and 256");
+    if (!(Number.isInteger(args.concurrency) && args.concurrency >= 1 && args.concurrency <= 256))
+      throw new UsageError("--concurrency must be an integer between 1 and 256");
     const endpoints = resolveEndpoints(args, io.env);
     const target = resolveDicomwebBase(args.source, endpoints.healthcare);
     const { out } = createContext(args, io);
@@ -72,16 +95,33 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
       out.result(
         table([
           ["listed", "downloaded", "already here", "failed", "refused", "MiB", "seconds", "instances/s"],
-          [summary.listed, summary.downloaded, summary.skipped, summary.failed, summary.refused, (summary.bytes / 1048576).toFixed(1), secs.toFixed(2), secs > 0 ? (summary.downloaded / secs).toFixed(0) : "–"].map(String),
+          [
+            summary.listed,
+            summary.downloaded,
+            summary.skipped,
+            summary.failed,
+            summary.refused,
+            (summary.bytes / 1048576).toFixed(1),
+            secs.toFixed(2),
+            secs > 0 ? (summary.downloaded / secs).toFixed(0) : "–",
+          ].map(String),
         ]),
         { summary },
       );
-      if (summary.destinationFault !== undefined) throw new DestinationError(path.resolve(io.cwd, args.dir), summary.destinationFault, summary.downloaded);
+      if (summary.destinationFault !== undefined)
+        throw new DestinationError(path.resolve(io.cwd, args.dir), summary.destinationFault, summary.downloaded);
       const bad = summary.failed + summary.refused;
       if (bad > 0) {
-        throw new PartialFailureError(`${bad} of ${summary.listed + summary.refused} instances were not pulled (${summary.failed} failed, ${summary.refused} refused); the rest landed`, bad, {
-          hint: summary.failed > 0 ? "run the same command again: only what is missing is retrieved" : "refused names are UIDs that cannot be file names; see the messages above",
-        });
+        throw new PartialFailureError(
+          `${bad} of ${summary.listed + summary.refused} instances were not pulled (${summary.failed} failed, ${summary.refused} refused); the rest landed`,
+          bad,
+          {
+            hint:
+              summary.failed > 0
+                ? "run the same command again: only what is missing is retrieved"
+                : "refused names are UIDs that cannot be file names; see the messages above",
+          },
+        );
       }
     } finally {
       await client.close();

@@ -4,7 +4,14 @@ import { Agent, request } from "undici";
 import { loadConfig } from "../../config/load.ts";
 import { ExitCode, HcexportError, HttpError, PermissionError, UsageError } from "../../core/errors.ts";
 import { HttpClient, type AuthHeaders } from "../../net/http-client.ts";
-import { doctorVerdict, runDoctor, type CheckResult, type DoctorEvent, type DoctorPorts, type DoctorSpec } from "../../workflow/doctor.ts";
+import {
+  doctorVerdict,
+  runDoctor,
+  type CheckResult,
+  type DoctorEvent,
+  type DoctorPorts,
+  type DoctorSpec,
+} from "../../workflow/doctor.ts";
 import type { Config } from "../../config/schema.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import type { AnyEvent, Rendered } from "../output.ts";
@@ -29,18 +36,30 @@ export const doctorCommand = (io: CliIo): CommandModule<GlobalArgs, DoctorArgs> 
   describe: "check credentials, endpoints, permissions and the service agent binding; changes nothing",
   builder: (y) =>
     configPositional(y)
-      .option("grant-iam", { type: "boolean", describe: "judge as `run --grant-iam` would (a missing binding is then only a warning)" })
+      .option("grant-iam", {
+        type: "boolean",
+        describe: "judge as `run --grant-iam` would (a missing binding is then only a warning)",
+      })
       .option("timeout", { type: "number", default: 10, describe: "seconds each check may take" }) as never,
   handler: async (args) => {
     const { out } = createContext(args, io);
     out.use(formatDoctorEvent);
-    if (!(args.timeout > 0)) throw new UsageError(`--timeout must be a positive number of seconds, not ${args.timeout}`);
-    const loaded = await loadConfig(path.resolve(io.cwd, args.config), { project: args.project, grantIam: args["grant-iam"] });
+    if (!(args.timeout > 0))
+      throw new UsageError(`--timeout must be a positive number of seconds, not ${args.timeout}`);
+    const loaded = await loadConfig(path.resolve(io.cwd, args.config), {
+      project: args.project,
+      grantIam: args["grant-iam"],
+    });
     const config = loaded.config;
     const services = createServices(args, io, config);
     const probes = new Agent({ connections: 4, headersTimeout: args.timeout * 1000, bodyTimeout: args.timeout * 1000 });
     // Short retries: every check has its own deadline, and doctor should answer quickly.
-    const client = new HttpClient({ auth: services.client.auth, connections: 8, timeoutMs: args.timeout * 1000, retry: { retries: 2, backoff: { initialMs: 250, maxMs: 2000, multiplier: 2, jitter: "equal" } } });
+    const client = new HttpClient({
+      auth: services.client.auth,
+      connections: 8,
+      timeoutMs: args.timeout * 1000,
+      retry: { retries: 2, backoff: { initialMs: 250, maxMs: 2000, multiplier: 2, jitter: "equal" } },
+    });
     try {
       const spec: DoctorSpec = {
         endpoints: services.endpoints,
@@ -51,9 +70,19 @@ export const doctorCommand = (io: CliIo): CommandModule<GlobalArgs, DoctorArgs> 
         dicomStores: config.exports.map((e) => e.store),
         fhirStore: config.annotations?.store,
       };
-      const results = await runDoctor(spec, doctorPorts(services, client, probes, config), { timeoutMs: args.timeout * 1000, onEvent: out.emit });
+      const results = await runDoctor(spec, doctorPorts(services, client, probes, config), {
+        timeoutMs: args.timeout * 1000,
+        onEvent: out.emit,
+      });
       const verdict = doctorVerdict(results);
-      out.result(renderResults(results, verdict.summary), { ok: verdict.ok, exitCode: verdict.exitCode, summary: verdict.summary, config: loaded.file, endpoints: services.endpoints, checks: results });
+      out.result(renderResults(results, verdict.summary), {
+        ok: verdict.ok,
+        exitCode: verdict.exitCode,
+        summary: verdict.summary,
+        config: loaded.file,
+        endpoints: services.endpoints,
+        checks: results,
+      });
       if (!verdict.ok) throw verdictError(verdict.summary, verdict.exitCode, verdict.failed);
     } finally {
       await client.close();
@@ -76,24 +105,38 @@ function doctorPorts(services: Services, client: HttpClient, probes: Agent, conf
       return { kind };
     },
     async probe(url, signal) {
-      const res = await request(url, { method: "GET", dispatcher: probes, signal, headers: { "user-agent": "hcexport/0.1 doctor" } });
+      const res = await request(url, {
+        method: "GET",
+        dispatcher: probes,
+        signal,
+        headers: { "user-agent": "hcexport/0.1 doctor" },
+      });
       await res.body.dump();
       return { status: res.statusCode };
     },
     async getBucket(b, signal) {
       try {
-        return await client.json<{ location?: string }>("GET", bucketUrl(b), { signal, query: { fields: "name,location" } });
+        return await client.json<{ location?: string }>("GET", bucketUrl(b), {
+          signal,
+          query: { fields: "name,location" },
+        });
       } catch (err) {
         if (err instanceof HttpError && err.status === 404) return undefined;
         throw err;
       }
     },
     async testBucketPermissions(b, permissions, signal) {
-      const r = await client.json<{ permissions?: string[] }>("GET", `${bucketUrl(b)}/iam/testPermissions`, { signal, query: { permissions } });
+      const r = await client.json<{ permissions?: string[] }>("GET", `${bucketUrl(b)}/iam/testPermissions`, {
+        signal,
+        query: { permissions },
+      });
       return r?.permissions ?? [];
     },
     async testStorePermissions(store, permissions, signal) {
-      const r = await client.json<{ permissions?: string[] }>("POST", `${healthcare}/v1/${store}:testIamPermissions`, { signal, body: { permissions } });
+      const r = await client.json<{ permissions?: string[] }>("POST", `${healthcare}/v1/${store}:testIamPermissions`, {
+        signal,
+        body: { permissions },
+      });
       return r?.permissions ?? [];
     },
     getBucketPolicy: (b) => services.ports.buckets.getPolicy(b),
@@ -114,7 +157,8 @@ export function renderResults(results: readonly CheckResult[], summary: string):
   const lines: string[] = [];
   for (const r of results) {
     lines.push(`${SYMBOL[r.status]} ${r.status.padEnd(4)}  ${r.name.padEnd(width)}  ${r.detail}`);
-    if (r.hint !== undefined && (r.status === "fail" || r.status === "warn")) lines.push(`${" ".repeat(width + 10)}fix: ${r.hint}`);
+    if (r.hint !== undefined && (r.status === "fail" || r.status === "warn"))
+      lines.push(`${" ".repeat(width + 10)}fix: ${r.hint}`);
   }
   lines.push("", summary);
   return lines.join("\n");

@@ -33,23 +33,57 @@ export const emulatorCommand = (io: CliIo): CommandModule<GlobalArgs, EmulatorAr
     y
       .option("port", { type: "number", default: 0, describe: "port (0 picks a free one)" })
       .option("host", { type: "string", default: "127.0.0.1", describe: "address to listen on (keep it loopback)" })
-      .option("data", { type: "string", describe: "keep buckets and objects in this directory so they survive a restart" })
-      .option("dataset", { type: "string", choices: ["siim"], describe: "load the SIIM-shaped dataset (stores, FHIR annotations)" })
+      .option("data", {
+        type: "string",
+        describe: "keep buckets and objects in this directory so they survive a restart",
+      })
+      .option("dataset", {
+        type: "string",
+        choices: ["siim"],
+        describe: "load the SIIM-shaped dataset (stores, FHIR annotations)",
+      })
       .option("train", { type: "number", default: 200, describe: "train instances (the real store has 10,712)" })
       .option("test", { type: "number", default: 50, describe: "test instances (the real store has 1,377)" })
       .option("seed", { type: "number", default: 1, describe: "dataset seed (same seed, same bytes)" })
-      .option("instance-bytes", { type: "number", default: 8192, describe: "approximate size of each DICOM file (real: ~150000)" })
-      .option("export-rate", { type: "number", default: 100, describe: "instances an export writes per second (100: about a second per 100 instances)" })
+      .option("instance-bytes", {
+        type: "number",
+        default: 8192,
+        describe: "approximate size of each DICOM file (real: ~150000)",
+      })
+      .option("export-rate", {
+        type: "number",
+        default: 100,
+        describe: "instances an export writes per second (100: about a second per 100 instances)",
+      })
       .option("fault-429", { type: "number", default: 0, describe: "fraction of requests answered 429" })
       .option("fault-503", { type: "number", default: 0, describe: "fraction of requests answered 503" })
       .option("retry-after", { type: "number", describe: "seconds sent in Retry-After with injected 429/503" })
-      .option("fault-reset", { type: "number", default: 0, describe: "fraction of media bodies cut by a connection reset" })
+      .option("fault-reset", {
+        type: "number",
+        default: 0,
+        describe: "fraction of media bodies cut by a connection reset",
+      })
       .option("fault-truncate", { type: "number", default: 0, describe: "fraction of media bodies ended early" })
-      .option("fault-corrupt", { type: "number", default: 0, describe: "fraction of media bodies with flipped bytes (true hash headers)" })
+      .option("fault-corrupt", {
+        type: "number",
+        default: 0,
+        describe: "fraction of media bodies with flipped bytes (true hash headers)",
+      })
       .option("fault-latency", { type: "number", default: 0, describe: "added latency per request, ms" })
-      .option("fault-export-failure", { type: "number", default: 0, describe: "fraction of instances an export fails to write" }) as never,
+      .option("fault-export-failure", {
+        type: "number",
+        default: 0,
+        describe: "fraction of instances an export fails to write",
+      }) as never,
   handler: async (args) => {
-    for (const k of ["fault-429", "fault-503", "fault-reset", "fault-truncate", "fault-corrupt", "fault-export-failure"] as const) {
+    for (const k of [
+      "fault-429",
+      "fault-503",
+      "fault-reset",
+      "fault-truncate",
+      "fault-corrupt",
+      "fault-export-failure",
+    ] as const) {
       if (!(args[k] >= 0 && args[k] <= 1)) throw new UsageError(`--${k} must be a fraction from 0 to 1`);
     }
     const faults: Partial<FaultConfig> = {
@@ -68,7 +102,9 @@ export const emulatorCommand = (io: CliIo): CommandModule<GlobalArgs, EmulatorAr
       faults,
       exportInstancesPerSecond: args["export-rate"],
       ...(args.data === undefined ? {} : { dataDir: args.data }),
-      ...(args.dataset === "siim" ? { dataset: { train: args.train, test: args.test, seed: args.seed, instanceBytes: args["instance-bytes"] } } : {}),
+      ...(args.dataset === "siim"
+        ? { dataset: { train: args.train, test: args.test, seed: args.seed, instanceBytes: args["instance-bytes"] } }
+        : {}),
     });
     io.stdout.write(`listening on ${cloud.baseUrl}\n`);
     if (!args.quiet) {

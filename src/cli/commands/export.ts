@@ -22,27 +22,48 @@ export const exportCommand = (io: CliIo): CommandModule<GlobalArgs, ExportArgs> 
     y
       .positional("store", { type: "string", describe: "projects/P/locations/L/datasets/D/dicomStores/S" })
       .positional("destination", { type: "string", describe: "gs://BUCKET/PREFIX" })
-      .option("wait", { type: "boolean", default: false, describe: "wait for the operation to finish (exit 4 if it fails)" }) as never,
+      .option("wait", {
+        type: "boolean",
+        default: false,
+        describe: "wait for the operation to finish (exit 4 if it fails)",
+      }) as never,
   handler: async (args) => {
     const store = parseStoreName(args.store, "dicomStores");
     if (!store.ok) throw new UsageError(store.error);
     const dest = parseGsUri(args.destination);
     if (!dest.ok) throw new UsageError(dest.error);
-    if (dest.value.prefix === "") throw new UsageError(`"${args.destination}" has no prefix`, { hint: "export under a prefix, e.g. gs://BUCKET/train" });
+    if (dest.value.prefix === "")
+      throw new UsageError(`"${args.destination}" has no prefix`, {
+        hint: "export under a prefix, e.g. gs://BUCKET/train",
+      });
     const { out } = createContext(args, io);
     out.use(formatWorkflowEvent).use(formatPipelineEvent);
     const services = createServices(args, io);
     try {
       const uri = `gs://${dest.value.bucket}/${dest.value.prefix}`;
-      const name = await startExportOnce(services.ports.healthcare, args.store, uri, { since: new Date().toISOString(), known: new Set(), maybeStarted: false, onEvent: out.emit });
+      const name = await startExportOnce(services.ports.healthcare, args.store, uri, {
+        since: new Date().toISOString(),
+        known: new Set(),
+        maybeStarted: false,
+        onEvent: out.emit,
+      });
       if (!args.wait) {
         out.result(name, { operation: name, store: args.store, uriPrefix: uri });
         return;
       }
       out.line(`started ${name}`);
-      const op = await pollOperation((n) => services.ports.healthcare.getOperation(n), name, { onEvent: out.emit, signal: io.signal });
+      const op = await pollOperation((n) => services.ports.healthcare.getOperation(n), name, {
+        onEvent: out.emit,
+        signal: io.signal,
+      });
       const c = op.metadata?.counter ?? {};
-      out.result(`${name}: done, ${c.success ?? "0"} exported to ${uri}`, { operation: name, store: args.store, uriPrefix: uri, done: true, counter: c });
+      out.result(`${name}: done, ${c.success ?? "0"} exported to ${uri}`, {
+        operation: name,
+        store: args.store,
+        uriPrefix: uri,
+        done: true,
+        counter: c,
+      });
     } finally {
       await services.close();
     }

@@ -18,18 +18,33 @@ const SERVICE_AGENT = /^service-\d+@gcp-sa-healthcare\.iam\.gserviceaccount\.com
 const iamOptions = <T>(y: Argv<T>) =>
   y
     .positional("bucket", { type: "string", describe: "gs://BUCKET" })
-    .option("service-agent", { type: "string", describe: "service-N@gcp-sa-healthcare.iam.gserviceaccount.com of the project that owns the DICOM store" })
-    .option("source-project", { type: "string", describe: "derive the service agent from this project's number (needs resourcemanager.projects.get on it)" });
+    .option("service-agent", {
+      type: "string",
+      describe: "service-N@gcp-sa-healthcare.iam.gserviceaccount.com of the project that owns the DICOM store",
+    })
+    .option("source-project", {
+      type: "string",
+      describe: "derive the service agent from this project's number (needs resourcemanager.projects.get on it)",
+    });
 
 /** The bucket and service agent an `iam` command is about. */
 async function target(args: IamArgs, services: Services): Promise<{ bucket: string; agent: string }> {
   const uri = parseGsUri(args.bucket);
   if (!uri.ok) throw new UsageError(uri.error);
   let agent = args["service-agent"];
-  if (agent === undefined && args["source-project"] !== undefined) agent = serviceAgentFor(await projectNumber(services.client, services.endpoints.resourceManager, args["source-project"]));
-  if (agent === undefined) throw new UsageError("name the Healthcare service agent", { hint: "pass --service-agent service-N@gcp-sa-healthcare.iam.gserviceaccount.com or --source-project PROJECT" });
+  if (agent === undefined && args["source-project"] !== undefined)
+    agent = serviceAgentFor(
+      await projectNumber(services.client, services.endpoints.resourceManager, args["source-project"]),
+    );
+  if (agent === undefined)
+    throw new UsageError("name the Healthcare service agent", {
+      hint: "pass --service-agent service-N@gcp-sa-healthcare.iam.gserviceaccount.com or --source-project PROJECT",
+    });
   agent = agent.replace(/^serviceAccount:/, "");
-  if (!SERVICE_AGENT.test(agent)) throw new UsageError(`"${agent}" is not a Healthcare service agent (service-PROJECT_NUMBER@gcp-sa-healthcare.iam.gserviceaccount.com)`);
+  if (!SERVICE_AGENT.test(agent))
+    throw new UsageError(
+      `"${agent}" is not a Healthcare service agent (service-PROJECT_NUMBER@gcp-sa-healthcare.iam.gserviceaccount.com)`,
+    );
   return { bucket: uri.value.bucket, agent };
 }
 
@@ -44,7 +59,12 @@ const iamCheck = (io: CliIo): CommandModule<GlobalArgs, IamArgs> => ({
       const { bucket, agent } = await target(args, services);
       // Without grant, the mechanism `run` uses throws the exit-3 error with the fix.
       await ensureExportRole(services.ports.buckets, bucket, agent, false);
-      out.result(`gs://${bucket}: ${agent} holds ${EXPORT_ROLE}`, { bucket, serviceAgent: agent, role: EXPORT_ROLE, ok: true });
+      out.result(`gs://${bucket}: ${agent} holds ${EXPORT_ROLE}`, {
+        bucket,
+        serviceAgent: agent,
+        role: EXPORT_ROLE,
+        ok: true,
+      });
     } finally {
       await services.close();
     }
@@ -61,7 +81,12 @@ const iamGrant = (io: CliIo): CommandModule<GlobalArgs, IamArgs> => ({
     try {
       const { bucket, agent } = await target(args, services);
       const granted = await ensureExportRole(services.ports.buckets, bucket, agent, true);
-      out.result(granted ? `gs://${bucket}: granted ${EXPORT_ROLE} to ${agent}` : `gs://${bucket}: ${agent} already holds ${EXPORT_ROLE}; nothing changed`, { bucket, serviceAgent: agent, role: EXPORT_ROLE, granted });
+      out.result(
+        granted
+          ? `gs://${bucket}: granted ${EXPORT_ROLE} to ${agent}`
+          : `gs://${bucket}: ${agent} already holds ${EXPORT_ROLE}; nothing changed`,
+        { bucket, serviceAgent: agent, role: EXPORT_ROLE, granted },
+      );
     } finally {
       await services.close();
     }
@@ -72,6 +97,7 @@ const iamGrant = (io: CliIo): CommandModule<GlobalArgs, IamArgs> => ({
 export const iamCommand = (io: CliIo): CommandModule<GlobalArgs, GlobalArgs> => ({
   command: "iam <action>",
   describe: `check or grant the Healthcare service agent's ${EXPORT_ROLE} on a bucket`,
-  builder: (y) => y.command(iamCheck(io)).command(iamGrant(io)).demandCommand(1, "name an action: check or grant") as never,
+  builder: (y) =>
+    y.command(iamCheck(io)).command(iamGrant(io)).demandCommand(1, "name an action: check or grant") as never,
   handler: () => {},
 });

@@ -19,4 +19,18 @@ import { fhirCommand } from "./fhir.ts";
  */
 export type CommandFactory = (io: CliIo) => CommandModule<GlobalArgs, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-export const commands: CommandFactory[] = [runCommand, planCommand, statusCommand, bucketCommand, iamCommand, exportCommand, operationsCommand, mirrorCommand, dicomwebCommand, fhirCommand, demoCommand, emulatorCommand, doctorCommand];
+export const commands: CommandFactory[] = [
+  runCommand,
+  planCommand,
+  statusCommand,
+  bucketCommand,
+  iamCommand,
+  exportCommand,
+  operationsCommand,
+  mirrorCommand,
+  dicomwebCommand,
+  fhirCommand,
+  demoCommand,
+  emulatorCommand,
+  doctorCommand,
+];

@@ -30,19 +30,37 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
     y
       .positional("source", { type: "string", describe: "gs://BUCKET[/PREFIX]" })
       .positional("dir", { type: "string", describe: "local destination directory" })
-      .option("concurrency", { type: "number", default: DEFAULT_CONCURRENCY, describe: "parallel downloads (one keep-alive connection each)" })
-      .option("delete", { type: "boolean", default: false, describe: "delete files in DIR that are not in the bucket (only after a run without any error)" })
+      .option("concurrency", {
+        type: "number",
+        default: DEFAULT_CONCURRENCY,
+        describe: "parallel downloads (one keep-alive connection each)",
+      })
+      .option("delete", {
+        type: "boolean",
+        default: false,
+        describe: "delete files in DIR that are not in the bucket (only after a run without any error)",
+      })
       .option("max-delete", { type: "number", describe: "with --delete: delete nothing if more than N files would go" })
-      .option("dry-run", { type: "boolean", default: false, describe: "print what would be downloaded and deleted; change nothing" })
-      .option("shard", { type: "string", describe: "K/N: mirror only this stable hash partition of the names (for N machines)" }) as never,
+      .option("dry-run", {
+        type: "boolean",
+        default: false,
+        describe: "print what would be downloaded and deleted; change nothing",
+      })
+      .option("shard", {
+        type: "string",
+        describe: "K/N: mirror only this stable hash partition of the names (for N machines)",
+      }) as never,
   handler: async (args) => {
     const src = parseGsUri(args.source);
     if (!src.ok) throw new UsageError(src.error);
     const shard = args.shard === undefined ? undefined : parseShard(args.shard);
-    if (args.shard !== undefined && shard === undefined) throw new UsageError(`--shard must be K/N with 0 ≤ K < N, got "${args.shard}"`);
-    if (!(Number.isInteger(args.concurrency) && args.concurrency >= 1 && args.concurrency <= 512)) throw new UsageError("--concurrency must be an integer between 1 and 512");
+    if (args.shard !== undefined && shard === undefined)
+      throw new UsageError(`--shard must be K/N with 0 ≤ K < N, got "${args.shard}"`);
+    if (!(Number.isInteger(args.concurrency) && args.concurrency >= 1 && args.concurrency <= 512))
+      throw new UsageError("--concurrency must be an integer between 1 and 512");
     const maxDelete = args["max-delete"];
-    if (maxDelete !== undefined && !(Number.isInteger(maxDelete) && maxDelete >= 0)) throw new UsageError("--max-delete must be a whole number ≥ 0");
+    if (maxDelete !== undefined && !(Number.isInteger(maxDelete) && maxDelete >= 0))
+      throw new UsageError("--max-delete must be a whole number ≥ 0");
     if (maxDelete !== undefined && !args.delete) throw new UsageError("--max-delete only makes sense with --delete");
     const { out } = createContext(args, io);
     out.use(formatMirrorEvent);
@@ -65,22 +83,54 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
       });
       const dry = args["dry-run"];
       const text = table([
-        ["listed", dry ? "would download" : "downloaded", "up to date", dry ? "would delete" : "deleted", "failed", "refused", "MiB", "seconds"],
-        [summary.listed, dry ? summary.wouldDownload : summary.downloaded, summary.skipped, dry ? summary.wouldDelete : summary.deleted, summary.failed, summary.refused, (summary.bytes / 1048576).toFixed(1), (summary.durationMs / 1000).toFixed(2)].map(String),
+        [
+          "listed",
+          dry ? "would download" : "downloaded",
+          "up to date",
+          dry ? "would delete" : "deleted",
+          "failed",
+          "refused",
+          "MiB",
+          "seconds",
+        ],
+        [
+          summary.listed,
+          dry ? summary.wouldDownload : summary.downloaded,
+          summary.skipped,
+          dry ? summary.wouldDelete : summary.deleted,
+          summary.failed,
+          summary.refused,
+          (summary.bytes / 1048576).toFixed(1),
+          (summary.durationMs / 1000).toFixed(2),
+        ].map(String),
       ]);
       out.result(text, { summary });
-      if (summary.destinationFault !== undefined) throw new DestinationError(path.resolve(io.cwd, args.dir), summary.destinationFault, summary.downloaded);
+      if (summary.destinationFault !== undefined)
+        throw new DestinationError(path.resolve(io.cwd, args.dir), summary.destinationFault, summary.downloaded);
       const bad = summary.failed + summary.refused;
       // A listing that stopped (an HTTP error, a malformed answer) is the news: say why, not just "1 of 0".
-      const stopped = summary.complete ? undefined : summary.failures.find((f) => f.reason.startsWith("listing or local walk stopped"));
+      const stopped = summary.complete
+        ? undefined
+        : summary.failures.find((f) => f.reason.startsWith("listing or local walk stopped"));
       if (bad > 0) {
         const counts = `${bad} of ${summary.listed} objects were not mirrored (${summary.failed} failed, ${summary.refused} refused as unsafe names); the rest landed`;
-        throw new PartialFailureError(stopped === undefined ? counts : `${stopped.name}: ${stopped.reason}; ${summary.downloaded + summary.skipped} of ${summary.listed} objects listed before that are in place`, bad, {
-          hint: summary.failed > 0 ? "run the same command again to retry what failed (finished files are kept)" : "unsafe names cannot be mirrored to a file system as-is; see the messages above",
-        });
+        throw new PartialFailureError(
+          stopped === undefined
+            ? counts
+            : `${stopped.name}: ${stopped.reason}; ${summary.downloaded + summary.skipped} of ${summary.listed} objects listed before that are in place`,
+          bad,
+          {
+            hint:
+              summary.failed > 0
+                ? "run the same command again to retry what failed (finished files are kept)"
+                : "unsafe names cannot be mirrored to a file system as-is; see the messages above",
+          },
+        );
       }
       if (summary.deleteSkipped !== undefined) {
-        throw new HcexportError(`not deleting: ${summary.deleteSkipped}`, undefined, { hint: "check the list with --dry-run, then raise --max-delete if the deletions are intended" });
+        throw new HcexportError(`not deleting: ${summary.deleteSkipped}`, undefined, {
+          hint: "check the list with --dry-run, then raise --max-delete if the deletions are intended",
+        });
       }
     } finally {
       await client.close();

@@ -17,7 +17,11 @@ const operationsWait = (io: CliIo): CommandModule<GlobalArgs, WaitArgs> => ({
   builder: (y) =>
     y
       .positional("operation", { type: "string", describe: "projects/P/locations/L/datasets/D/operations/ID" })
-      .option("timeout", { type: "number", default: 24 * 3600, describe: "give up waiting after this many seconds (the operation keeps running)" }) as never,
+      .option("timeout", {
+        type: "number",
+        default: 24 * 3600,
+        describe: "give up waiting after this many seconds (the operation keeps running)",
+      }) as never,
   handler: async (args) => {
     const parsed = parseOperationName(args.operation);
     if (!parsed.ok) throw new UsageError(parsed.error);
@@ -25,9 +29,15 @@ const operationsWait = (io: CliIo): CommandModule<GlobalArgs, WaitArgs> => ({
     out.use(formatPipelineEvent);
     const services = createServices(args, io);
     try {
-      const op = await pollOperation((n) => services.ports.healthcare.getOperation(n), args.operation, { onEvent: out.emit, signal: io.signal, deadlineMs: args.timeout * 1000 });
+      const op = await pollOperation((n) => services.ports.healthcare.getOperation(n), args.operation, {
+        onEvent: out.emit,
+        signal: io.signal,
+        deadlineMs: args.timeout * 1000,
+      });
       const c = op.metadata?.counter ?? {};
-      out.result(`${args.operation}: done (${c.success ?? "0"} succeeded, ${c.failure ?? "0"} failed)`, { operation: op });
+      out.result(`${args.operation}: done (${c.success ?? "0"} succeeded, ${c.failure ?? "0"} failed)`, {
+        operation: op,
+      });
     } finally {
       await services.close();
     }
@@ -39,12 +49,21 @@ const operationsList = (io: CliIo): CommandModule<GlobalArgs, GlobalArgs & { dat
   describe: "list a dataset's long-running operations",
   builder: (y) => y.positional("dataset", { type: "string", describe: "projects/P/locations/L/datasets/D" }) as never,
   handler: async (args) => {
-    if (!/^projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+$/.test(args.dataset)) throw new UsageError(`"${args.dataset}" is not a dataset name of the form projects/P/locations/L/datasets/D`);
+    if (!/^projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+$/.test(args.dataset))
+      throw new UsageError(`"${args.dataset}" is not a dataset name of the form projects/P/locations/L/datasets/D`);
     const { out } = createContext(args, io);
     const services = createServices(args, io);
     try {
       const ops = await services.ports.healthcare.listOperations(args.dataset);
-      const rows = [["operation", "method", "created", "state"], ...ops.map((o) => [o.name.split("/").pop() ?? o.name, (o.metadata?.apiMethodName ?? "").split(".").pop() ?? "", o.metadata?.createTime ?? "", o.done === true ? (o.error === undefined ? "done" : `failed: ${o.error.message}`) : "running"])];
+      const rows = [
+        ["operation", "method", "created", "state"],
+        ...ops.map((o) => [
+          o.name.split("/").pop() ?? o.name,
+          (o.metadata?.apiMethodName ?? "").split(".").pop() ?? "",
+          o.metadata?.createTime ?? "",
+          o.done === true ? (o.error === undefined ? "done" : `failed: ${o.error.message}`) : "running",
+        ]),
+      ];
       out.result(table(rows), { operations: ops });
     } finally {
       await services.close();
@@ -56,6 +75,7 @@ const operationsList = (io: CliIo): CommandModule<GlobalArgs, GlobalArgs & { dat
 export const operationsCommand = (io: CliIo): CommandModule<GlobalArgs, GlobalArgs> => ({
   command: "operations <action>",
   describe: "wait for or list Healthcare API long-running operations",
-  builder: (y) => y.command(operationsWait(io)).command(operationsList(io)).demandCommand(1, "name an action: wait or list") as never,
+  builder: (y) =>
+    y.command(operationsWait(io)).command(operationsList(io)).demandCommand(1, "name an action: wait or list") as never,
   handler: () => {},
 });

@@ -21,14 +21,26 @@ export interface RunArgs extends GlobalArgs {
   report?: string;
 }
 
-export const configPositional = <T>(y: Argv<T>) => y.positional("config", { type: "string", default: "config/siim.json", describe: "config file (see config/siim.json)" });
+export const configPositional = <T>(y: Argv<T>) =>
+  y.positional("config", {
+    type: "string",
+    default: "config/siim.json",
+    describe: "config file (see config/siim.json)",
+  });
 
 export function runOptions<T>(y: Argv<T>) {
   return configPositional(y)
-    .option("grant-iam", { type: "boolean", describe: "grant the service agent roles/storage.objectAdmin if missing (overrides the config's grantIam)" })
+    .option("grant-iam", {
+      type: "boolean",
+      describe: "grant the service agent roles/storage.objectAdmin if missing (overrides the config's grantIam)",
+    })
     .option("dry-run", { type: "boolean", default: false, describe: "print the plan; change nothing (same as `plan`)" })
     .option("force", { type: "boolean", default: false, describe: "redo steps an earlier run finished" })
-    .option("fresh-export", { type: "boolean", default: false, describe: "start new exports even if an earlier run finished them (the mirror stays incremental)" })
+    .option("fresh-export", {
+      type: "boolean",
+      default: false,
+      describe: "start new exports even if an earlier run finished them (the mirror stays incremental)",
+    })
     .option("concurrency", { type: "number", describe: "parallel downloads (overrides mirror.concurrency)" })
     .option("report", { type: "string", describe: "write a JSON report of this run to FILE" });
 }
@@ -37,7 +49,13 @@ export function runOptions<T>(y: Argv<T>) {
 export function specOf(loaded: LoadedConfig, serviceAgent: string): PipelineSpec {
   const c = loaded.config;
   return {
-    bucket: { name: c.bucket.name, project: c.project, location: c.bucket.location, storageClass: c.bucket.storageClass, uniformAccess: c.bucket.uniformAccess },
+    bucket: {
+      name: c.bucket.name,
+      project: c.project,
+      location: c.bucket.location,
+      storageClass: c.bucket.storageClass,
+      uniformAccess: c.bucket.uniformAccess,
+    },
     serviceAgent,
     grantIam: c.grantIam,
     exports: c.exports,
@@ -54,12 +72,18 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
   handler: async (args) => {
     const { out } = createContext(args, io);
     out.use(formatWorkflowEvent).use(formatPipelineEvent);
-    const loaded = await loadConfig(path.resolve(io.cwd, args.config), { project: args.project, grantIam: args["grant-iam"], concurrency: args.concurrency });
+    const loaded = await loadConfig(path.resolve(io.cwd, args.config), {
+      project: args.project,
+      grantIam: args["grant-iam"],
+      concurrency: args.concurrency,
+    });
     const services = createServices(args, io, loaded.config);
     const startedAt = new Date();
     let result: PipelineResult | undefined;
     let failure: unknown;
-    const lock = args["dry-run"] ? undefined : await acquireLock(path.join(loaded.stateDir, "lock"), { command: `run ${args.config}` });
+    const lock = args["dry-run"]
+      ? undefined
+      : await acquireLock(path.join(loaded.stateDir, "lock"), { command: `run ${args.config}` });
     const state = await FileStateStore.open(loaded.stateDir);
     try {
       const endpoint = services.endpoints.healthcare;
@@ -67,11 +91,17 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
         const previous = state.state.endpoint;
         if (args["dry-run"]) adoptEndpoint(state.state, endpoint);
         else await state.update((s) => void adoptEndpoint(s, endpoint));
-        if (previous !== undefined) out.line(`! ${path.join(loaded.stateDir, "state.json")} was recorded against ${previous}; starting over for ${endpoint}`);
+        if (previous !== undefined)
+          out.line(
+            `! ${path.join(loaded.stateDir, "state.json")} was recorded against ${previous}; starting over for ${endpoint}`,
+          );
       }
       if (args["dry-run"]) {
         // The plan is computed from config + state only: no call, not even the project-number lookup.
-        const agent = loaded.config.serviceAgent ?? state.state.iam?.member.replace(/^serviceAccount:/, "") ?? `(the Healthcare service agent of ${loaded.config.exports[0]!.store.split("/")[1]}, looked up at run time)`;
+        const agent =
+          loaded.config.serviceAgent ??
+          state.state.iam?.member.replace(/^serviceAccount:/, "") ??
+          `(the Healthcare service agent of ${loaded.config.exports[0]!.store.split("/")[1]}, looked up at run time)`;
         const spec = specOf(loaded, agent);
         const plan = planRun(spec, state.state, { force: args.force, freshExport: args["fresh-export"] });
         out.result(table([["step", "action", "detail"], ...plan.map((p) => [p.step, p.action, p.detail])]), { plan });
@@ -79,16 +109,41 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
       }
       const spec = specOf(loaded, await resolveServiceAgent(loaded.config, services));
       await state.update((s) => void (s.lastRun = { startedAt: startedAt.toISOString() }));
-      result = await runPipeline(spec, services.ports, { onEvent: out.emit, signal: io.signal, state, force: args.force, freshExport: args["fresh-export"] });
+      result = await runPipeline(spec, services.ports, {
+        onEvent: out.emit,
+        signal: io.signal,
+        state,
+        force: args.force,
+        freshExport: args["fresh-export"],
+      });
       const downloaded = result.mirrors.reduce((n, m) => n + m.summary.downloaded, 0);
       const rows = [["prefix", "listed", "downloaded", "up to date", "failed", "refused", "MiB", "seconds"]];
-      for (const m of result.mirrors) rows.push([m.prefix, m.summary.listed, m.summary.downloaded, m.summary.skipped, m.summary.failed, m.summary.refused, (m.summary.bytes / 1048576).toFixed(1), (m.summary.durationMs / 1000).toFixed(2)].map(String));
-      const nothing = result.operations.length === 0 && downloaded === 0 ? "\nnothing changed: no export started, nothing downloaded" : "";
+      for (const m of result.mirrors)
+        rows.push(
+          [
+            m.prefix,
+            m.summary.listed,
+            m.summary.downloaded,
+            m.summary.skipped,
+            m.summary.failed,
+            m.summary.refused,
+            (m.summary.bytes / 1048576).toFixed(1),
+            (m.summary.durationMs / 1000).toFixed(2),
+          ].map(String),
+        );
+      const nothing =
+        result.operations.length === 0 && downloaded === 0
+          ? "\nnothing changed: no export started, nothing downloaded"
+          : "";
       out.result(`${table(rows)}${nothing}`, { result, nothingChanged: nothing !== "" });
       const full = result.mirrors.find((m) => m.summary.destinationFault !== undefined);
-      if (full !== undefined) throw new DestinationError(full.dest, full.summary.destinationFault!, full.summary.downloaded);
+      if (full !== undefined)
+        throw new DestinationError(full.dest, full.summary.destinationFault!, full.summary.downloaded);
       const bad = result.mirrors.reduce((n, m) => n + m.summary.failed + m.summary.refused, 0);
-      if (bad > 0) throw new PartialFailureError(`${bad} objects were not mirrored (failed or refused); the rest landed`, bad, { hint: "run again to retry what failed; refused names are listed above" });
+      if (bad > 0)
+        throw new PartialFailureError(`${bad} objects were not mirrored (failed or refused); the rest landed`, bad, {
+          hint: "run again to retry what failed; refused names are listed above",
+        });
     } catch (err) {
       failure = err;
       throw err;
@@ -97,9 +152,33 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
         const finishedAt = new Date().toISOString();
         const exitCode = failure === undefined ? 0 : exitCodeOf(failure);
         const error = failure instanceof Error ? failure.message : undefined;
-        await state.update((s) => void (s.lastRun = { startedAt: startedAt.toISOString(), finishedAt, exitCode, ...(error === undefined ? {} : { error }) })).catch(() => {});
+        await state
+          .update(
+            (s) =>
+              void (s.lastRun = {
+                startedAt: startedAt.toISOString(),
+                finishedAt,
+                exitCode,
+                ...(error === undefined ? {} : { error }),
+              }),
+          )
+          .catch(() => {});
         if (args.report !== undefined) {
-          const report = { startedAt: startedAt.toISOString(), finishedAt, durationMs: Date.now() - startedAt.getTime(), exitCode, ...(error === undefined ? {} : { error }), config: loaded.file, state: state.state, ...(result === undefined ? {} : { operations: result.operations, mirrors: result.mirrors.map((m) => ({ prefix: m.prefix, dest: m.dest, ...m.summary })) }) };
+          const report = {
+            startedAt: startedAt.toISOString(),
+            finishedAt,
+            durationMs: Date.now() - startedAt.getTime(),
+            exitCode,
+            ...(error === undefined ? {} : { error }),
+            config: loaded.file,
+            state: state.state,
+            ...(result === undefined
+              ? {}
+              : {
+                  operations: result.operations,
+                  mirrors: result.mirrors.map((m) => ({ prefix: m.prefix, dest: m.dest, ...m.summary })),
+                }),
+          };
           await writeFile(path.resolve(io.cwd, args.report), `${JSON.stringify(report, null, 2)}\n`);
         }
       }

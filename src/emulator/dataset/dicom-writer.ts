@@ -70,7 +70,12 @@ export interface PixelSource {
  * length), the dataset and, last, Pixel Data (7FE0,0010) as OB when `pixels` is given.
  * One allocation for the whole file, so a 150 KB instance costs one memcpy-sized pass.
  */
-export function writePart10(sopClassUid: string, sopInstanceUid: string, dataset: readonly Element[], pixels?: PixelSource): Buffer {
+export function writePart10(
+  sopClassUid: string,
+  sopInstanceUid: string,
+  dataset: readonly Element[],
+  pixels?: PixelSource,
+): Buffer {
   const meta = encodeElements([
     { tag: 0x00020001, vr: "OB", value: new Uint8Array([0, 1]) },
     { tag: 0x00020002, vr: "UI", value: sopClassUid },
@@ -82,7 +87,8 @@ export function writePart10(sopClassUid: string, sopInstanceUid: string, dataset
   const groupLength = encodeElements([{ tag: 0x00020000, vr: "UL", value: meta.length }]);
   const body = encodeElements(dataset);
   const head = 132 + groupLength.length + meta.length + body.length;
-  if (pixels === undefined) return Buffer.concat([Buffer.alloc(128), Buffer.from("DICM", "latin1"), groupLength, meta, body]);
+  if (pixels === undefined)
+    return Buffer.concat([Buffer.alloc(128), Buffer.from("DICM", "latin1"), groupLength, meta, body]);
   const padded = pixels.length + (pixels.length % 2);
   const out = Buffer.allocUnsafe(head + 12 + padded);
   out.fill(0, 0, 128);

@@ -50,7 +50,13 @@ export class EmulatorObjectStore implements ObjectStore {
     return this.#buckets.get(name)?.meta;
   }
 
-  createBucket(init: { name: string; projectNumber: string; location?: string; storageClass?: string; uniformBucketLevelAccess?: boolean }): BucketMeta | undefined {
+  createBucket(init: {
+    name: string;
+    projectNumber: string;
+    location?: string;
+    storageClass?: string;
+    uniformBucketLevelAccess?: boolean;
+  }): BucketMeta | undefined {
     if (this.#buckets.has(init.name)) return undefined;
     const meta: BucketMeta = {
       name: init.name,
@@ -67,7 +73,10 @@ export class EmulatorObjectStore implements ObjectStore {
   }
 
   listBuckets(projectNumber?: string): BucketMeta[] {
-    return [...this.#buckets.values()].map((b) => b.meta).filter((m) => projectNumber === undefined || m.projectNumber === projectNumber).sort((a, b) => compareUtf8(a.name, b.name));
+    return [...this.#buckets.values()]
+      .map((b) => b.meta)
+      .filter((m) => projectNumber === undefined || m.projectNumber === projectNumber)
+      .sort((a, b) => compareUtf8(a.name, b.name));
   }
 
   deleteBucket(name: string): boolean {
@@ -83,7 +92,11 @@ export class EmulatorObjectStore implements ObjectStore {
     return b === undefined ? undefined : structuredClone(b.policy);
   }
 
-  setPolicy(bucket: string, policy: Omit<IamPolicy, "etag" | "kind" | "resourceId">, etag?: string): IamPolicy | undefined {
+  setPolicy(
+    bucket: string,
+    policy: Omit<IamPolicy, "etag" | "kind" | "resourceId">,
+    etag?: string,
+  ): IamPolicy | undefined {
     const b = this.#buckets.get(bucket);
     if (b === undefined) return undefined;
     if (etag !== undefined && etag !== b.policy.etag) return undefined;
@@ -99,7 +112,13 @@ export class EmulatorObjectStore implements ObjectStore {
     return structuredClone(next);
   }
 
-  putObject(bucket: string, name: string, data: Buffer, contentType: string, metadata?: Record<string, string>): ObjectMeta {
+  putObject(
+    bucket: string,
+    name: string,
+    data: Buffer,
+    contentType: string,
+    metadata?: Record<string, string>,
+  ): ObjectMeta {
     const b = this.#mustBucket(bucket);
     const now = new Date(this.#now()).toISOString();
     const previous = b.objects.get(name);
@@ -200,7 +219,10 @@ export class EmulatorObjectStore implements ObjectStore {
         version: 1,
         etag: this.#nextEtag(),
         bindings: [
-          { role: "roles/storage.legacyBucketOwner", members: [`projectEditor:${meta.projectNumber}`, `projectOwner:${meta.projectNumber}`] },
+          {
+            role: "roles/storage.legacyBucketOwner",
+            members: [`projectEditor:${meta.projectNumber}`, `projectOwner:${meta.projectNumber}`],
+          },
           { role: "roles/storage.legacyBucketReader", members: [`projectViewer:${meta.projectNumber}`] },
         ],
       },
@@ -287,7 +309,10 @@ export class EmulatorObjectStore implements ObjectStore {
   #snapshot(): string {
     const lines: string[] = [];
     for (const b of this.#buckets.values()) {
-      lines.push(JSON.stringify({ op: "bucket", meta: b.meta }), JSON.stringify({ op: "policy", bucket: b.meta.name, policy: b.policy }));
+      lines.push(
+        JSON.stringify({ op: "bucket", meta: b.meta }),
+        JSON.stringify({ op: "policy", bucket: b.meta.name, policy: b.policy }),
+      );
       for (const meta of b.objects.values()) lines.push(JSON.stringify({ op: "put", meta }));
     }
     return lines.length === 0 ? "" : `${lines.join("\n")}\n`;

@@ -64,7 +64,8 @@ function listObjects(store: ObjectStore, bucket: string, res: ServerResponse, ur
   const endOffset = q.get("endOffset") ?? undefined;
   const token = q.get("pageToken");
   let cursor = token === null || token === "" ? undefined : decodeToken(token);
-  if (cursor === undefined && startOffset !== undefined && compareUtf8(startOffset, prefix) > 0) cursor = { after: startOffset, inclusive: true };
+  if (cursor === undefined && startOffset !== undefined && compareUtf8(startOffset, prefix) > 0)
+    cursor = { after: startOffset, inclusive: true };
 
   const items: ObjectMeta[] = [];
   const prefixes: string[] = [];
@@ -109,7 +110,8 @@ function listObjects(store: ObjectStore, bucket: string, res: ServerResponse, ur
   if (want("kind")) body["kind"] = "storage#objects";
   if (more && cursor !== undefined && want("nextPageToken")) body["nextPageToken"] = encodeToken(cursor);
   if (prefixes.length > 0 && want("prefixes")) body["prefixes"] = prefixes;
-  if (items.length > 0 && want("items")) body["items"] = items.map((m) => objectResource(m, ctx.baseUrl, itemsMask === true ? undefined : itemsMask));
+  if (items.length > 0 && want("items"))
+    body["items"] = items.map((m) => objectResource(m, ctx.baseUrl, itemsMask === true ? undefined : itemsMask));
   sendJson(res, 200, body);
 }
 
@@ -147,7 +149,8 @@ function fieldsMask(url: URL): FieldsMask | undefined {
 
 function checkGenerationMatch(meta: ObjectMeta, url: URL): void {
   const want = url.searchParams.get("ifGenerationMatch");
-  if (want !== null && want !== meta.generation) throw new ApiError(412, "conditionNotMet", "At least one of the pre-conditions you specified did not hold.");
+  if (want !== null && want !== meta.generation)
+    throw new ApiError(412, "conditionNotMet", "At least one of the pre-conditions you specified did not hold.");
   const notWant = url.searchParams.get("ifGenerationNotMatch");
   if (notWant !== null && notWant === meta.generation) throw new ApiError(304, "notModified", "Not modified");
 }

@@ -13,7 +13,11 @@ const OBJECT_FIELDS: ReadonlyArray<readonly [string, FieldGetter]> = [
   ["kind", () => "storage#object"],
   ["id", (m) => `${m.bucket}/${m.name}/${m.generation}`],
   ["selfLink", (m, base) => `${base}/storage/v1/b/${m.bucket}/o/${encodeName(m.name)}`],
-  ["mediaLink", (m, base) => `${base}/download/storage/v1/b/${m.bucket}/o/${encodeName(m.name)}?generation=${m.generation}&alt=media`],
+  [
+    "mediaLink",
+    (m, base) =>
+      `${base}/download/storage/v1/b/${m.bucket}/o/${encodeName(m.name)}?generation=${m.generation}&alt=media`,
+  ],
   ["name", (m) => m.name],
   ["bucket", (m) => m.bucket],
   ["generation", (m) => m.generation],

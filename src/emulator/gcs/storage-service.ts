@@ -31,7 +31,8 @@ export function createStorageService(store: ObjectStore, projects: ProjectRegist
       const bucket = decodeSegment(m[1]!);
       const tail = m[2] ?? "";
       if (tail.startsWith("/o")) {
-        if (store.getBucket(bucket) === undefined) throw new ApiError(404, "notFound", "The specified bucket does not exist.");
+        if (store.getBucket(bucket) === undefined)
+          throw new ApiError(404, "notFound", "The specified bucket does not exist.");
         return handleObjects(store, bucket, tail.slice(2), media, req, res, url, ctx);
       }
       if (media) return false;
@@ -39,7 +40,10 @@ export function createStorageService(store: ObjectStore, projects: ProjectRegist
       if (tail === "/iam") return iamPolicy(store, bucket, req, res, url);
       if (tail === "/iam/testPermissions" && req.method === "GET") {
         mustBucket(store, bucket);
-        sendJson(res, 200, { kind: "storage#testIamPermissionsResponse", permissions: url.searchParams.getAll("permissions") });
+        sendJson(res, 200, {
+          kind: "storage#testIamPermissionsResponse",
+          permissions: url.searchParams.getAll("permissions"),
+        });
         return true;
       }
       return false;
@@ -47,7 +51,14 @@ export function createStorageService(store: ObjectStore, projects: ProjectRegist
   };
 }
 
-async function bucketCollection(store: ObjectStore, projects: ProjectRegistry, req: IncomingMessage, res: ServerResponse, url: URL, ctx: RequestContext): Promise<void> {
+async function bucketCollection(
+  store: ObjectStore,
+  projects: ProjectRegistry,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  ctx: RequestContext,
+): Promise<void> {
   const project = url.searchParams.get("project");
   if (req.method === "GET") {
     if (project === null) throw new ApiError(400, "required", "Required parameter: project");
@@ -61,13 +72,15 @@ async function bucketCollection(store: ObjectStore, projects: ProjectRegistry, r
   const name = body["name"];
   if (typeof name !== "string" || name === "") throw new ApiError(400, "required", "Required field: name");
   if (!validBucketName(name)) throw new ApiError(400, "invalid", "Invalid bucket name: '" + name + "'");
-  const iam = body["iamConfiguration"] as { uniformBucketLevelAccess?: { enabled?: unknown }; bucketPolicyOnly?: { enabled?: unknown } } | undefined;
+  const iam = body["iamConfiguration"] as
+    { uniformBucketLevelAccess?: { enabled?: unknown }; bucketPolicyOnly?: { enabled?: unknown } } | undefined;
   const meta = store.createBucket({
     name,
     projectNumber: projects.ensure(project).projectNumber,
     ...(typeof body["location"] === "string" ? { location: body["location"] } : {}),
     ...(typeof body["storageClass"] === "string" ? { storageClass: body["storageClass"] } : {}),
-    uniformBucketLevelAccess: iam?.uniformBucketLevelAccess?.enabled === true || iam?.bucketPolicyOnly?.enabled === true,
+    uniformBucketLevelAccess:
+      iam?.uniformBucketLevelAccess?.enabled === true || iam?.bucketPolicyOnly?.enabled === true,
   });
   if (meta === undefined) {
     const existing = store.getBucket(name)!;
@@ -83,28 +96,45 @@ async function bucketCollection(store: ObjectStore, projects: ProjectRegistry, r
   sendJson(res, 200, bucketResource(meta, ctx.baseUrl));
 }
 
-function bucketItem(store: ObjectStore, bucket: string, req: IncomingMessage, res: ServerResponse, ctx: RequestContext): boolean {
+function bucketItem(
+  store: ObjectStore,
+  bucket: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  ctx: RequestContext,
+): boolean {
   if (req.method === "GET") {
     sendJson(res, 200, bucketResource(mustBucket(store, bucket), ctx.baseUrl));
     return true;
   }
   if (req.method === "DELETE") {
     mustBucket(store, bucket);
-    if (!store.deleteBucket(bucket)) throw new ApiError(409, "conflict", "The bucket you tried to delete is not empty.");
+    if (!store.deleteBucket(bucket))
+      throw new ApiError(409, "conflict", "The bucket you tried to delete is not empty.");
     res.writeHead(204).end();
     return true;
   }
   return false;
 }
 
-async function iamPolicy(store: ObjectStore, bucket: string, req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> {
+async function iamPolicy(
+  store: ObjectStore,
+  bucket: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+): Promise<boolean> {
   mustBucket(store, bucket);
   if (req.method === "GET") {
     const policy = store.getPolicy(bucket)!;
     const requested = Number(url.searchParams.get("optionsRequestedPolicyVersion") ?? "1");
     const hasConditions = policy.bindings.some((b) => b.condition !== undefined);
     if (hasConditions && requested < 3) {
-      throw new ApiError(400, "invalid", "Bucket has IAM conditions; request policy version 3 (optionsRequestedPolicyVersion=3) to read it.");
+      throw new ApiError(
+        400,
+        "invalid",
+        "Bucket has IAM conditions; request policy version 3 (optionsRequestedPolicyVersion=3) to read it.",
+      );
     }
     sendJson(res, 200, policy);
     return true;
@@ -113,10 +143,16 @@ async function iamPolicy(store: ObjectStore, bucket: string, req: IncomingMessag
   const body = await readJson(req);
   const bindings = parseBindings(body["bindings"]);
   const version = typeof body["version"] === "number" ? body["version"] : 1;
-  if (bindings.some((b) => b.condition !== undefined) && version < 3) throw new ApiError(400, "invalid", "IAM conditions require policy version 3.");
+  if (bindings.some((b) => b.condition !== undefined) && version < 3)
+    throw new ApiError(400, "invalid", "IAM conditions require policy version 3.");
   const etag = typeof body["etag"] === "string" ? body["etag"] : undefined;
   const next = store.setPolicy(bucket, { version, bindings }, etag);
-  if (next === undefined) throw new ApiError(412, "conditionNotMet", "Precondition Failed: the policy's etag does not match the current policy (it was changed concurrently); read it again and retry.");
+  if (next === undefined)
+    throw new ApiError(
+      412,
+      "conditionNotMet",
+      "Precondition Failed: the policy's etag does not match the current policy (it was changed concurrently); read it again and retry.",
+    );
   sendJson(res, 200, next);
   return true;
 }
@@ -127,13 +163,31 @@ function parseBindings(value: unknown): IamBinding[] {
   return value.map((b, i) => {
     if (typeof b !== "object" || b === null) throw new ApiError(400, "invalid", `bindings[${i}] must be an object`);
     const { role, members, condition } = b as Record<string, unknown>;
-    if (typeof role !== "string" || !role.startsWith("roles/")) throw new ApiError(400, "invalid", `bindings[${i}].role must be a role name such as roles/storage.objectAdmin`);
-    if (!Array.isArray(members) || !members.every((m) => typeof m === "string" && /^(user|serviceAccount|group|domain|projectOwner|projectEditor|projectViewer|principal|principalSet):.+|^allUsers$|^allAuthenticatedUsers$/.test(m))) {
-      throw new ApiError(400, "invalid", `bindings[${i}].members must be IAM member strings such as serviceAccount:x@y.iam.gserviceaccount.com`);
+    if (typeof role !== "string" || !role.startsWith("roles/"))
+      throw new ApiError(400, "invalid", `bindings[${i}].role must be a role name such as roles/storage.objectAdmin`);
+    if (
+      !Array.isArray(members) ||
+      !members.every(
+        (m) =>
+          typeof m === "string" &&
+          /^(user|serviceAccount|group|domain|projectOwner|projectEditor|projectViewer|principal|principalSet):.+|^allUsers$|^allAuthenticatedUsers$/.test(
+            m,
+          ),
+      )
+    ) {
+      throw new ApiError(
+        400,
+        "invalid",
+        `bindings[${i}].members must be IAM member strings such as serviceAccount:x@y.iam.gserviceaccount.com`,
+      );
     }
     const out: IamBinding = { role, members: members as string[] };
     if (condition !== undefined) {
-      if (typeof condition !== "object" || condition === null || typeof (condition as { expression?: unknown }).expression !== "string") {
+      if (
+        typeof condition !== "object" ||
+        condition === null ||
+        typeof (condition as { expression?: unknown }).expression !== "string"
+      ) {
         throw new ApiError(400, "invalid", `bindings[${i}].condition needs an expression`);
       }
       out.condition = condition as IamBinding["condition"] & object;

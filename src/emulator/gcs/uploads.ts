@@ -20,27 +20,59 @@ const completed = new Map<string, ObjectMeta>();
 const MAX_COMPLETED = 10_000;
 
 /** `/upload/storage/v1/b/B/o` with uploadType media, multipart or resumable (+ PUT chunks). */
-export async function handleUpload(store: ObjectStore, req: IncomingMessage, res: ServerResponse, url: URL, ctx: RequestContext): Promise<void> {
+export async function handleUpload(
+  store: ObjectStore,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  ctx: RequestContext,
+): Promise<void> {
   const m = /^(?:\/resumable)?\/upload\/storage\/v1\/b\/([^/]+)\/o\/?$/.exec(url.pathname);
   if (m === null) throw new ApiError(404, "notFound", `no upload endpoint at ${url.pathname}`);
   const bucket = decodeSegment(m[1]!);
-  if (store.getBucket(bucket) === undefined) throw new ApiError(404, "notFound", "The specified bucket does not exist.");
+  if (store.getBucket(bucket) === undefined)
+    throw new ApiError(404, "notFound", "The specified bucket does not exist.");
   const uploadId = url.searchParams.get("upload_id");
   if (uploadId !== null) return resumeUpload(store, uploadId, req, res, ctx);
   const type = url.searchParams.get("uploadType") ?? "media";
-  if (req.method !== "POST") throw new ApiError(405, "methodNotAllowed", `${req.method} is not allowed without upload_id`);
+  if (req.method !== "POST")
+    throw new ApiError(405, "methodNotAllowed", `${req.method} is not allowed without upload_id`);
   if (type === "media") {
     const name = url.searchParams.get("name");
     if (name === null || name === "") throw new ApiError(400, "required", "Required parameter: name");
     const data = await readBody(req);
-    finish(store, { bucket, name, contentType: req.headers["content-type"] ?? "application/octet-stream", metadata: undefined, ifGenerationMatch: url.searchParams.get("ifGenerationMatch") }, data, res, ctx);
+    finish(
+      store,
+      {
+        bucket,
+        name,
+        contentType: req.headers["content-type"] ?? "application/octet-stream",
+        metadata: undefined,
+        ifGenerationMatch: url.searchParams.get("ifGenerationMatch"),
+      },
+      data,
+      res,
+      ctx,
+    );
     return;
   }
   if (type === "multipart") {
     const { meta, media, mediaType } = parseMultipart(req.headers["content-type"] ?? "", await readBody(req));
     const name = typeof meta["name"] === "string" ? meta["name"] : url.searchParams.get("name");
     if (name === null || name === "") throw new ApiError(400, "required", "Required field: name");
-    finish(store, { bucket, name, contentType: typeof meta["contentType"] === "string" ? meta["contentType"] : mediaType, metadata: stringMap(meta["metadata"]), ifGenerationMatch: url.searchParams.get("ifGenerationMatch") }, media, res, ctx);
+    finish(
+      store,
+      {
+        bucket,
+        name,
+        contentType: typeof meta["contentType"] === "string" ? meta["contentType"] : mediaType,
+        metadata: stringMap(meta["metadata"]),
+        ifGenerationMatch: url.searchParams.get("ifGenerationMatch"),
+      },
+      media,
+      res,
+      ctx,
+    );
     return;
   }
   if (type === "resumable") {
@@ -59,7 +91,10 @@ export async function handleUpload(store: ObjectStore, req: IncomingMessage, res
     sessions.set(id, {
       bucket,
       name,
-      contentType: typeof meta["contentType"] === "string" ? meta["contentType"] : String(req.headers["x-upload-content-type"] ?? "application/octet-stream"),
+      contentType:
+        typeof meta["contentType"] === "string"
+          ? meta["contentType"]
+          : String(req.headers["x-upload-content-type"] ?? "application/octet-stream"),
       metadata: stringMap(meta["metadata"]),
       chunks: [],
       received: 0,
@@ -73,7 +108,13 @@ export async function handleUpload(store: ObjectStore, req: IncomingMessage, res
   throw new ApiError(400, "invalid", `unsupported uploadType "${type}"`);
 }
 
-async function resumeUpload(store: ObjectStore, id: string, req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
+async function resumeUpload(
+  store: ObjectStore,
+  id: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  ctx: RequestContext,
+): Promise<void> {
   const s = sessions.get(id);
   const done = completed.get(id);
   if (s === undefined && done !== undefined) {
@@ -87,7 +128,8 @@ async function resumeUpload(store: ObjectStore, id: string, req: IncomingMessage
     res.writeHead(499).end();
     return;
   }
-  if (req.method !== "PUT" && req.method !== "POST") throw new ApiError(405, "methodNotAllowed", "use PUT to send upload data");
+  if (req.method !== "PUT" && req.method !== "POST")
+    throw new ApiError(405, "methodNotAllowed", "use PUT to send upload data");
   const data = await readBody(req);
   const range = req.headers["content-range"];
   // `bytes a-b/total`, `bytes */total` (status query or final empty chunk), `bytes a-b/*` (more to come)
@@ -95,7 +137,8 @@ async function resumeUpload(store: ObjectStore, id: string, req: IncomingMessage
   if (range !== undefined && m === null) throw new ApiError(400, "invalid", `bad Content-Range "${range}"`);
   if (m !== null && m[1] !== undefined) {
     const start = Number(m[1]);
-    if (start > s.received) throw new ApiError(400, "invalid", `chunk starts at ${start}, but only ${s.received} bytes were received`);
+    if (start > s.received)
+      throw new ApiError(400, "invalid", `chunk starts at ${start}, but only ${s.received} bytes were received`);
     const skip = s.received - start; // a resent overlap
     if (skip < data.length) {
       s.chunks.push(data.subarray(skip));
@@ -120,11 +163,18 @@ async function resumeUpload(store: ObjectStore, id: string, req: IncomingMessage
   res.end();
 }
 
-function finish(store: ObjectStore, s: Pick<Session, "bucket" | "name" | "contentType" | "metadata" | "ifGenerationMatch">, data: Buffer, res: ServerResponse, ctx: RequestContext): ObjectMeta {
+function finish(
+  store: ObjectStore,
+  s: Pick<Session, "bucket" | "name" | "contentType" | "metadata" | "ifGenerationMatch">,
+  data: Buffer,
+  res: ServerResponse,
+  ctx: RequestContext,
+): ObjectMeta {
   if (s.ifGenerationMatch !== null) {
     const current = store.getObject(s.bucket, s.name);
     const ok = s.ifGenerationMatch === "0" ? current === undefined : current?.generation === s.ifGenerationMatch;
-    if (!ok) throw new ApiError(412, "conditionNotMet", "At least one of the pre-conditions you specified did not hold.");
+    if (!ok)
+      throw new ApiError(412, "conditionNotMet", "At least one of the pre-conditions you specified did not hold.");
   }
   const meta = store.putObject(s.bucket, s.name, data, s.contentType, s.metadata);
   sendJson(res, 200, objectResource(meta, ctx.baseUrl));
@@ -137,9 +187,15 @@ function stringMap(v: unknown): Record<string, string> | undefined {
 }
 
 /** Parses a two-part multipart/related upload: JSON metadata, then the media. */
-function parseMultipart(contentType: string, body: Buffer): { meta: Record<string, unknown>; media: Buffer; mediaType: string } {
+function parseMultipart(
+  contentType: string,
+  body: Buffer,
+): { meta: Record<string, unknown>; media: Buffer; mediaType: string } {
   // gcloud (Python's email package) quotes with ' and ends lines with LF only.
-  const b = /boundary=(?:"([^"]+)"|'([^']+)'|([^;\s]+))/i.exec(contentType)?.slice(1).find((x) => x !== undefined);
+  const b = /boundary=(?:"([^"]+)"|'([^']+)'|([^;\s]+))/i
+    .exec(contentType)
+    ?.slice(1)
+    .find((x) => x !== undefined);
   if (b === undefined) throw new ApiError(400, "invalid", "multipart upload without a boundary");
   const delim = Buffer.from(`--${b}`);
   const parts: Buffer[] = [];

@@ -9,8 +9,14 @@ export const PERMISSION_MESSAGE =
 const WRITER_ROLES = new Set(["roles/storage.objectAdmin", "roles/storage.admin"]);
 
 /** Whether the bucket policy grants `member` a role that can create and overwrite objects, unconditionally. */
-export function grantsExport(policy: { bindings: { role: string; members: string[]; condition?: unknown }[] } | undefined, member: string): boolean {
-  return policy?.bindings.some((b) => WRITER_ROLES.has(b.role) && b.condition === undefined && b.members.includes(member)) ?? false;
+export function grantsExport(
+  policy: { bindings: { role: string; members: string[]; condition?: unknown }[] } | undefined,
+  member: string,
+): boolean {
+  return (
+    policy?.bindings.some((b) => WRITER_ROLES.has(b.role) && b.condition === undefined && b.members.includes(member)) ??
+    false
+  );
 }
 
 export interface ExportJob {
@@ -65,7 +71,10 @@ export async function runExport(job: ExportJob): Promise<void> {
   await delay(20);
   if (job.signal?.aborted) return;
   if (job.objects.getBucket(job.bucket) === undefined) {
-    return finish({ code: 5, message: `Cloud Storage bucket "${job.bucket}" does not exist. Create it before exporting.` });
+    return finish({
+      code: 5,
+      message: `Cloud Storage bucket "${job.bucket}" does not exist. Create it before exporting.`,
+    });
   }
   if (!grantsExport(job.objects.getPolicy(job.bucket), member)) return finish({ code: 7, message: PERMISSION_MESSAGE });
   const start = performance.now();
@@ -73,7 +82,8 @@ export async function runExport(job: ExportJob): Promise<void> {
   while (next < total) {
     if (job.signal?.aborted) return;
     if (op.cancelRequested) return finish({ code: 1, message: "Operation was cancelled." });
-    if (!grantsExport(job.objects.getPolicy(job.bucket), member)) return finish({ code: 7, message: PERMISSION_MESSAGE });
+    if (!grantsExport(job.objects.getPolicy(job.bucket), member))
+      return finish({ code: 7, message: PERMISSION_MESSAGE });
     const due = Math.min(total, next + MAX_BATCH, Math.floor(((performance.now() - start) * job.rate) / 1000));
     for (; next < due; next++) {
       const inst = instances[next]!;
@@ -92,7 +102,10 @@ export async function runExport(job: ExportJob): Promise<void> {
     }
   }
   if (op.counter.failure > 0) {
-    return finish({ code: 13, message: `${op.counter.failure} of ${total} instances failed to export; see the operation's logs for each failure.` });
+    return finish({
+      code: 13,
+      message: `${op.counter.failure} of ${total} instances failed to export; see the operation's logs for each failure.`,
+    });
   }
   finish();
 }

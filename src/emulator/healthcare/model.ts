@@ -87,9 +87,19 @@ export class HealthcareModel {
     this.#csv = csv;
   }
 
-  newOperation(init: Omit<OperationRecord, "name" | "id" | "done" | "cancelRequested" | "createTime">, now: Date): OperationRecord {
+  newOperation(
+    init: Omit<OperationRecord, "name" | "id" | "done" | "cancelRequested" | "createTime">,
+    now: Date,
+  ): OperationRecord {
     const id = (this.#nextOperation++).toString();
-    const op: OperationRecord = { ...init, id, name: `${init.dataset}/operations/${id}`, done: false, cancelRequested: false, createTime: now.toISOString() };
+    const op: OperationRecord = {
+      ...init,
+      id,
+      name: `${init.dataset}/operations/${id}`,
+      done: false,
+      cancelRequested: false,
+      createTime: now.toISOString(),
+    };
     this.#operations.set(op.name, op);
     this.changed(true);
     return op;

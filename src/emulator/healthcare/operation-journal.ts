@@ -22,6 +22,9 @@ export function loadOperations(file: string): OperationRecord[] {
     if (parsed.version !== 1 || !Array.isArray(parsed.operations)) throw new Error("not a version 1 journal");
     return parsed.operations.map((op) => ({ ...op, counter: { ...op.counter } }));
   } catch (err) {
-    throw new Error(`cannot read the emulator's operations journal ${file} (${err instanceof Error ? err.message : String(err)}); delete it to start without past operations`, { cause: err });
+    throw new Error(
+      `cannot read the emulator's operations journal ${file} (${err instanceof Error ? err.message : String(err)}); delete it to start without past operations`,
+      { cause: err },
+    );
   }
 }

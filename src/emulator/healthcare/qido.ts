@@ -79,13 +79,27 @@ export function instanceAttributes(i: GeneratedInstance): DicomJson {
 
 /** Attributes returned at each level without includefield (PS3.18 table 10.6.3-3 subset). */
 const LEVEL_TAGS: Record<QidoLevel, readonly string[]> = {
-  studies: ["00080020", "00080030", "00080050", "00080090", "00100010", "00100020", "00100030", "00100040", "0020000D", "00200010", "00201206", "00201208"],
+  studies: [
+    "00080020",
+    "00080030",
+    "00080050",
+    "00080090",
+    "00100010",
+    "00100020",
+    "00100030",
+    "00100040",
+    "0020000D",
+    "00200010",
+    "00201206",
+    "00201208",
+  ],
   series: ["00080060", "0008103E", "0020000D", "0020000E", "00200011", "00201209"],
   instances: ["00080016", "00080018", "0020000D", "0020000E", "00200013", "00280010", "00280011", "00280100"],
 };
 /** Attributes that exist only above the instance level (no `all` leaks instance data into a study). */
 const LEVEL_SCOPE: Record<QidoLevel, (tag: string) => boolean> = {
-  studies: (t) => t.startsWith("0010") || ["00080020", "00080030", "00080050", "00080090", "0020000D", "00200010"].includes(t),
+  studies: (t) =>
+    t.startsWith("0010") || ["00080020", "00080030", "00080050", "00080090", "0020000D", "00200010"].includes(t),
   series: (t) => !["00080016", "00080018", "00200013", "00280010", "00280011", "00280100"].includes(t),
   instances: () => true,
 };
@@ -113,7 +127,9 @@ function matchFilters(params: URLSearchParams, scope: { study?: string; series?:
 
 /** Whether the query names anything to match (an empty result is then 204 No Content). */
 export function isFilteredQuery(params: URLSearchParams, scope: { study?: string; series?: string }): boolean {
-  return scope.study !== undefined || scope.series !== undefined || [...params.keys()].some((k) => !CONTROL_PARAMS.has(k));
+  return (
+    scope.study !== undefined || scope.series !== undefined || [...params.keys()].some((k) => !CONTROL_PARAMS.has(k))
+  );
 }
 
 /** `includefield` values: repeatable, comma-separated, keywords or tags, or `all`. */
@@ -134,12 +150,20 @@ export function includedTags(params: URLSearchParams): Set<string> | "all" {
 
 function matches(attr: DicomJsonAttribute | undefined, accepted: string[]): boolean {
   const raw = attr?.Value?.[0];
-  const value = typeof raw === "object" && raw !== null ? String((raw as { Alphabetic?: string }).Alphabetic ?? "") : String(raw ?? "");
-  return accepted.some((want) => (want.includes("*") || want.includes("?") ? wildcard(want).test(value) : value === want));
+  const value =
+    typeof raw === "object" && raw !== null
+      ? String((raw as { Alphabetic?: string }).Alphabetic ?? "")
+      : String(raw ?? "");
+  return accepted.some((want) =>
+    want.includes("*") || want.includes("?") ? wildcard(want).test(value) : value === want,
+  );
 }
 
 function wildcard(pattern: string): RegExp {
-  const body = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  const body = pattern
+    .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+    .replace(/\*/g, ".*")
+    .replace(/\?/g, ".");
   return new RegExp(`^${body}$`);
 }
 
@@ -149,7 +173,12 @@ function wildcard(pattern: string): RegExp {
  * Healthcare API: a client cannot tell a truncated page from the last one), then projects each
  * row onto the level's attributes plus `includefield`.
  */
-export function qidoSearch(instances: Iterable<GeneratedInstance>, level: QidoLevel, scope: { study?: string; series?: string }, params: URLSearchParams): DicomJson[] {
+export function qidoSearch(
+  instances: Iterable<GeneratedInstance>,
+  level: QidoLevel,
+  scope: { study?: string; series?: string },
+  params: URLSearchParams,
+): DicomJson[] {
   const filters = matchFilters(params, scope);
   const include = includedTags(params);
   const limits = QIDO_LIMITS[level];
@@ -175,7 +204,8 @@ export function qidoSearch(instances: Iterable<GeneratedInstance>, level: QidoLe
     if (level === "studies") attrs["00201206"] = attrs["00201208"] = { vr: "IS", Value: [1] };
     if (level === "series") attrs["00201209"] = { vr: "IS", Value: [1] };
     const tags = new Set(LEVEL_TAGS[level]);
-    for (const tag of include === "all" ? Object.keys(attrs) : include) if (LEVEL_SCOPE[level](tag) || include !== "all") tags.add(tag);
+    for (const tag of include === "all" ? Object.keys(attrs) : include)
+      if (LEVEL_SCOPE[level](tag) || include !== "all") tags.add(tag);
     const row: DicomJson = {};
     for (const tag of [...tags].sort()) if (attrs[tag] !== undefined) row[tag] = attrs[tag];
     out.push(row);

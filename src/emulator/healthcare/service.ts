@@ -31,12 +31,17 @@ export function createHealthcareService(options: HealthcareServiceOptions): Emul
       const version = m[1] as "v1" | "v1beta1";
       const path = m[2]!.split("/").map(decodeSegment).join("/");
       if (!DATASET.test(path)) return false;
-      if (req.method === "POST" && path.endsWith(":testIamPermissions")) return testIamPermissions(options, path.slice(0, -":testIamPermissions".length), req, res);
-      if (req.method === "POST" && path.endsWith(":export")) return startExport(options, version, path.slice(0, -":export".length), req, res, ctx, now);
-      const op = /^(projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+)\/operations(?:\/([^/:]+))?(:cancel)?$/.exec(path);
+      if (req.method === "POST" && path.endsWith(":testIamPermissions"))
+        return testIamPermissions(options, path.slice(0, -":testIamPermissions".length), req, res);
+      if (req.method === "POST" && path.endsWith(":export"))
+        return startExport(options, version, path.slice(0, -":export".length), req, res, ctx, now);
+      const op = /^(projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+)\/operations(?:\/([^/:]+))?(:cancel)?$/.exec(
+        path,
+      );
       if (op !== null) return operations(options, op[1]!, op[2], op[3] !== undefined, req, res, url);
       const web = /^(.+\/dicomStores\/[^/]+)\/dicomWeb\/(.+)$/.exec(path);
-      if (web !== null && (req.method === "GET" || req.method === "HEAD")) return dicomWeb(options, web[1]!, web[2]!, req, res, url, ctx);
+      if (web !== null && (req.method === "GET" || req.method === "HEAD"))
+        return dicomWeb(options, web[1]!, web[2]!, req, res, url, ctx);
       const fhir = /^(.+\/fhirStores\/[^/]+)\/fhir\/([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(path);
       if (fhir !== null && req.method === "GET") return fhirRead(options, fhir[1]!, fhir[2]!, fhir[3]!, res);
       return false;
@@ -44,12 +49,24 @@ export function createHealthcareService(options: HealthcareServiceOptions): Emul
   };
 }
 
-async function startExport(o: HealthcareServiceOptions, version: "v1" | "v1beta1", storeName: string, req: IncomingMessage, res: ServerResponse, ctx: RequestContext, now: () => Date): Promise<boolean> {
+async function startExport(
+  o: HealthcareServiceOptions,
+  version: "v1" | "v1beta1",
+  storeName: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  ctx: RequestContext,
+  now: () => Date,
+): Promise<boolean> {
   const body = await readJson(req);
-  const allowed = version === "v1" ? ["gcsDestination", "bigqueryDestination"] : ["gcsDestination", "bigqueryDestination", "filterConfig"];
+  const allowed =
+    version === "v1"
+      ? ["gcsDestination", "bigqueryDestination"]
+      : ["gcsDestination", "bigqueryDestination", "filterConfig"];
   rejectUnknown(body, allowed, "");
   const store = o.model.dicomStores.get(storeName);
-  if (store === undefined) throw new ApiError(404, "notFound", `DICOM store "${storeName}" not found`, { rpcStatus: "NOT_FOUND" });
+  if (store === undefined)
+    throw new ApiError(404, "notFound", `DICOM store "${storeName}" not found`, { rpcStatus: "NOT_FOUND" });
   if (body["bigqueryDestination"] !== undefined || body["filterConfig"] !== undefined) {
     throw new ApiError(501, "notImplemented", "the hcexport emulator implements only gcsDestination exports");
   }
@@ -60,12 +77,25 @@ async function startExport(o: HealthcareServiceOptions, version: "v1" | "v1beta1
   if (typeof uriPrefix !== "string") throw invalidArgument("gcsDestination.uriPrefix is required");
   const dest = parseGsUri(uriPrefix);
   if (!dest.ok) throw invalidArgument(`invalid gcsDestination.uriPrefix: ${dest.error}`);
-  if (mimeType !== undefined && (typeof mimeType !== "string" || !/^application\/dicom(;\s*transfer-syntax=(\*|1\.2\.840\.10008\.1\.2\.1))?$/.test(mimeType))) {
-    throw invalidArgument(`the emulator exports only application/dicom (no transcoding), not ${JSON.stringify(mimeType)}`);
+  if (
+    mimeType !== undefined &&
+    (typeof mimeType !== "string" ||
+      !/^application\/dicom(;\s*transfer-syntax=(\*|1\.2\.840\.10008\.1\.2\.1))?$/.test(mimeType))
+  ) {
+    throw invalidArgument(
+      `the emulator exports only application/dicom (no transcoding), not ${JSON.stringify(mimeType)}`,
+    );
   }
   const dataset = DATASET.exec(storeName)![1]!;
   const op = o.model.newOperation(
-    { dataset, apiVersion: version, method: "dicom.DicomService.ExportDicomData", counter: { success: 0, failure: 0, pending: store.instances.length }, source: storeName, destination: uriPrefix },
+    {
+      dataset,
+      apiVersion: version,
+      method: "dicom.DicomService.ExportDicomData",
+      counter: { success: 0, failure: 0, pending: store.instances.length },
+      source: storeName,
+      destination: uriPrefix,
+    },
     now(),
   );
   startExportJob(o, op, store, ctx.random, () => (o.faults ?? (() => ctx.faults))(), now);
@@ -82,14 +112,21 @@ const HEALTHCARE_PERMISSION = /^healthcare\.[A-Za-z]+\.[A-Za-z]+$/;
  * permission, so it answers the valid `healthcare.*` permissions asked. Like the real API, a
  * resource that does not exist yields an empty set rather than NOT_FOUND, and wildcards are 400.
  */
-async function testIamPermissions(o: HealthcareServiceOptions, resource: string, req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+async function testIamPermissions(
+  o: HealthcareServiceOptions,
+  resource: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<boolean> {
   if (!IAM_RESOURCE.test(resource)) return false;
   const body = await readJson(req);
   rejectUnknown(body, ["permissions"], "");
   const asked = body["permissions"] ?? [];
-  if (!Array.isArray(asked) || asked.some((p) => typeof p !== "string")) throw invalidArgument("permissions must be a list of strings");
+  if (!Array.isArray(asked) || asked.some((p) => typeof p !== "string"))
+    throw invalidArgument("permissions must be a list of strings");
   const wildcard = (asked as string[]).find((p) => p.includes("*"));
-  if (wildcard !== undefined) throw invalidArgument(`Permissions with wildcards (such as * or storage.*) are not allowed: "${wildcard}"`);
+  if (wildcard !== undefined)
+    throw invalidArgument(`Permissions with wildcards (such as * or storage.*) are not allowed: "${wildcard}"`);
   const exists = resource.includes("/dicomStores/")
     ? o.model.dicomStores.has(resource)
     : resource.includes("/fhirStores/")
@@ -100,24 +137,33 @@ async function testIamPermissions(o: HealthcareServiceOptions, resource: string,
   return true;
 }
 
-function startExportJob(o: HealthcareServiceOptions, op: OperationRecord, store: DicomStoreRecord, random: () => number, faults: () => FaultConfig, now: () => Date): void {
+function startExportJob(
+  o: HealthcareServiceOptions,
+  op: OperationRecord,
+  store: DicomStoreRecord,
+  random: () => number,
+  faults: () => FaultConfig,
+  now: () => Date,
+): void {
   const dest = parseGsUri(op.destination);
   if (!dest.ok) throw invalidArgument(`invalid gcsDestination.uriPrefix: ${dest.error}`);
   const project = store.name.split("/")[1]!;
-  o.model.track(runExport({
-    op,
-    store,
-    bucket: dest.value.bucket,
-    prefix: dest.value.prefix,
-    serviceAgent: `service-${o.projects.ensure(project).projectNumber}@gcp-sa-healthcare.iam.gserviceaccount.com`,
-    objects: o.objects,
-    rate: o.exportInstancesPerSecond,
-    failureRate: () => faults().exportFailureRate,
-    random,
-    now,
-    onChange: (final) => o.model.changed(final),
-    signal: o.model.shutdown.signal,
-  }));
+  o.model.track(
+    runExport({
+      op,
+      store,
+      bucket: dest.value.bucket,
+      prefix: dest.value.prefix,
+      serviceAgent: `service-${o.projects.ensure(project).projectNumber}@gcp-sa-healthcare.iam.gserviceaccount.com`,
+      objects: o.objects,
+      rate: o.exportInstancesPerSecond,
+      failureRate: () => faults().exportFailureRate,
+      random,
+      now,
+      onChange: (final) => o.model.changed(final),
+      signal: o.model.shutdown.signal,
+    }),
+  );
 }
 
 /**
@@ -131,7 +177,13 @@ export function resumeExports(o: HealthcareServiceOptions, random: () => number,
     if (op.done || op.method !== "dicom.DicomService.ExportDicomData") continue;
     const store = o.model.dicomStores.get(op.source);
     if (store === undefined || op.cancelRequested) {
-      Object.assign(op, { done: true, endTime: now().toISOString(), error: op.cancelRequested ? { code: 1, message: "Operation was cancelled." } : { code: 10, message: `The emulator restarted without DICOM store ${op.source}; the export was aborted.` } });
+      Object.assign(op, {
+        done: true,
+        endTime: now().toISOString(),
+        error: op.cancelRequested
+          ? { code: 1, message: "Operation was cancelled." }
+          : { code: 10, message: `The emulator restarted without DICOM store ${op.source}; the export was aborted.` },
+      });
       o.model.changed(true);
       continue;
     }
@@ -141,20 +193,33 @@ export function resumeExports(o: HealthcareServiceOptions, random: () => number,
   return resumed;
 }
 
-function operations(o: HealthcareServiceOptions, dataset: string, id: string | undefined, cancel: boolean, req: IncomingMessage, res: ServerResponse, url: URL): boolean {
+function operations(
+  o: HealthcareServiceOptions,
+  dataset: string,
+  id: string | undefined,
+  cancel: boolean,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+): boolean {
   if (id === undefined) {
     if (req.method !== "GET") return false;
     const all = o.model.operations(dataset);
     const pageSize = Math.min(100, Number(url.searchParams.get("pageSize") ?? "100") || 100);
     const token = url.searchParams.get("pageToken") ?? "";
-    if (token !== "" && !/^\d+$/.test(token)) throw invalidArgument(`invalid pageToken "${token}": pass the nextPageToken of the previous page`);
+    if (token !== "" && !/^\d+$/.test(token))
+      throw invalidArgument(`invalid pageToken "${token}": pass the nextPageToken of the previous page`);
     const start = Number(token || "0");
     const page = all.slice(start, start + pageSize);
-    sendJson(res, 200, { operations: page.map(operationJson), ...(start + pageSize < all.length ? { nextPageToken: String(start + pageSize) } : {}) });
+    sendJson(res, 200, {
+      operations: page.map(operationJson),
+      ...(start + pageSize < all.length ? { nextPageToken: String(start + pageSize) } : {}),
+    });
     return true;
   }
   const op = o.model.operation(`${dataset}/operations/${id}`);
-  if (op === undefined) throw new ApiError(404, "notFound", `operation ${dataset}/operations/${id} not found`, { rpcStatus: "NOT_FOUND" });
+  if (op === undefined)
+    throw new ApiError(404, "notFound", `operation ${dataset}/operations/${id} not found`, { rpcStatus: "NOT_FOUND" });
   if (cancel) {
     if (req.method !== "POST") return false;
     if (!op.done) {
@@ -169,22 +234,40 @@ function operations(o: HealthcareServiceOptions, dataset: string, id: string | u
   return true;
 }
 
-async function dicomWeb(o: HealthcareServiceOptions, storeName: string, rest: string, req: IncomingMessage, res: ServerResponse, url: URL, ctx: RequestContext): Promise<boolean> {
+async function dicomWeb(
+  o: HealthcareServiceOptions,
+  storeName: string,
+  rest: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+  url: URL,
+  ctx: RequestContext,
+): Promise<boolean> {
   const store = o.model.dicomStores.get(storeName);
-  if (store === undefined) throw new ApiError(404, "notFound", `DICOM store "${storeName}" not found`, { rpcStatus: "NOT_FOUND" });
+  if (store === undefined)
+    throw new ApiError(404, "notFound", `DICOM store "${storeName}" not found`, { rpcStatus: "NOT_FOUND" });
   const parts = rest.split("/");
   // [studies/S/][series/SE/][instances/I/][metadata] or a search level as the last segment.
   const scope: { study?: string; series?: string; instance?: string } = {};
   let i = 0;
-  for (const [level, key] of [["studies", "study"], ["series", "series"], ["instances", "instance"]] as const) {
+  for (const [level, key] of [
+    ["studies", "study"],
+    ["series", "series"],
+    ["instances", "instance"],
+  ] as const) {
     if (parts[i] === level && parts.length > i + 1 && parts[i + 1] !== "") {
       scope[key] = parts[i + 1]!;
       i += 2;
     }
   }
   const selected = () =>
-    (scope.instance !== undefined ? [store.bySop.get(scope.instance)].filter((x) => x !== undefined) : store.instances).filter(
-      (x) => (scope.study === undefined || x.studyUid === scope.study) && (scope.series === undefined || x.seriesUid === scope.series),
+    (scope.instance !== undefined
+      ? [store.bySop.get(scope.instance)].filter((x) => x !== undefined)
+      : store.instances
+    ).filter(
+      (x) =>
+        (scope.study === undefined || x.studyUid === scope.study) &&
+        (scope.series === undefined || x.seriesUid === scope.series),
     );
   if (i === parts.length && scope.study !== undefined) {
     await retrieve(req, res, selected(), scope.instance !== undefined, ctx);
@@ -197,7 +280,12 @@ async function dicomWeb(o: HealthcareServiceOptions, storeName: string, rest: st
     return true;
   }
   const level = parts[i];
-  if (scope.instance !== undefined || i !== parts.length - 1 || (level !== "studies" && level !== "series" && level !== "instances")) return false;
+  if (
+    scope.instance !== undefined ||
+    i !== parts.length - 1 ||
+    (level !== "studies" && level !== "series" && level !== "instances")
+  )
+    return false;
   if (level === "studies" && scope.study !== undefined) return false;
   if (level === "series" && scope.series !== undefined) return false;
   const rows = qidoSearch(store.instances, level as QidoLevel, scope, url.searchParams);
@@ -211,24 +299,45 @@ async function dicomWeb(o: HealthcareServiceOptions, storeName: string, rest: st
 
 function sendDicomJson(res: ServerResponse, body: unknown): void {
   const text = JSON.stringify(body);
-  res.writeHead(200, { "content-type": "application/dicom+json; charset=utf-8", "content-length": Buffer.byteLength(text) });
+  res.writeHead(200, {
+    "content-type": "application/dicom+json; charset=utf-8",
+    "content-length": Buffer.byteLength(text),
+  });
   res.end(text);
 }
 
-function fhirRead(o: HealthcareServiceOptions, storeName: string, type: string, id: string, res: ServerResponse): boolean {
+function fhirRead(
+  o: HealthcareServiceOptions,
+  storeName: string,
+  type: string,
+  id: string,
+  res: ServerResponse,
+): boolean {
   const store = o.model.fhirStores.get(storeName);
   const resource = store?.resources.get(`${type}/${id}`);
   if (resource === undefined) {
     const text = JSON.stringify({
       resourceType: "OperationOutcome",
-      issue: [{ severity: "error", code: "not-found", diagnostics: store === undefined ? `FHIR store ${storeName} not found` : `resource not found: ${type}/${id}` }],
+      issue: [
+        {
+          severity: "error",
+          code: "not-found",
+          diagnostics: store === undefined ? `FHIR store ${storeName} not found` : `resource not found: ${type}/${id}`,
+        },
+      ],
     });
-    res.writeHead(404, { "content-type": "application/fhir+json; charset=utf-8", "content-length": Buffer.byteLength(text) });
+    res.writeHead(404, {
+      "content-type": "application/fhir+json; charset=utf-8",
+      "content-length": Buffer.byteLength(text),
+    });
     res.end(text);
     return true;
   }
   const text = JSON.stringify(resource);
-  res.writeHead(200, { "content-type": "application/fhir+json; charset=utf-8", "content-length": Buffer.byteLength(text) });
+  res.writeHead(200, {
+    "content-type": "application/fhir+json; charset=utf-8",
+    "content-length": Buffer.byteLength(text),
+  });
   res.end(text);
   return true;
 }
@@ -239,7 +348,12 @@ function rejectUnknown(body: Record<string, unknown>, allowed: string[], path: s
       const msg = `Invalid JSON payload received. Unknown name "${key}"${path === "" ? "" : ` at '${path.slice(0, -1)}'`}: Cannot find field.`;
       throw new ApiError(400, "invalid", msg, {
         rpcStatus: "INVALID_ARGUMENT",
-        details: [{ "@type": "type.googleapis.com/google.rpc.BadRequest", fieldViolations: [{ field: `${path}${key}`, description: msg }] }],
+        details: [
+          {
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            fieldViolations: [{ field: `${path}${key}`, description: msg }],
+          },
+        ],
       });
     }
   }

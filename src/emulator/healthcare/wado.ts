@@ -13,26 +13,53 @@ export function negotiate(accept: string | undefined, single: boolean): "single"
   const a = (accept ?? "").toLowerCase();
   const ts = /transfer-syntax=([^;,\s]+)/.exec(a)?.[1];
   if (ts !== undefined && ts !== "*" && ts !== STORED_TS) {
-    throw new ApiError(406, "notAcceptable", `the emulator stores explicit VR little endian and cannot transcode to transfer syntax ${ts}`, { rpcStatus: "FAILED_PRECONDITION" });
+    throw new ApiError(
+      406,
+      "notAcceptable",
+      `the emulator stores explicit VR little endian and cannot transcode to transfer syntax ${ts}`,
+      { rpcStatus: "FAILED_PRECONDITION" },
+    );
   }
   if (a.includes("multipart/related")) return "multipart";
   if (a.includes("application/dicom") || a.includes("*/*")) return single ? "single" : "multipart";
   if (a === "") return "multipart";
-  throw new ApiError(406, "notAcceptable", `cannot produce "${accept}"; use application/dicom or multipart/related; type="application/dicom"`, { rpcStatus: "FAILED_PRECONDITION" });
+  throw new ApiError(
+    406,
+    "notAcceptable",
+    `cannot produce "${accept}"; use application/dicom or multipart/related; type="application/dicom"`,
+    { rpcStatus: "FAILED_PRECONDITION" },
+  );
 }
 
 /** Retrieves instances: one as single-part application/dicom (with body faults), or a streamed multipart/related response. */
-export async function retrieve(req: IncomingMessage, res: ServerResponse, instances: readonly GeneratedInstance[], single: boolean, ctx: RequestContext): Promise<void> {
+export async function retrieve(
+  req: IncomingMessage,
+  res: ServerResponse,
+  instances: readonly GeneratedInstance[],
+  single: boolean,
+  ctx: RequestContext,
+): Promise<void> {
   if (instances.length === 0) throw new ApiError(404, "notFound", "no such DICOM resource", { rpcStatus: "NOT_FOUND" });
   const mode = negotiate(req.headers.accept, single);
   if (mode === "single") {
     const data = instances[0]!.data();
-    sendMedia(req, res, data, { "content-type": `application/dicom; transfer-syntax=${STORED_TS}`, ...reprDigest(req.headers["want-repr-digest"], data) }, ctx);
+    sendMedia(
+      req,
+      res,
+      data,
+      {
+        "content-type": `application/dicom; transfer-syntax=${STORED_TS}`,
+        ...reprDigest(req.headers["want-repr-digest"], data),
+      },
+      ctx,
+    );
     return;
   }
   // A reset or truncation fault cuts the stream inside a random part (corruption is not applied:
   // parts carry no digest, so it could not be detected by any client).
-  const fault = faultsApply(ctx.faults, new URL(req.url ?? "/", "http://x").pathname) ? decideFault({ ...ctx.faults, rate429: 0, rate503: 0, corruptRate: 0 }, ctx.random, true) : { kind: "none" as const };
+  const fault = faultsApply(ctx.faults, new URL(req.url ?? "/", "http://x").pathname)
+    ? decideFault({ ...ctx.faults, rate429: 0, rate503: 0, corruptRate: 0 }, ctx.random, true)
+    : { kind: "none" as const };
   const cutAt = fault.kind === "reset" || fault.kind === "truncate" ? Math.floor(ctx.random() * instances.length) : -1;
   const boundary = randomBytes(12).toString("hex");
   res.writeHead(200, { "content-type": `multipart/related; type="application/dicom"; boundary=${boundary}` });
@@ -63,7 +90,10 @@ export async function retrieve(req: IncomingMessage, res: ServerResponse, instan
 export function reprDigest(want: string | string[] | undefined, data: Buffer): Record<string, string> {
   const asked = (Array.isArray(want) ? want.join(",") : (want ?? "")).toLowerCase();
   const parts: string[] = [];
-  for (const [alg, node] of [["sha-256", "sha256"], ["md5", "md5"]] as const) {
+  for (const [alg, node] of [
+    ["sha-256", "sha256"],
+    ["md5", "md5"],
+  ] as const) {
     const m = new RegExp(`(?:^|[,\\s])${alg}\\s*=\\s*(\\d+)`).exec(asked);
     if (m !== null && Number(m[1]) > 0) parts.push(`${alg}=:${createHash(node).update(data).digest("base64")}:`);
   }
