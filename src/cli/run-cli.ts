@@ -1,7 +1,6 @@
 import yargs from "yargs";
 import { ExitCode, HcexportError, exitCodeOf } from "../core/errors.ts";
-import { commands } from "./commands/index.ts";
-import { Output } from "./output.ts";
+import { commands, lazyCommandModule } from "./commands/index.ts";
 import type { CliIo } from "./context.ts";
 
 /**
@@ -59,11 +58,13 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     .fail((msg, err) => {
       throw err ?? new HcexportError(msg, ExitCode.Usage);
     });
-  for (const make of commands) parser.command(make(io));
+  for (const entry of commands) parser.command(lazyCommandModule(entry, io));
   try {
     await parser.parseAsync();
   } catch (err) {
     exitCode = exitCodeOf(err);
+    // Loaded here, not at the top: `--version` and `--help` never need the output layer (ora).
+    const { Output } = await import("./output.ts");
     const out = new Output({
       json: wantsJson,
       quiet: false,
