@@ -34,6 +34,14 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       type: "string",
       describe: "base URL of a running `hcexport emulator`: sets all three endpoints, no auth",
     })
+    .option("ca-cert", {
+      type: "string",
+      describe: "also trust the CA certificates in this PEM file (e.g. from `hcexport emulator --tls`)",
+    })
+    .middleware(async (args) => {
+      const file = args["ca-cert"];
+      if (typeof file === "string" && file !== "") await (await import("../net/trust.ts")).trustCaFile(file);
+    })
     .group(
       [
         "json",
@@ -44,6 +52,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         "storage-endpoint",
         "resource-manager-endpoint",
         "emulator",
+        "ca-cert",
       ],
       "Global options:",
     )
