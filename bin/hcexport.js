@@ -30,13 +30,18 @@ if (major < NEED_MAJOR || (major === NEED_MAJOR && minor < NEED_MINOR)) {
       // Cache V8's compiled code between runs (os.tmpdir()/node-compile-cache): start-up is most of a
       // `--version`. NODE_DISABLE_COMPILE_CACHE=1 turns it off.
       if (typeof m.enableCompileCache === "function") m.enableCompileCache();
-      // yargs' help layout imports `string-width`, whose load and first call cost more than the rest
-      // of `--help`; dist/cli/fast-string-width.js gives the same widths cheaply (see there).
+      // yargs' help layout imports `string-width` and `wrap-ansi`, whose load and first calls cost
+      // more than the rest of `--help`; dist/cli/fast-*.js give the same answers cheaply (see there).
       if (typeof m.registerHooks === "function") {
-        var fast = new URL("../dist/cli/fast-string-width.js", import.meta.url).href;
+        var fast = {
+          "string-width": new URL("../dist/cli/fast-string-width.js", import.meta.url).href,
+          "wrap-ansi": new URL("../dist/cli/fast-wrap-ansi.js", import.meta.url).href,
+        };
+        var ours = [fast["string-width"], fast["wrap-ansi"]];
         m.registerHooks({
           resolve: function (specifier, context, next) {
-            if (specifier === "string-width" && context.parentURL !== fast) return { url: fast, shortCircuit: true };
+            if (Object.prototype.hasOwnProperty.call(fast, specifier) && ours.indexOf(context.parentURL) < 0)
+              return { url: fast[specifier], shortCircuit: true };
             return next(specifier, context);
           },
         });

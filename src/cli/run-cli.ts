@@ -1,13 +1,24 @@
-import yargs from "yargs";
+import { readFileSync } from "node:fs";
 import { ExitCode, HcexportError, exitCodeOf } from "../core/errors.ts";
 import { commands, lazyCommandModule } from "./commands/index.ts";
 import type { CliIo } from "./context.ts";
+
+/** The package's version (package.json sits two levels above both src/cli and dist/cli). */
+const VERSION = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
+).version;
 
 /**
  * Parses `argv` and runs one command with the given process edges. Returns the exit code instead
  * of exiting, so tests can run the CLI in-process.
  */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  // `hcexport --version` alone needs no parser (start-up, issue #14.5).
+  if (argv.length === 1 && argv[0] === "--version") {
+    io.stdout.write(`${VERSION}\n`);
+    return ExitCode.Ok;
+  }
+  const { default: yargs } = await import("yargs");
   const wantsJson = argv.includes("--json");
   let exitCode: number = ExitCode.Ok;
   const parser = yargs([...argv])
@@ -61,7 +72,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     .recommendCommands()
     .help()
     .alias("help", "h")
-    .version()
+    .version(VERSION)
     .wrap(Math.min(110, (io.stdout as { columns?: number }).columns ?? 100))
     .exitProcess(false)
     .fail((msg, err) => {

@@ -6,6 +6,8 @@ import realStringWidth from "string-width";
 import { commands } from "../../src/cli/commands/index.ts";
 import type { CliIo } from "../../src/cli/context.ts";
 import fastStringWidth from "../../src/cli/fast-string-width.ts";
+import fastWrapAnsi from "../../src/cli/fast-wrap-ansi.ts";
+import realWrapAnsi from "wrap-ansi";
 
 const io: CliIo = {
   stdout: new PassThrough(),
@@ -34,7 +36,7 @@ test("the command index and run-cli import no command module statically (start-u
       .split("\n")
       .filter((l) => /^import\s(?!type\b)/.test(l))
       .map((l) => /from\s+"([^"]+)"/.exec(l)?.[1] ?? l);
-    const allowed = new Set(["yargs", "../core/errors.ts", "./commands/index.ts", "./run-cli.ts"]);
+    const allowed = new Set(["node:fs", "../core/errors.ts", "./commands/index.ts", "./run-cli.ts"]);
     for (const s of statics) assert.ok(allowed.has(s), `${file} statically imports ${s}: load it in a handler instead`);
   }
 });
@@ -60,4 +62,27 @@ test("fast-string-width answers exactly what string-width answers", () => {
       JSON.stringify(s),
     );
   }
+});
+
+test("fast-wrap-ansi wraps exactly as wrap-ansi does", () => {
+  const texts = [
+    ...commands.map((c) => c.describe),
+    "copy gs://BUCKET/PREFIX to DIR: parallel, verified (CRC32C), atomic, incremental",
+    "  leading and trailing spaces   and  doubled  spaces  ",
+    "averyveryverylongwordthatmustbehardbrokenacrossseverallines and then short words",
+    "line one\nline two that is a little longer\r\nline three",
+    "ensure bucket → check/grant IAM → export → wait → mirror → annotations (resumable)",
+    "\u001b[31mred words that wrap across lines\u001b[39m and plain ones",
+    "",
+    "   ",
+    "日本語のテキストを折り返す テスト",
+  ];
+  for (const text of texts)
+    for (const columns of [1, 5, 12, 20, 37, 60, 110])
+      for (const options of [{ hard: true }, {}, { trim: false }, { wordWrap: false }, { hard: true, trim: false }])
+        assert.equal(
+          fastWrapAnsi(text, columns, options),
+          realWrapAnsi(text, columns, options),
+          `${JSON.stringify(text)} at ${columns} ${JSON.stringify(options)}`,
+        );
 });
