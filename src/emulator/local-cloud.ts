@@ -5,6 +5,7 @@ import path from "node:path";
 import { seededRandom } from "./faults.ts";
 import { createHealthcareService, resumeExports, type HealthcareServiceOptions } from "./healthcare/service.ts";
 import { HealthcareModel } from "./healthcare/model.ts";
+import { createHealthcareResourcesService } from "./healthcare/resources.ts";
 import { sendMedia } from "./media.ts";
 import { createResourceManagerService } from "./resource-manager.ts";
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from "./server.ts";
@@ -64,6 +65,7 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
         faults,
       };
       return [
+        createHealthcareResourcesService(model),
         createHealthcareService(hc),
         createResourceManagerService(projects),
         filesService(() => model.annotationsCsv()),
