@@ -6,6 +6,9 @@ import { seededRandom } from "./faults.ts";
 import { createHealthcareService, resumeExports, type HealthcareServiceOptions } from "./healthcare/service.ts";
 import { HealthcareModel } from "./healthcare/model.ts";
 import { createHealthcareResourcesService } from "./healthcare/resources.ts";
+import { abortUnfinished, createHealthcareDataService } from "./healthcare/data-service.ts";
+import { loadLocalStores, type LoadResult, type LoadSpec } from "./healthcare/load-local.ts";
+import { siimPatient } from "./dataset/patients.ts";
 import { sendMedia } from "./media.ts";
 import { createResourceManagerService } from "./resource-manager.ts";
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from "./server.ts";
@@ -24,6 +27,8 @@ export interface LocalCloudOptions extends EmulatorOptions {
   readonly dataset?: DatasetOptions;
   /** How fast exports write instances (default 100/s: ~1 s per 100 instances, so progress is visible). */
   readonly exportInstancesPerSecond?: number;
+  /** Preload DICOM stores from local directories (`hcexport emulator --load STORE=DIR`). */
+  readonly load?: readonly LoadSpec[];
 }
 
 export interface LocalCloud extends RunningEmulator {
@@ -32,6 +37,8 @@ export interface LocalCloud extends RunningEmulator {
   readonly annotationsCsv: string;
   /** Where the attachment is served. */
   readonly annotationsUrl: string;
+  /** What `load` put into each store. */
+  readonly loaded: readonly LoadResult[];
 }
 
 /** Where the annotations CSV is served (the DocumentReference's attachment URL points here). */
@@ -66,6 +73,7 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
       };
       return [
         createHealthcareResourcesService(model),
+        createHealthcareDataService(hc),
         createHealthcareService(hc),
         createResourceManagerService(projects),
         filesService(() => model.annotationsCsv()),
@@ -76,11 +84,21 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
   live.emulator = emulator;
   if (options.dataset !== undefined) model.setAnnotationsCsv(loadSiim(model, options.dataset, emulator.baseUrl));
   resumeExports(hc!, seededRandom(options.faults?.seed ?? 1), faults);
+  abortUnfinished(model);
+  let loaded: LoadResult[];
+  try {
+    loaded = await loadLocalStores(model, emulator.projects, options.load ?? []);
+  } catch (err) {
+    await model.stop();
+    await emulator.close();
+    throw err;
+  }
   const close = emulator.close;
   return Object.assign(emulator, {
     healthcare: model,
     annotationsCsv: model.annotationsCsv(),
     annotationsUrl: `${emulator.baseUrl}${ANNOTATIONS_PATH}`,
+    loaded,
     close: async () => {
       await model.stop();
       await close();
@@ -116,6 +134,7 @@ export function loadSiim(model: HealthcareModel, d: DatasetOptions, baseUrl: str
       },
     ],
   });
+  for (const inst of train) fhir.resources.set(`Patient/${inst.patientId}`, siimPatient(inst));
   return csv;
 }
 
