@@ -118,7 +118,7 @@ async function readParts(req: IncomingMessage): Promise<Buffer[]> {
   let current: Buffer[] | undefined;
   let size = 0;
   try {
-    const parser = new MultipartParser(boundary);
+    const parser = new MultipartParser(boundary, 200);
     for await (const chunk of req as AsyncIterable<Buffer>) {
       size += chunk.length;
       if (size > MAX_BODY) throw new ApiError(413, "uploadTooLarge", `STOW-RS request larger than ${MAX_BODY} bytes`);
