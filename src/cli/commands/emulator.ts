@@ -136,6 +136,7 @@ export const emulatorCommand = (io: CliIo): CommandModule<GlobalArgs, EmulatorAr
         `@google-cloud/storage: new Storage({ apiEndpoint: "${cloud.baseUrl}", projectId: "my-project" })`,
         `rclone:              rclone lsf :gcs:BUCKET --gcs-anonymous --gcs-endpoint ${cloud.baseUrl}/storage/v1/`,
         `gcloud:              CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE=${cloud.baseUrl}/ CLOUDSDK_AUTH_DISABLE_CREDENTIALS=True gcloud storage ls gs://BUCKET`,
+        `gcloud healthcare:   CLOUDSDK_API_ENDPOINT_OVERRIDES_HEALTHCARE=${cloud.baseUrl}/ CLOUDSDK_AUTH_DISABLE_CREDENTIALS=True gcloud healthcare datasets list --location=us-central1 --project=P`,
         `faults:              curl -X POST ${cloud.baseUrl}/_emulator/faults -d '{"rate503":0.05}'`,
       ];
       if (args.dataset === "siim") {
