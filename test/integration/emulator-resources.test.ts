@@ -196,6 +196,23 @@ describe("locations, datasets, stores", () => {
       await call("POST", `/v1/${SIIM_DATASET_PATH}:setIamPolicy`, { policy: { bindings: [binding] } })
     ).json();
     assert.equal(ds.version, 1);
+    // An empty dataset made through the API answers testIamPermissions like one holding stores.
+    const held = (
+      await call("POST", `/v1/${P}/datasets/ds-1:testIamPermissions`, { permissions: ["healthcare.datasets.get"] })
+    ).json();
+    assert.deepEqual(held, { permissions: ["healthcare.datasets.get"] });
+  });
+
+  test("what is still not implemented answers 501 naming the method and path", async () => {
+    for (const [method, p] of [
+      ["POST", `/v1/${SIIM_TRAIN_STORE}:deidentify`],
+      ["POST", `/v1/${SIIM_FHIR_STORE}/fhir/Patient`],
+      ["GET", `/v1/${SIIM_DATASET_PATH}/hl7V2Stores`],
+    ] as const) {
+      const r = await call(method, p, method === "GET" ? undefined : {});
+      assertEnvelope(r, 501, "UNIMPLEMENTED");
+      assert.ok(r.json().error.message.includes(`${method} ${p}`), r.json().error.message);
+    }
   });
 });
 
