@@ -53,7 +53,9 @@ export const DEFAULT_EXPORT_RATE = 100;
  */
 export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<LocalCloud> {
   const model = new HealthcareModel(
-    options.dataDir === undefined ? {} : { journal: path.join(options.dataDir, OPERATIONS_JOURNAL) },
+    options.dataDir === undefined
+      ? {}
+      : { journal: path.join(options.dataDir, OPERATIONS_JOURNAL), resourceDir: options.dataDir },
   );
   const extra = options.services;
   let hc: HealthcareServiceOptions | undefined;

@@ -410,3 +410,58 @@ describe("FHIR", () => {
     assert.equal(cloud.store.getObject(bucket, "only/Patient"), undefined);
   });
 });
+
+describe("--data DIR keeps the Healthcare resources", () => {
+  test("datasets, stores with their fields, IAM policies and STOWed bytes survive a restart", async () => {
+    const dataDir = path.join(tmp, "data");
+    const name = "projects/keep/locations/us-central1/datasets/kept";
+    const store = `${name}/dicomStores/s`;
+    const bytes = instance(0, 60);
+    const first = await startLocalCloud({ dataDir });
+    let etag: string;
+    try {
+      const u = first.baseUrl;
+      await fetch(`${u}/v1/projects/keep/locations/us-central1/datasets?datasetId=kept`, {
+        method: "POST",
+        body: "{}",
+      });
+      await fetch(`${u}/v1/${name}/dicomStores?dicomStoreId=s`, { method: "POST", body: '{"labels":{"k":"v"}}' });
+      const { body, type } = multipart([bytes]);
+      const stowed = await fetch(`${u}/v1/${store}/dicomWeb/studies`, {
+        method: "POST",
+        body,
+        headers: { "content-type": type },
+      });
+      assert.equal(stowed.status, 200);
+      const policy = (await (
+        await fetch(`${u}/v1/${store}:setIamPolicy`, {
+          method: "POST",
+          body: JSON.stringify({
+            policy: { bindings: [{ role: "roles/healthcare.dicomEditor", members: ["user:x@y.z"] }] },
+          }),
+        })
+      ).json()) as { etag: string };
+      etag = policy.etag;
+    } finally {
+      await first.close();
+    }
+    const second = await startLocalCloud({ dataDir });
+    try {
+      const u = second.baseUrl;
+      assert.deepEqual(await (await fetch(`${u}/v1/${store}`)).json(), { name: store, labels: { k: "v" } });
+      assert.equal(((await (await fetch(`${u}/v1/${name}`)).json()) as Json).timeZone, "UTC");
+      assert.equal(((await (await fetch(`${u}/v1/${store}:getIamPolicy`)).json()) as Json).etag, etag);
+      const g = generateInstance(0, { seed: 3, instanceBytes: 3000, storeIndex: 60 });
+      const wado = await fetch(
+        `${u}/v1/${store}/dicomWeb/studies/${g.studyUid}/series/${g.seriesUid}/instances/${g.sopInstanceUid}`,
+        {
+          headers: { accept: "application/dicom; transfer-syntax=*" },
+        },
+      );
+      assert.equal(wado.status, 200);
+      assert.ok(Buffer.from(await wado.arrayBuffer()).equals(bytes));
+    } finally {
+      await second.close();
+    }
+  });
+});

@@ -50,7 +50,10 @@ export function createHealthcareDataService(o: HealthcareServiceOptions): Emulat
               serviceAgent: serviceAgent(o, store.name),
               objects: o.objects,
               now,
-              onChange: (final) => o.model.changed(final),
+              onChange: (final) => {
+                o.model.changed(final);
+                o.model.resourcesChanged();
+              },
               signal: o.model.shutdown.signal,
             }),
           );
@@ -58,6 +61,7 @@ export function createHealthcareDataService(o: HealthcareServiceOptions): Emulat
           return true;
         }
         await stow(req, res, store, dicom[3], `${ctx.baseUrl}/${version}/${store.name}/dicomWeb`);
+        o.model.resourcesChanged();
         return true;
       }
       const fhirExport = /^(projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+\/fhirStores\/[^/:]+):export$/.exec(path);

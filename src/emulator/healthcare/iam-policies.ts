@@ -72,6 +72,16 @@ export class IamPolicies {
     return stored;
   }
 
+  /** Every policy set, for persistence. */
+  entries(): [string, HealthcarePolicy][] {
+    return [...this.#byResource];
+  }
+
+  /** Puts back a saved policy as it was (etag included). */
+  restore(resource: string, policy: HealthcarePolicy): void {
+    this.#byResource.set(resource, policy);
+  }
+
   /** Forgets a deleted resource's policy (and those of resources under it). */
   delete(resource: string): void {
     for (const name of [...this.#byResource.keys()])

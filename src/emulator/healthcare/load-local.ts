@@ -73,6 +73,7 @@ export async function loadLocalStores(
       serviceAgent: `service-${project.projectNumber}@gcp-sa-healthcare.iam.gserviceaccount.com`,
     });
   }
+  if (specs.length > 0) model.resourcesChanged();
   return results;
 }
 

@@ -1,5 +1,6 @@
 import type { GeneratedInstance } from "../dataset/instances.ts";
 import { IamPolicies } from "./iam-policies.ts";
+import { loadResources, saveResources } from "./resource-journal.ts";
 import { loadOperations, saveOperations } from "./operation-journal.ts";
 import type { StoredInstance } from "./stored-instance.ts";
 
@@ -72,14 +73,34 @@ export class HealthcareModel {
   /** Aborted when the emulator closes: running exports stop where they are (as if the process died). */
   readonly shutdown = new AbortController();
 
-  /** @param journal a JSON file keeping the operations across restarts (omit: in memory only) */
-  constructor(options: { journal?: string } = {}) {
+  readonly #resourceDir: string | undefined;
+  #resourceTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * @param journal a JSON file keeping the operations across restarts (omit: in memory only)
+   * @param resourceDir a directory keeping datasets, stores, IAM policies and stored instances
+   */
+  constructor(options: { journal?: string; resourceDir?: string } = {}) {
     this.#journal = options.journal;
+    this.#resourceDir = options.resourceDir;
+    if (this.#resourceDir !== undefined) loadResources(this.#resourceDir, this);
     if (this.#journal === undefined) return;
     for (const op of loadOperations(this.#journal)) {
       this.#operations.set(op.name, op);
       if (BigInt(op.id) >= this.#nextOperation) this.#nextOperation = BigInt(op.id) + 1n;
     }
+  }
+
+  /** Records that datasets, stores, policies or instances changed: saved within 200 ms (and on stop). */
+  resourcesChanged(): void {
+    if (this.#resourceDir === undefined) return;
+    this.#resourceTimer ??= setTimeout(() => this.#saveResources(), 200).unref();
+  }
+
+  #saveResources(): void {
+    if (this.#resourceTimer !== undefined) clearTimeout(this.#resourceTimer);
+    this.#resourceTimer = undefined;
+    if (this.#resourceDir !== undefined) saveResources(this.#resourceDir, this);
   }
 
   addDicomStore(name: string, instances: StoreInstance[], config: Record<string, unknown> = {}): DicomStoreRecord {
@@ -170,8 +191,9 @@ export class HealthcareModel {
     this.flush();
   }
 
-  /** Writes the journal now (also on close). */
+  /** Writes the journals now (also on close). */
   flush(): void {
+    if (this.#resourceTimer !== undefined) this.#saveResources();
     if (this.#saveTimer !== undefined) clearTimeout(this.#saveTimer);
     this.#saveTimer = undefined;
     if (this.#journal !== undefined) saveOperations(this.#journal, this.operations());

@@ -117,6 +117,7 @@ async function datasets(
     const name = `${parent}/datasets/${datasetId}`;
     if (model.datasets.has(name)) throw alreadyExists(`Dataset "${name}" already exists`);
     model.datasets.set(name, { name, config });
+    model.resourcesChanged();
     // CreateDataset is a long-running operation: it answers an Operation that ends moments later.
     const op = model.newOperation(
       {
@@ -149,6 +150,7 @@ async function datasets(
   }
   if (method === "PATCH") {
     rec.config = applyMask("dataset", version, rec.config, await readJson(req), url.searchParams.get("updateMask"));
+    model.resourcesChanged();
     sendJson(res, 200, json(name));
     return true;
   }
@@ -157,6 +159,7 @@ async function datasets(
       for (const store of [...map.keys()]) if (store.startsWith(`${name}/`)) map.delete(store);
     model.datasets.delete(name);
     model.iam.delete(name);
+    model.resourcesChanged();
     sendJson(res, 200, {});
     return true;
   }
@@ -199,6 +202,7 @@ async function stores(
     if (map.has(name)) throw alreadyExists(`${label} "${name}" already exists`);
     if (kind === "dicomStore") model.addDicomStore(name, [], config);
     else model.addFhirStore(name, config);
+    model.resourcesChanged();
     sendJson(res, 200, json(name));
     return true;
   }
@@ -211,12 +215,14 @@ async function stores(
   }
   if (method === "PATCH") {
     rec.config = applyMask(kind, version, rec.config, await readJson(req), url.searchParams.get("updateMask"));
+    model.resourcesChanged();
     sendJson(res, 200, json(name));
     return true;
   }
   if (method === "DELETE") {
     map.delete(name);
     model.iam.delete(name);
+    model.resourcesChanged();
     sendJson(res, 200, {});
     return true;
   }
@@ -272,6 +278,7 @@ async function iamRoute(
   }
   if (verb === "setIamPolicy" && method === "POST") {
     sendJson(res, 200, model.iam.set(resource, await readJson(req)));
+    model.resourcesChanged();
     return true;
   }
   return false;
