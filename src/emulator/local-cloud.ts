@@ -137,6 +137,7 @@ export function loadSiim(model: HealthcareModel, d: DatasetOptions, baseUrl: str
     ],
   });
   for (const inst of train) fhir.resources.set(`Patient/${inst.patientId}`, siimPatient(inst));
+  for (const name of [SIIM_TRAIN_STORE, SIIM_TEST_STORE, SIIM_FHIR_STORE]) model.generated.add(name);
   return csv;
 }
 

@@ -417,7 +417,7 @@ describe("--data DIR keeps the Healthcare resources", () => {
     const name = "projects/keep/locations/us-central1/datasets/kept";
     const store = `${name}/dicomStores/s`;
     const bytes = instance(0, 60);
-    const first = await startLocalCloud({ dataDir });
+    const first = await startLocalCloud({ dataDir, dataset: { train: 2, test: 1 } });
     let etag: string;
     try {
       const u = first.baseUrl;
@@ -449,6 +449,8 @@ describe("--data DIR keeps the Healthcare resources", () => {
     try {
       const u = second.baseUrl;
       assert.deepEqual(await (await fetch(`${u}/v1/${store}`)).json(), { name: store, labels: { k: "v" } });
+      // The generated SIIM stores are made by --dataset at each start, not resurrected empty.
+      assert.equal((await fetch(`${u}/v1/${SIIM_TRAIN_STORE}`)).status, 404);
       assert.equal(((await (await fetch(`${u}/v1/${name}`)).json()) as Json).timeZone, "UTC");
       assert.equal(((await (await fetch(`${u}/v1/${store}:getIamPolicy`)).json()) as Json).etag, etag);
       const g = generateInstance(0, { seed: 3, instanceBytes: 3000, storeIndex: 60 });

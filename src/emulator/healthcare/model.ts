@@ -62,6 +62,8 @@ export class HealthcareModel {
   readonly dicomStores = new Map<string, DicomStoreRecord>();
   readonly fhirStores = new Map<string, FhirStoreRecord>();
   readonly datasets = new Map<string, DatasetRecord>();
+  /** Stores the dataset generator made (`--dataset siim`): made again at each start, so never saved. */
+  readonly generated = new Set<string>();
   /** IAM policies of datasets and stores. */
   readonly iam = new IamPolicies();
   readonly #operations = new Map<string, OperationRecord>();

@@ -35,7 +35,7 @@ function writeAtomic(file: string, data: string | Buffer): void {
 /**
  * Saves datasets, stores (with their fields), FHIR resources, IAM policies and the users' own
  * instances (content-addressed blobs, each written once) so that `--data DIR` keeps them across
- * restarts. Generated SIIM instances are not saved: `--dataset siim` makes them again.
+ * restarts. The generated SIIM stores are not saved: `--dataset siim` makes them again.
  */
 export function saveResources(dir: string, model: HealthcareModel): void {
   const blobs = path.join(dir, INSTANCES_DIR);
@@ -43,24 +43,28 @@ export function saveResources(dir: string, model: HealthcareModel): void {
   const snapshot: Snapshot = {
     version: 1,
     datasets: [...model.datasets.values()].map((d) => ({ name: d.name, config: d.config })),
-    dicomStores: [...model.dicomStores.values()].map((s) => ({
-      name: s.name,
-      config: s.config,
-      instances: s.instances
-        .filter((i): i is StoredInstance => "kind" in i)
-        .map((i) => {
-          const d = digestOf(i);
-          const file = path.join(blobs, `${d}.dcm`);
-          if (!written.has(file) && !existsSync(file)) writeAtomic(file, i.data());
-          written.add(file);
-          return d;
-        }),
-    })),
-    fhirStores: [...model.fhirStores.values()].map((s) => ({
-      name: s.name,
-      config: s.config,
-      resources: [...s.resources.values()],
-    })),
+    dicomStores: [...model.dicomStores.values()]
+      .filter((s) => !model.generated.has(s.name))
+      .map((s) => ({
+        name: s.name,
+        config: s.config,
+        instances: s.instances
+          .filter((i): i is StoredInstance => "kind" in i)
+          .map((i) => {
+            const d = digestOf(i);
+            const file = path.join(blobs, `${d}.dcm`);
+            if (!written.has(file) && !existsSync(file)) writeAtomic(file, i.data());
+            written.add(file);
+            return d;
+          }),
+      })),
+    fhirStores: [...model.fhirStores.values()]
+      .filter((s) => !model.generated.has(s.name))
+      .map((s) => ({
+        name: s.name,
+        config: s.config,
+        resources: [...s.resources.values()],
+      })),
     iam: Object.fromEntries(model.iam.entries()),
   };
   writeAtomic(path.join(dir, RESOURCES_FILE), `${JSON.stringify(snapshot)}\n`);
