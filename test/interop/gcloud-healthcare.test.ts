@@ -98,6 +98,31 @@ test(
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /NOT_FOUND: DICOM store ".*no-such-store" not found/);
 
+    // IAM read-modify-write, twice (gcloud sends the etag back URL-safe base64 encoded).
+    const member = "user:radiologist@example.com";
+    const role = "roles/healthcare.dicomViewer";
+    const added = await json([
+      "dicom-stores",
+      "add-iam-policy-binding",
+      "mine",
+      "--dataset=rehearsal",
+      LOC,
+      `--member=${member}`,
+      `--role=${role}`,
+    ]);
+    assert.deepEqual(added.bindings, [{ role, members: [member] }]);
+    const removed = await json([
+      "dicom-stores",
+      "remove-iam-policy-binding",
+      "mine",
+      "--dataset=rehearsal",
+      LOC,
+      `--member=${member}`,
+      `--role=${role}`,
+    ]);
+    assert.equal(removed.bindings, undefined);
+    assert.deepEqual(cloud.healthcare.iam.get(`${rehearsal}/dicomStores/mine`).bindings, undefined);
+
     // dicom-stores import gcs: the files land in the store, byte for byte; the non-DICOM one is not matched.
     const files = [0, 1, 2].map((i) => generateInstance(i, { seed: 9, instanceBytes: 4000, storeIndex: 30 }).data());
     files.forEach((f, i) =>

@@ -6,6 +6,7 @@ import { gcsWildcard } from "../../src/emulator/healthcare/import-job.ts";
 import { pageOf } from "../../src/emulator/healthcare/rpc.ts";
 import { isParseFailure, parseStoredInstance } from "../../src/emulator/healthcare/stored-instance.ts";
 import { ApiError } from "../../src/emulator/http-util.ts";
+import { IamPolicies } from "../../src/emulator/healthcare/iam-policies.ts";
 import { writePart10 } from "../../src/emulator/dataset/dicom-writer.ts";
 
 test("gcsSource.uri wildcards: * stays in a segment, ** crosses them, ? is one character, the rest is literal", () => {
@@ -82,4 +83,16 @@ test("stored instances: UIDs and tags from the file, failures for non-DICOM and 
   assert.ok(isParseFailure(bad));
   assert.match(bad.reason, /invalid StudyInstanceUID/);
   assert.equal(bad.sopInstanceUid, "1.2.3");
+});
+
+test("IAM etags are compared as bytes: the URL-safe base64 gcloud sends back matches, a stale one does not", () => {
+  const iam = new IamPolicies();
+  const binding = { role: "roles/healthcare.dicomViewer", members: ["user:a@b.c"] };
+  let p = iam.set("r", { policy: { bindings: [binding] } });
+  for (let i = 0; i < 50 && !/[+/]/.test(p.etag); i++) p = iam.set("r", { policy: { bindings: [binding] } });
+  assert.match(p.etag, /[+/]/, "found an etag whose URL-safe form differs");
+  const urlSafe = Buffer.from(p.etag, "base64").toString("base64url");
+  const next = iam.set("r", { policy: { bindings: [], etag: urlSafe } });
+  assert.deepEqual(next.bindings, undefined);
+  assert.throws(() => iam.set("r", { policy: { bindings: [], etag: urlSafe } }), /concurrent policy changes/);
 });

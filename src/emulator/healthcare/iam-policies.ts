@@ -32,7 +32,12 @@ export class IamPolicies {
     if (policy === undefined) throw invalidArgument("policy is required");
     rejectUnknown(policy, ["version", "bindings", "etag", "auditConfigs"], "policy.");
     const current = this.get(resource);
-    if (typeof policy["etag"] === "string" && policy["etag"] !== "" && policy["etag"] !== current.etag) {
+    // The etag is bytes in base64: clients such as gcloud send it back URL-safe encoded, so compare the bytes.
+    if (
+      typeof policy["etag"] === "string" &&
+      policy["etag"] !== "" &&
+      !Buffer.from(policy["etag"], "base64").equals(Buffer.from(current.etag, "base64"))
+    ) {
       throw new ApiError(
         409,
         "aborted",
