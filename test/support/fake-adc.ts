@@ -36,3 +36,30 @@ export async function startFakeAdc(
   );
   return { file, tokenRequests: () => requests, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
+
+/**
+ * Flags that point all three endpoints at `url` as real (non-emulator) endpoints: credentials are
+ * looked up and sent. For `http://0.0.0.0:P` (the local cloud, but not a loopback spelling) the
+ * clear-text refusal is lifted with `--allow-insecure-auth`. (`--emulator` never sends credentials.)
+ */
+export function credentialedEndpointArgs(url: string): string[] {
+  return [
+    "--storage-endpoint",
+    url,
+    "--healthcare-endpoint",
+    url,
+    "--resource-manager-endpoint",
+    url,
+    "--allow-insecure-auth",
+  ];
+}
+
+/** The same as environment variables (HCEXPORT_*), for tests that set an environment instead of flags. */
+export function credentialedEndpointEnv(url: string): Record<string, string> {
+  return {
+    HCEXPORT_STORAGE_ENDPOINT: url,
+    HCEXPORT_HEALTHCARE_ENDPOINT: url,
+    HCEXPORT_RESOURCE_MANAGER_ENDPOINT: url,
+    HCEXPORT_ALLOW_INSECURE_AUTH: "true",
+  };
+}
