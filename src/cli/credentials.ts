@@ -26,7 +26,8 @@ export async function commandCredentials(
   const clear = insecureEndpoints(configuredEndpoints(endpoints));
   if (clear.length > 0) {
     const what = `Google credentials would travel in clear text (plain http://) to ${clear.join(", ")}`;
-    if (args.allowInsecureAuth !== true)
+    // yargs reads HCEXPORT_ALLOW_INSECURE_AUTH=1 as false for a boolean: accept 1/true/yes from the env directly.
+    if (args.allowInsecureAuth !== true && !truthy(io.env["HCEXPORT_ALLOW_INSECURE_AUTH"]))
       throw new UsageError(`refusing to send credentials: ${what}`, {
         hint: "use an https:// endpoint; for the local cloud use --emulator URL (no credentials at all); on a network you trust pass --allow-insecure-auth (or HCEXPORT_ALLOW_INSECURE_AUTH=1)",
       });
@@ -35,6 +36,11 @@ export async function commandCredentials(
   const auth = authFor(endpoints, options.projectId);
   if (options.resolve !== false && "resolve" in auth) await withTimeout(auth.resolve(), CREDENTIALS_TIMEOUT_MS);
   return auth;
+}
+
+/** `1`, `true`, `yes` (any case). */
+function truthy(value: unknown): boolean {
+  return value === true || ["1", "true", "yes"].includes(String(value).toLowerCase());
 }
 
 async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {

@@ -57,7 +57,7 @@ const RULES: readonly Rule[] = [
   [/\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*/g, MASK],
   // Google OAuth access tokens, refresh tokens and client secrets by their shape.
   [/\bya29\.[A-Za-z0-9._-]{8,}/g, MASK],
-  [/(^|[^A-Za-z0-9])1\/\/[A-Za-z0-9_-]{16,}/g, `$1${MASK}`],
+  [/(^|[^A-Za-z0-9])1(?:\/\/|%2F%2F)[A-Za-z0-9_-]{16,}/gi, `$1${MASK}`],
   [/\bGOCSPX-[A-Za-z0-9_-]{8,}/g, MASK],
 ];
 

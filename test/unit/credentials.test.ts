@@ -112,6 +112,7 @@ describe("redactSecrets", () => {
       ["client_id=cid", "invalid_grant"],
     ],
     ["refresh token by shape", `token ${refresh} was revoked`, [refresh, "0gFAKE"], ["was revoked"]],
+    ["URL-encoded refresh token", `got ${encodeURIComponent(refresh)} back`, ["0gFAKE"], ["got", "back"]],
     [
       "JSON refresh token, client secret, id token",
       `{"refresh_token":"r-abc","client_secret":"s-def","id_token":"${jwt}","x":1}`,
