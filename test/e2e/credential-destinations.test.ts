@@ -175,7 +175,8 @@ dns.lookup = function (host, options, callback) {
   ];
   for (const [name, url, extra] of cases)
     test(`--emulator ${name}: files land, no request carries Authorization, ADC never loaded`, async () => {
-      const preload = extra["HCX_TEST_HOSTS"] === undefined ? {} : { NODE_OPTIONS: `--import=${hostsPreload}` };
+      const preload: Record<string, string> =
+        extra["HCX_TEST_HOSTS"] === undefined ? {} : { NODE_OPTIONS: `--import=${hostsPreload}` };
       const { r, dest, requests, tokenRequests } = await mirrorVia(name, ["--emulator", url()], {
         ...extra,
         ...preload,
