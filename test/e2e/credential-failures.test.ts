@@ -42,12 +42,14 @@ before(async () => {
       stateDir: "./state",
     }),
   );
-  // What starting node and loading the CLI costs on this (possibly loaded) machine.
+  // What starting node and loading the CLI costs on this (possibly loaded) machine: the median of three.
   const runs: number[] = [];
-  for (let i = 0; i < 2; i++) runs.push((await spawnCli(bin, ["--version"], { cwd: tmp })).ms);
-  baselineMs = Math.min(...runs);
+  for (let i = 0; i < 3; i++) runs.push((await spawnCli(bin, ["--version"], { cwd: tmp })).ms);
+  baselineMs = runs.sort((a, b) => a - b)[1]!;
 });
+const timings: string[] = [];
 after(async () => {
+  process.stderr.write(`# credential-failures: startup ${baselineMs.toFixed(0)} ms; ${timings.join("; ")}\n`);
   await cloud.close();
   await rm(tmp, { recursive: true, force: true });
 });
@@ -60,7 +62,12 @@ function assertCredentialFailure(r: Ran, what: string, message: RegExp): void {
   assert.equal(r.code, 3, `${what}: exit\n${r.stderr}`);
   assert.match(r.stderr, message, what);
   assert.match(r.stderr, /fix: .*gcloud auth application-default login.*GOOGLE_APPLICATION_CREDENTIALS/, what);
-  assert.ok(r.ms < baselineMs + 2000, `${what}: ${r.ms.toFixed(0)} ms (startup alone ${baselineMs.toFixed(0)} ms)`);
+  // 2 s beyond startup, with headroom for a loaded machine (startup itself varies by half); main took 65 s.
+  assert.ok(
+    r.ms < 1.5 * baselineMs + 2000,
+    `${what}: ${r.ms.toFixed(0)} ms (startup alone ${baselineMs.toFixed(0)} ms)`,
+  );
+  timings.push(`${what}: ${r.ms.toFixed(0)} ms`);
   assert.doesNotMatch(r.stderr, /Warning|MetadataLookup|partial|run the same command again/, what);
   assert.doesNotMatch(r.stderr, STACK_TRACE, what);
 }

@@ -5,6 +5,7 @@ import { redactSecrets } from "../../src/core/redact.ts";
 import { insecureEndpoints, isLoopbackHost, mayCarryGoogleCredentials } from "../../src/gcp/credential-destination.ts";
 import { resolveEndpoints } from "../../src/gcp/endpoints.ts";
 import { UsageError } from "../../src/core/errors.ts";
+import { credentialError, preventMetadataProbe } from "../../src/gcp/auth.ts";
 
 describe("mayCarryGoogleCredentials: where a Google token may go", () => {
   const configured = ["https://healthcare.googleapis.com", "https://proxy.example.com:8443", "http://127.0.0.1:9000"];
@@ -146,5 +147,77 @@ describe("redactSecrets", () => {
       "authorization failed: missing permission storage.objects.list",
     ])
       assert.equal(redactSecrets(s), s);
+  });
+});
+
+describe("credentialError: one classification for every credential failure", () => {
+  const enotfound = Object.assign(new Error("getaddrinfo ENOTFOUND oauth2.hcexport.invalid"), { code: "ENOTFOUND" });
+  const cases: Array<[string, unknown, number, RegExp, RegExp]> = [
+    [
+      "no ADC",
+      new Error("Could not load the default credentials. Browse to https://cloud.google.com/docs/authentication"),
+      3,
+      /^no Google credentials found/,
+      /gcloud auth application-default login/,
+    ],
+    [
+      "revoked refresh token",
+      Object.assign(new Error("invalid_grant"), {
+        response: {
+          status: 400,
+          data: { error: "invalid_grant", error_description: "Token has been expired or revoked." },
+        },
+      }),
+      3,
+      /refused them \(invalid_grant: Token has been expired or revoked\.\)/,
+      /revoked or has expired/,
+    ],
+    [
+      "echoed secrets in the description",
+      Object.assign(new Error("x"), {
+        response: {
+          status: 400,
+          data: { error: "invalid_request", error_description: "body: refresh_token=1%2F%2Fabc" },
+        },
+      }),
+      3,
+      /refresh_token=REDACTED/,
+      /gcloud auth/,
+    ],
+    [
+      "token endpoint does not resolve",
+      enotfound,
+      1,
+      /cannot reach the Google token endpoint \(oauth2\.hcexport\.invalid\): ENOTFOUND/,
+      /check the network/,
+    ],
+    ["nested in a cause", new Error("request failed", { cause: enotfound }), 1, /ENOTFOUND/, /check the network/],
+    [
+      "a malformed key file",
+      new Error(
+        "Unable to read the credential file specified by the GOOGLE_APPLICATION_CREDENTIALS environment variable: Unexpected end of JSON input",
+      ),
+      3,
+      /^no usable Google credentials: Unable to read the credential file/,
+      /GOOGLE_APPLICATION_CREDENTIALS/,
+    ],
+  ];
+  for (const [name, err, code, message, hint] of cases)
+    test(name, () => {
+      const e = credentialError(err);
+      assert.equal(e.exitCode, code);
+      assert.match(e.message, message);
+      assert.match(e.hint ?? "", hint);
+    });
+  test("preventMetadataProbe sets bios-only detection, but never overrides the user's choice", () => {
+    const env: NodeJS.ProcessEnv = {};
+    preventMetadataProbe(env);
+    assert.equal(env["METADATA_SERVER_DETECTION"], "bios-only");
+    const mine: NodeJS.ProcessEnv = { METADATA_SERVER_DETECTION: "ping-only" };
+    preventMetadataProbe(mine);
+    assert.equal(mine["METADATA_SERVER_DETECTION"], "ping-only");
+    const host: NodeJS.ProcessEnv = { GCE_METADATA_HOST: "169.254.169.254" };
+    preventMetadataProbe(host);
+    assert.equal(host["METADATA_SERVER_DETECTION"], undefined);
   });
 });
