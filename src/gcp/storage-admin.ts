@@ -1,3 +1,4 @@
+import { lookup } from "node:dns/promises";
 import type * as StorageSdk from "@google-cloud/storage";
 import type { Storage } from "@google-cloud/storage";
 import { HcexportError, PermissionError, UnreachableError, unknownHost, UsageError } from "../core/errors.ts";
@@ -42,7 +43,11 @@ export function storageAdmin(endpoints: Endpoints, projectId?: string, auth?: Go
   // The SDK is loaded on first use (~0.25 s of startup): mirror, dicomweb and fhir never need it.
   let sdk: Promise<typeof StorageSdk> | undefined;
   const withAuth = !endpoints.anonymous && mayCarryGoogleCredentials(endpoints.storage, configuredEndpoints(endpoints));
+  // The SDK retries network errors (a host that does not resolve included) for a minute whatever
+  // retryableErrorFn says: look the host up once first, and fail at once if it does not exist.
+  let resolvable: Promise<void> | undefined;
   const client = async (project?: string): Promise<Storage> => {
+    await (resolvable ??= hostResolves(endpoints.storage));
     const m = await (sdk ??= import("@google-cloud/storage"));
     return new m.Storage({
       apiEndpoint: endpoints.storage,
@@ -104,6 +109,17 @@ export function storageAdmin(endpoints: Endpoints, projectId?: string, auth?: Go
       }
     },
   };
+}
+
+/** Rejects with `UnreachableError` when the URL's host name does not resolve (NXDOMAIN); other lookup errors pass. */
+async function hostResolves(url: string): Promise<void> {
+  const host = new URL(url).hostname.replace(/^\[(.*)\]$/, "$1");
+  try {
+    await lookup(host);
+  } catch (err) {
+    const dns = unknownHost(err);
+    if (dns !== undefined) throw new UnreachableError(new URL(url).host, dns.code, err);
+  }
 }
 
 function statusOf(err: unknown): number {
