@@ -1,5 +1,6 @@
 import type { Writable } from "node:stream";
 import ora, { type Ora } from "ora";
+import { redactSecrets } from "../core/redact.ts";
 
 /** Any event a module emits: a union member keyed on `kind` (see src/core/events.ts). */
 export interface AnyEvent {
@@ -30,7 +31,8 @@ export interface OutputOptions {
 }
 
 /**
- * The one place that writes to the terminal. `--json`: every event as one NDJSON line on stdout
+ * The one place that writes to the terminal, and the output edge of credential redaction
+ * (`redactSecrets` on every line, status, result and event). `--json`: every event as one NDJSON line on stdout
  * and nothing else. Otherwise: human lines on stderr (results on stdout), an ora spinner for the
  * status on a TTY, and status lines at most every 2 s when not a TTY.
  */
@@ -59,7 +61,7 @@ export class Output {
   readonly emit = (event: AnyEvent): void => {
     if (this.options.json) {
       this.options.stdout.write(
-        `${JSON.stringify({ ...event, time: new Date(this.#now()).toISOString() }, jsonReplacer)}\n`,
+        `${redactSecrets(JSON.stringify({ ...event, time: new Date(this.#now()).toISOString() }, jsonReplacer))}\n`,
       );
       return;
     }
@@ -86,8 +88,9 @@ export class Output {
   };
 
   /** A human line on stderr (kept out of stdout so results stay pipeable). */
-  line(text: string): void {
+  line(raw: string): void {
     if (this.options.json) return;
+    const text = redactSecrets(raw);
     if (this.#spinner !== undefined && this.isTTY) {
       this.#spinner.clear();
       this.options.stderr.write(`${text}\n`);
@@ -101,16 +104,20 @@ export class Output {
   result(text: string, json: unknown): void {
     this.stopStatus();
     if (this.options.json)
-      this.options.stdout.write(`${JSON.stringify({ kind: "result", ...(json as object) }, jsonReplacer)}\n`);
-    else if (text !== "") this.options.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
+      this.options.stdout.write(
+        `${redactSecrets(JSON.stringify({ kind: "result", ...(json as object) }, jsonReplacer))}\n`,
+      );
+    else if (text !== "") this.options.stdout.write(redactSecrets(text.endsWith("\n") ? text : `${text}\n`));
   }
 
   /** An error, always shown (as an `error` event with --json). */
   error(message: string, details: Record<string, unknown> = {}): void {
     this.stopStatus();
     if (this.options.json)
-      this.options.stdout.write(`${JSON.stringify({ kind: "error", message, ...details }, jsonReplacer)}\n`);
-    else this.options.stderr.write(`error: ${message}\n`);
+      this.options.stdout.write(
+        `${redactSecrets(JSON.stringify({ kind: "error", message, ...details }, jsonReplacer))}\n`,
+      );
+    else this.options.stderr.write(`error: ${redactSecrets(message)}\n`);
   }
 
   stopStatus(): void {
@@ -119,6 +126,7 @@ export class Output {
   }
 
   #status(text: string): void {
+    text = redactSecrets(text);
     if (this.isTTY) {
       if (this.#spinner === undefined)
         this.#spinner = ora({ text, stream: this.options.stderr, discardStdin: false }).start();

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { ExitCode, HcexportError, exitCodeOf } from "../core/errors.ts";
+import { redactSecrets } from "../core/redact.ts";
 import { commands, lazyCommandModule } from "./commands/index.ts";
 import type { CliIo } from "./context.ts";
 
@@ -43,7 +44,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     })
     .option("emulator", {
       type: "string",
-      describe: "base URL of a running `hcexport emulator`: sets all three endpoints, no auth",
+      describe: "base URL of a running `hcexport emulator`: sets all three endpoints, never sends credentials",
+    })
+    .option("allow-insecure-auth", {
+      type: "boolean",
+      describe: "send Google credentials to a plain http:// endpoint that is not loopback (clear text; warns)",
     })
     .option("ca-cert", {
       type: "string",
@@ -63,6 +68,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         "storage-endpoint",
         "resource-manager-endpoint",
         "emulator",
+        "allow-insecure-auth",
         "ca-cert",
       ],
       "Global options:",
@@ -95,14 +101,14 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     const message = err instanceof Error ? err.message : String(err);
     const hint = err instanceof HcexportError ? err.hint : undefined;
     out.error(message, { exitCode, ...(hint === undefined ? {} : { hint }) });
-    if (hint !== undefined && !wantsJson) io.stderr.write(`  fix: ${hint}\n`);
+    if (hint !== undefined && !wantsJson) io.stderr.write(`  fix: ${redactSecrets(hint)}\n`);
     if (
       !(err instanceof HcexportError) &&
       argv.includes("--verbose") &&
       err instanceof Error &&
       err.stack !== undefined
     )
-      io.stderr.write(`${err.stack}\n`);
+      io.stderr.write(`${redactSecrets(err.stack)}\n`);
   }
   return exitCode;
 }

@@ -3,11 +3,11 @@ import type { Argv, CommandModule } from "yargs";
 import { DestinationError, PartialFailureError, UsageError } from "../../core/errors.ts";
 import { dicomwebSource, resolveDicomwebBase } from "../../dicomweb/client.ts";
 import { DEFAULT_DICOMWEB_CONCURRENCY, DEFAULT_PAGE_SIZE, pull, type RetrieveMode } from "../../dicomweb/pull.ts";
-import { authFor } from "../../gcp/auth.ts";
 import { resolveEndpoints } from "../../gcp/endpoints.ts";
 import { basicAuth, bearerAuth } from "../../net/auth.ts";
 import { anonymousAuth, HttpClient, type AuthHeaders } from "../../net/http-client.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
+import { commandCredentials } from "../credentials.ts";
 import { table } from "../format.ts";
 import { formatDicomwebEvent } from "../format-dicomweb.ts";
 
@@ -77,7 +77,10 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
     const target = resolveDicomwebBase(args.source, endpoints.healthcare);
     const { out } = createContext(args, io);
     out.use(formatDicomwebEvent);
-    const auth = target.kind === "store" ? authFor(endpoints) : dicomwebAuth(io.env, target.userinfo);
+    const auth =
+      target.kind === "store"
+        ? await commandCredentials(args, io, endpoints, { projectId: args.project })
+        : dicomwebAuth(io.env, target.userinfo);
     const client = new HttpClient({ auth, connections: args.concurrency + 1 });
     try {
       const summary = await pull({

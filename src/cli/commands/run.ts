@@ -3,6 +3,7 @@ import path from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import { loadConfig, type LoadedConfig } from "../../config/load.ts";
 import { DestinationError, exitCodeOf, PartialFailureError } from "../../core/errors.ts";
+import { redactSecrets } from "../../core/redact.ts";
 import { planRun, runPipeline, type PipelineResult, type PipelineSpec } from "../../pipeline/export-and-mirror.ts";
 import { acquireLock } from "../../workflow/lock.ts";
 import { adoptEndpoint, FileStateStore } from "../../workflow/state.ts";
@@ -77,7 +78,8 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
       grantIam: args["grant-iam"],
       concurrency: args.concurrency,
     });
-    const services = createServices(args, io, loaded.config);
+    // Credentials are resolved up front (exit 3 within seconds, with the fix), except for a plan.
+    const services = await createServices(args, io, loaded.config, { credentials: !args["dry-run"] });
     const startedAt = new Date();
     let result: PipelineResult | undefined;
     let failure: unknown;
@@ -151,7 +153,7 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
       if (!args["dry-run"]) {
         const finishedAt = new Date().toISOString();
         const exitCode = failure === undefined ? 0 : exitCodeOf(failure);
-        const error = failure instanceof Error ? failure.message : undefined;
+        const error = failure instanceof Error ? redactSecrets(failure.message) : undefined;
         await state
           .update(
             (s) =>
