@@ -13,6 +13,7 @@ import { table } from "../format.ts";
 import { formatDicomwebEvent } from "../format-dicomweb.ts";
 import { parseFilters } from "../../dicomweb/query.ts";
 import { parseUidsFile, scopesOf, type Subset } from "../../dicomweb/subset.ts";
+import { getCommand } from "./dicomweb-get.ts";
 import { searchCommand } from "./dicomweb-search.ts";
 
 interface PullArgs extends GlobalArgs {
@@ -173,6 +174,7 @@ export const dicomwebCommand = (io: CliIo): CommandModule<GlobalArgs, GlobalArgs
     y
       .command(pullCommand(io) as never)
       .command(searchCommand(io) as never)
+      .command(getCommand(io) as never)
       .demandCommand(1) as never,
   handler: () => {},
 });

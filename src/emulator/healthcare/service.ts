@@ -6,6 +6,7 @@ import type { EmulatorService, FaultConfig, ObjectStore, RequestContext } from "
 import { runExport } from "./export-job.ts";
 import { operationJson, type DicomStoreRecord, type HealthcareModel, type OperationRecord } from "./model.ts";
 import { instanceAttributes, isFilteredQuery, qidoSearch, type QidoLevel } from "./qido.ts";
+import { framesOrRendered } from "./frames.ts";
 import { retrieve } from "./wado.ts";
 
 export interface HealthcareServiceOptions {
@@ -269,6 +270,11 @@ async function dicomWeb(
         (scope.study === undefined || x.studyUid === scope.study) &&
         (scope.series === undefined || x.seriesUid === scope.series),
     );
+  if (scope.instance !== undefined && scope.study !== undefined && (parts[i] === "frames" || parts[i] === "rendered")) {
+    const [inst] = selected();
+    if (inst === undefined) throw new ApiError(404, "notFound", "no such DICOM resource", { rpcStatus: "NOT_FOUND" });
+    if (framesOrRendered(req, res, inst, parts.slice(i))) return true;
+  }
   if (i === parts.length && scope.study !== undefined) {
     await retrieve(req, res, selected(), scope.instance !== undefined, ctx);
     return true;
