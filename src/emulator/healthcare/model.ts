@@ -36,6 +36,8 @@ export interface OperationRecord {
   /** The export's source store and destination, for tests. */
   readonly source: string;
   readonly destination: string;
+  /** `gcsDestination.mimeType`, when given. */
+  readonly mimeType?: string;
 }
 
 /** The state of the emulated Healthcare API: stores, operations and the annotations CSV. */

@@ -93,3 +93,23 @@ export function pixelsOf(part10: Buffer): PixelView {
     },
   };
 }
+
+/** The image pixel description of an instance in the DICOM JSON model (for WADO metadata), read from its bytes. */
+export function imageAttributes(part10: Buffer): Record<string, { vr: string; Value?: unknown[] }> {
+  let v: PixelView;
+  try {
+    v = pixelsOf(part10);
+  } catch {
+    return {};
+  }
+  return {
+    "00280002": { vr: "US", Value: [v.samplesPerPixel] },
+    "00280004": { vr: "CS", Value: [v.photometric] },
+    "00280008": { vr: "IS", Value: [v.frames] },
+    "00280010": { vr: "US", Value: [v.rows] },
+    "00280011": { vr: "US", Value: [v.columns] },
+    "00280100": { vr: "US", Value: [v.bitsAllocated] },
+    "00280101": { vr: "US", Value: [v.bitsStored] },
+    "00280103": { vr: "US", Value: [v.pixelRepresentation] },
+  };
+}
