@@ -340,6 +340,15 @@ describe("dicomweb get", () => {
       /^multipart\/related; type="application\/octet-stream"; boundary=/,
     );
     assert.equal((await web(MF_STORE, `${base}/frames/0`)).status, 400);
+    // Transcoding on retrieve: JPEG Baseline asked, a JPEG Baseline Part 10 file served (as the export writes it).
+    const jpegDcm = await web(MF_STORE, base, "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50");
+    assert.equal(jpegDcm.status, 200);
+    assert.equal(jpegDcm.headers.get("content-type"), "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50");
+    const dicomParser = (await import("dicom-parser")).default;
+    const ds = dicomParser.parseDicom(new Uint8Array(await jpegDcm.arrayBuffer()));
+    assert.equal(ds.string("x00020010"), "1.2.840.10008.1.2.4.50");
+    assert.equal(ds.elements["x7fe00010"]!.fragments?.length, 3);
+    assert.equal((await web(MF_STORE, base, "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.90")).status, 406);
     assert.equal(
       (await web(MF_STORE, `studies/${i.studyUid}/series/${i.seriesUid}/rendered`, "image/png")).status,
       501,

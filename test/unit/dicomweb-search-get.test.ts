@@ -89,7 +89,7 @@ test("--uids files and get paths: UIDs checked, levels parsed, comments skipped"
     "studies/1/series/2/instances/3/frames/0",
     "studies/a b",
   ])
-    assert.throws(() => parseGetPath(bad), undefined, bad);
+    assert.throws(() => parseGetPath(bad), Error, bad);
   assert.equal(frameExtension("application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"), "raw");
   assert.equal(frameExtension("image/jpeg"), "jpg");
   assert.equal(frameExtension("text/html"), undefined);
