@@ -88,7 +88,9 @@ export async function runExport(job: ExportJob): Promise<void> {
     if (!grantsExport(job.objects.getPolicy(job.bucket), member))
       return finish({ code: 7, message: PERMISSION_MESSAGE });
     const due = Math.min(total, next + MAX_BATCH, Math.floor(((performance.now() - start) * job.rate) / 1000));
-    for (; next < due; next++) {
+    const batchStart = performance.now();
+    // Converting (PNG, JPEG) costs milliseconds per instance: yield to the event loop every ~20 ms.
+    for (; next < due && performance.now() - batchStart < 20; next++) {
       const inst = instances[next]!;
       if (job.random() < job.failureRate()) op.counter.failure++;
       else {

@@ -41,8 +41,11 @@ export function frameImage(view: PixelView, n: number): Image8 {
   if (view.samplesPerPixel !== 1 || (view.bitsAllocated !== 8 && view.bitsAllocated !== 16))
     throw notImplemented(`the emulator cannot render ${view.samplesPerPixel}×${view.bitsAllocated}-bit samples`);
   const count = width * height;
-  const values = new Float64Array(count);
   const signed = view.pixelRepresentation === 1;
+  const plain = view.rescaleSlope === 1 && view.rescaleIntercept === 0 && view.windowWidth === undefined;
+  if (view.bitsAllocated === 8 && !signed && plain && view.photometric !== "MONOCHROME1")
+    return { width, height, channels: 1, data: new Uint8Array(raw.subarray(0, count)) };
+  const values = new Float64Array(count);
   for (let i = 0; i < count; i++) {
     const v =
       view.bitsAllocated === 8
