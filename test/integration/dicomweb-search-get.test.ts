@@ -9,6 +9,7 @@ import { PNG } from "pngjs";
 import { SIIM, SIIM_DATASET_PATH, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
 import type { GeneratedInstance } from "../../src/emulator/dataset/instances.ts";
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
+import { noFaults } from "../../src/emulator/types.ts";
 import { listFiles, requireBuiltCli, spawnCli } from "../support/chaos.ts";
 import { cliIn } from "../support/cli.ts";
 import { multiFrameInstance } from "../support/multiframe.ts";
@@ -318,6 +319,46 @@ describe("dicomweb get", () => {
     const beyond = await cli(["dicomweb", "get", MF_STORE, `${base}/frames/4`, dest]);
     assert.equal(beyond.code, 5, beyond.stderr);
     assert.match(beyond.stderr, /3 frame/);
+  });
+
+  test("a rendered series (one request per instance) and a get under 30 % 503s: retried, the same files", async () => {
+    const dest = path.join(tmp, "get-rendered-series");
+    const i = mf[0]!;
+    const r = await cli([
+      "dicomweb",
+      "get",
+      MF_STORE,
+      `studies/${i.studyUid}/series/${i.seriesUid}`,
+      dest,
+      "--rendered",
+      "png",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await dicomFiles(dest), [`${rel(i)}.png`]);
+    assert.deepEqual(PNG.sync.read(await readFile(path.join(dest, `${rel(i)}.png`))).data.length, 24 * 24 * 4);
+
+    cloud.faults = { ...noFaults, rate503: 0.3, seed: 5 };
+    const before503 = cloud.requests.countStatus(503);
+    try {
+      const flaky = path.join(tmp, "get-flaky");
+      const base = `studies/${i.studyUid}/series/${i.seriesUid}/instances/${i.sopInstanceUid}`;
+      for (const target of [`studies/${instances[9]!.studyUid}`, `${base}/frames/1,2,3`]) {
+        const g = await cli([
+          "dicomweb",
+          "get",
+          target.includes("frames") ? MF_STORE : SIIM_TRAIN_STORE,
+          target,
+          flaky,
+        ]);
+        assert.equal(g.code, 0, g.stderr);
+      }
+      assert.deepEqual(await readFile(path.join(flaky, `${rel(instances[9]!)}.dcm`)), instances[9]!.data());
+      for (const n of [1, 2, 3])
+        assert.deepEqual(await readFile(path.join(flaky, rel(i), "frames", `${n}.raw`)), i.framePixels(n));
+      assert.ok(cloud.requests.countStatus(503) > before503, "503s were served and retried");
+    } finally {
+      cloud.faults = noFaults;
+    }
   });
 
   test("the local cloud answers 406 for Accept types it does not offer", async () => {
