@@ -44,7 +44,7 @@ before(async () => {
     exportInstancesPerSecond: 10_000,
   });
   tmp = await mkdtemp(path.join(os.tmpdir(), "hcx-dw-get-"));
-  instances = cloud.healthcare.instances(SIIM_TRAIN_STORE);
+  instances = cloud.healthcare.instances(SIIM_TRAIN_STORE) as readonly GeneratedInstance[];
   cloud.healthcare.addDicomStore(MF_STORE, mf);
 });
 after(async () => {

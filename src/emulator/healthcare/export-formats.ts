@@ -1,6 +1,6 @@
 import dicomParser from "dicom-parser";
 import { encodeElements, type Element } from "../dataset/dicom-writer.ts";
-import type { GeneratedInstance } from "../dataset/instances.ts";
+import type { StoreInstance } from "./model.ts";
 import { ApiError } from "../http-util.ts";
 import { EXPLICIT_LE, JPEG_BASELINE, NATIVE_TS, pixelsOf } from "./pixels.ts";
 import { encodeJpeg, encodePng, frameImage } from "./render.ts";
@@ -96,7 +96,7 @@ const EXT = { "octet-stream": "", png: ".png", jpeg: ".jpg" } as const;
 const CONTENT_TYPE = { "octet-stream": "application/octet-stream", png: "image/png", jpeg: "image/jpeg" } as const;
 
 /** The objects one instance becomes; throws (the instance counts as failed) when it cannot be converted. */
-export function exportObjects(inst: GeneratedInstance, f: ExportFormat): ExportObject[] {
+export function exportObjects(inst: StoreInstance, f: ExportFormat): ExportObject[] {
   const base = `${inst.studyUid}/${inst.seriesUid}/${inst.sopInstanceUid}`;
   const data = inst.data();
   if (f.kind === "dicom") {

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { GeneratedInstance } from "../dataset/instances.ts";
+import type { StoreInstance } from "./model.ts";
 import { ApiError } from "../http-util.ts";
 import { EXPLICIT_LE, JPEG_BASELINE, NATIVE_TS, pixelsOf, type PixelView } from "./pixels.ts";
 import { encodeJpeg, frameImage, renderFrame } from "./render.ts";
@@ -21,7 +21,7 @@ import { reprDigest } from "./wado.ts";
 export function framesOrRendered(
   req: IncomingMessage,
   res: ServerResponse,
-  inst: GeneratedInstance,
+  inst: StoreInstance,
   rest: readonly string[],
 ): boolean {
   if (rest.length === 1 && rest[0] === "rendered") {

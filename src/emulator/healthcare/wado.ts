@@ -1,12 +1,12 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { GeneratedInstance } from "../dataset/instances.ts";
 import { decideFault, faultsApply } from "../faults.ts";
 import { ApiError } from "../http-util.ts";
 import { sendMedia } from "../media.ts";
 import { transcodeToJpegBaseline } from "./export-formats.ts";
 import { JPEG_BASELINE } from "./pixels.ts";
 import type { RequestContext } from "../types.ts";
+import type { StoreInstance } from "./model.ts";
 
 const STORED_TS = "1.2.840.10008.1.2.1";
 
@@ -37,7 +37,7 @@ export function negotiate(accept: string | undefined, single: boolean): "single"
 export async function retrieve(
   req: IncomingMessage,
   res: ServerResponse,
-  instances: readonly GeneratedInstance[],
+  instances: readonly StoreInstance[],
   single: boolean,
   ctx: RequestContext,
 ): Promise<void> {
@@ -46,11 +46,10 @@ export async function retrieve(
   // JPEG Baseline asked for: every instance transcoded before the first byte is sent, so one that
   // cannot be (not 8-bit native) is a clean 406 rather than a cut stream.
   const jpeg = /transfer-syntax=1\.2\.840\.10008\.1\.2\.4\.50(?![.\d])/i.test(req.headers.accept ?? "");
-  const ts = jpeg ? JPEG_BASELINE : STORED_TS;
   let transcoded: Buffer[] | undefined;
   if (jpeg) {
     try {
-      transcoded = instances.map((i) => transcodeToJpegBaseline(i.data()));
+      transcoded = instances.map((i) => (syntaxOf(i) === JPEG_BASELINE ? i.data() : transcodeToJpegBaseline(i.data())));
     } catch (err) {
       throw new ApiError(406, "notAcceptable", `cannot transcode to JPEG Baseline: ${(err as Error).message}`, {
         rpcStatus: "FAILED_PRECONDITION",
@@ -65,7 +64,7 @@ export async function retrieve(
       res,
       data,
       {
-        "content-type": `application/dicom; transfer-syntax=${ts}`,
+        "content-type": `application/dicom; transfer-syntax=${jpeg ? JPEG_BASELINE : syntaxOf(instances[0]!)}`,
         ...reprDigest(req.headers["want-repr-digest"], data),
       },
       ctx,
@@ -80,8 +79,8 @@ export async function retrieve(
   const cutAt = fault.kind === "reset" || fault.kind === "truncate" ? Math.floor(ctx.random() * instances.length) : -1;
   const boundary = randomBytes(12).toString("hex");
   res.writeHead(200, { "content-type": `multipart/related; type="application/dicom"; boundary=${boundary}` });
-  for (let i = 0; i < instances.length; i++) {
-    const head = `--${boundary}\r\nContent-Type: application/dicom; transfer-syntax=${ts}\r\n\r\n`;
+  for (const [i, inst] of instances.entries()) {
+    const head = `--${boundary}\r\nContent-Type: application/dicom; transfer-syntax=${jpeg ? JPEG_BASELINE : syntaxOf(inst)}\r\n\r\n`;
     if (!res.write(head)) await drain(res);
     const data = bytesOf(i);
     if (i === cutAt) {
@@ -97,6 +96,11 @@ export async function retrieve(
     if (!res.write("\r\n")) await drain(res);
   }
   res.end(`--${boundary}--\r\n`);
+}
+
+/** The transfer syntax an instance is stored in (generated ones: explicit VR little endian). */
+function syntaxOf(i: StoreInstance): string {
+  return "kind" in i ? i.transferSyntax : STORED_TS;
 }
 
 /**
