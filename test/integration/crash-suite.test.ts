@@ -193,12 +193,11 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
     `state directory holds only the state (no lock, lock temp or takeover files): ${stateFiles.join(", ")}`,
   );
   const state = await readState(path.join(out, ".hcexport", "state.json"));
-  assert.equal(state.exports["train"]?.status, "done");
-  assert.equal(state.exports["test"]?.status, "done");
-  assert.deepEqual(
-    [state.exports["train"]?.operation, state.exports["test"]?.operation].sort(),
-    ops.map((o) => o.name).sort(),
-  );
+  assert.equal(state.steps["wait:train"]?.status, "done");
+  assert.equal(state.steps["wait:test"]?.status, "done");
+  const opOf = (lane: string) =>
+    (state.steps[`export:${lane}`]?.result as { operation?: string } | undefined)?.operation;
+  assert.deepEqual([opOf("train"), opOf("test")].sort(), ops.map((o) => o.name).sort());
   assert.equal(state.lastRun?.exitCode, 0);
 
   // A rerun after the final success changes nothing and says so.

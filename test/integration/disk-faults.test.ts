@@ -146,7 +146,7 @@ describe("disk faults", { skip: canMount }, () => {
     assert.ok(landed <= present.length);
     // State is sane: readable, exports recorded with their operation, no lock left behind.
     const state = await readState(path.join(root, ".hcexport", "state.json"));
-    assert.equal(state.exports["train"]?.status, "done");
+    assert.equal(state.steps["wait:train"]?.status, "done");
     assert.deepEqual(
       (await listFiles(path.join(root, ".hcexport"))).filter((f) => f !== "state.json"),
       [],

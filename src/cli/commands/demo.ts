@@ -10,7 +10,7 @@ import { gcsSource } from "../../gcp/gcs-objects.ts";
 import { healthcareApi } from "../../gcp/healthcare.ts";
 import { storageAdmin } from "../../gcp/storage-admin.ts";
 import { HttpClient } from "../../net/http-client.ts";
-import { runPipeline, type PipelineSpec } from "../../pipeline/export-and-mirror.ts";
+import { runPipeline, type PipelineSpec } from "../../pipeline/pipeline.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { formatPipelineEvent, table } from "../format.ts";
 
