@@ -150,6 +150,7 @@ describe("pollOperation", () => {
       clock,
       random: () => 1,
       backoff: { initialMs: 1000, maxMs: 2500, multiplier: 2, jitter: "none" },
+      predict: false, // the backoff alone (prediction: test/unit/predict-poll.test.ts)
       onEvent: (e) => events.push(e),
     });
     assert.equal(done.done, true);
