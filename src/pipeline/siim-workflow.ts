@@ -1,6 +1,5 @@
 import { Workflow, type StepContext } from "../workflow/graph.ts";
 import { EXPORT_ROLE, memberOf } from "../workflow/iam-policy.ts";
-import type { MirrorSummary } from "../mirror/mirror.ts";
 import type { PipelineSpec, RunHooks } from "./pipeline.ts";
 import * as steps from "./steps.ts";
 
@@ -12,7 +11,9 @@ import * as steps from "./steps.ts";
 export function siimWorkflow(spec: PipelineSpec, ports: steps.PipelinePorts, hooks: RunHooks): Workflow {
   const wf = new Workflow();
   const b = spec.bucket.name;
+  const x = steps.extras;
   const exporting = ["export:*"]; // preconditions are re-verified whenever an export will start
+  const grant = spec.grantIam ? "grant if missing" : "exit 3 if missing";
 
   const bucket = wf.step(
     "bucket",
@@ -21,7 +22,7 @@ export function siimWorkflow(spec: PipelineSpec, ports: steps.PipelinePorts, hoo
       describe: `ensure gs://${b}`,
       input: `gs://${b}`,
       recheckWhen: exporting,
-      summarize: (r) => (r.created ? `created gs://${b}` : `gs://${b} exists (ours)`),
+      ...x.bucket(b),
     },
     (ctx: StepContext) => steps.bucketStep(ctx, ports.buckets, spec.bucket),
   );
@@ -30,35 +31,28 @@ export function siimWorkflow(spec: PipelineSpec, ports: steps.PipelinePorts, hoo
     {
       idempotency: "idempotent",
       needs: [bucket],
-      describe: `${spec.serviceAgent} → ${EXPORT_ROLE}${spec.grantIam ? " (grant if missing)" : " (exit 3 if missing)"}`,
+      describe: `${spec.serviceAgent} → ${EXPORT_ROLE} (${grant})`,
       input: memberOf(spec.serviceAgent),
       recheckWhen: exporting,
-      summarize: (r) => (r.granted ? `granted ${EXPORT_ROLE} to ${spec.serviceAgent}` : "binding present"),
+      ...x.iam(spec.serviceAgent),
     },
     (ctx: StepContext) => steps.iamStep(ctx, ports.buckets, b, spec.serviceAgent, spec.grantIam),
   );
-  if (spec.annotations !== undefined && ports.fetchAnnotations !== undefined) {
-    const a = spec.annotations;
-    const fetch = ports.fetchAnnotations;
+  const a = spec.annotations;
+  const fetch = ports.fetchAnnotations;
+  if (a !== undefined && fetch !== undefined)
     wf.step(
       "annotations",
       {
         idempotency: "idempotent",
         describe: `DocumentReference/${a.documentReference} → ${a.dest}`,
         input: `${a.store}/fhir/DocumentReference/${a.documentReference} → ${a.dest}`,
-        summarize: (r) =>
-          `${r.path}: ${r.images} images, ${r.imagesWithPneumothorax} with pneumothorax, ${r.masks} masks`,
+        ...x.annotations,
       },
-      async (_: StepContext) => {
-        const got = await fetch(a);
-        hooks.annotations(got);
-        return { path: got.path, bytes: got.bytes, ...got.summary };
-      },
+      (_: StepContext) => steps.annotationsStep(fetch, a, hooks.annotations),
     );
-  }
   for (const e of spec.exports) {
-    const uri = `gs://${b}/${e.prefix}`;
-    const lane = e.prefix;
+    const [lane, uri, follow] = [e.prefix, `gs://${b}/${e.prefix}`, spec.follow !== false];
     const start = wf.step(
       `export:${lane}`,
       {
@@ -67,25 +61,15 @@ export function siimWorkflow(spec: PipelineSpec, ports: steps.PipelinePorts, hoo
         needs: [iam],
         describe: `${e.store} → ${uri}`,
         input: `${e.store} → ${uri}`,
-        stillValid: (r) => steps.operationExists(ports.healthcare, r.operation),
-        summarize: (r) => r.operation,
+        ...x.export(ports.healthcare),
       },
       (ctx: StepContext) => steps.exportStep(ctx, ports.healthcare, e.store, uri, hooks.emit),
     );
     const wait = wf.step(
       `wait:${lane}`,
-      {
-        idempotency: "resumable",
-        lane,
-        needs: [start],
-        describe: `poll the export of ${lane} to its end`,
-        terminal: steps.isTerminal,
-        summarize: (r) => `${r.success} exported, ${r.failure} failed`,
-      },
-      (ctx: StepContext) =>
-        steps.waitStep(ctx, ports.healthcare, ctx.get(start).operation, hooks.poll ?? {}, hooks.emit),
+      { idempotency: "resumable", lane, needs: [start], describe: `poll the export of ${lane} to its end`, ...x.wait },
+      (ctx: StepContext) => steps.waitStep(ctx, ports.healthcare, ctx.get(start).operation, hooks.poll, hooks.emit),
     );
-    const follow = spec.follow !== false;
     wf.step(
       `mirror:${lane}`,
       {
@@ -95,25 +79,15 @@ export function siimWorkflow(spec: PipelineSpec, ports: steps.PipelinePorts, hoo
         needs: [follow ? start : wait],
         follows: follow ? [wait] : [],
         describe: `${uri} → ${e.dest} (incremental${follow ? ", following the export" : ""})`,
-        summarize: (r) =>
-          `${r.downloaded} downloaded, ${r.skipped} up to date, ${r.failed + r.refused} failed or refused`,
+        ...x.mirror,
       },
       (ctx: StepContext) =>
-        steps.mirrorStep(
-          ctx,
-          {
-            source: ports.source,
-            bucket: b,
-            prefix: e.prefix,
-            dest: e.dest,
-            concurrency: spec.concurrency,
-            delete: spec.delete === true,
-            follow,
-            until: follow ? ctx.settled(wait) : Promise.resolve(),
-            emit: hooks.emit,
-          },
-          (s: MirrorSummary) => hooks.mirrored(e, s),
-        ),
+        steps.mirrorStep(ctx, ports.source, spec, e, {
+          follow,
+          until: follow ? ctx.settled(wait) : Promise.resolve(),
+          emit: hooks.emit,
+          keep: (s) => hooks.mirrored(e, s),
+        }),
     );
   }
   for (const optional of spec.lanes ?? []) optional.add(wf, { bucket, iam, emit: hooks.emit });

@@ -102,7 +102,7 @@ export async function waitStep(
   ctx: StepContext,
   api: HealthcareApi,
   operation: string,
-  poll: Omit<PollOptions, "onEvent" | "signal">,
+  poll: Omit<PollOptions, "onEvent" | "signal"> | undefined,
   emit: EventSink<OperationEvent | WaitEvent>,
 ): Promise<WaitResult> {
   if (ctx.resumed) emit({ kind: "wait.resume", operation, startedAt: ctx.startedAt });
@@ -117,40 +117,77 @@ export async function waitStep(
 
 export type MirrorCounts = Omit<MirrorSummary, "failures">;
 
-/** Mirror step (resumable, every run): follows the export, then reconciles; the summary goes to `keep`. */
+/** Mirror step (resumable, every run): follows the export (until `until` settles), then reconciles. */
 export async function mirrorStep(
   ctx: StepContext,
-  o: {
-    source: RemoteSource;
-    bucket: string;
-    prefix: string;
-    dest: string;
-    concurrency: number;
-    delete: boolean;
-    follow: boolean;
-    until: Promise<unknown>;
-    emit: EventSink<MirrorEvent>;
-  },
-  keep: (s: MirrorSummary) => void,
+  source: RemoteSource,
+  spec: { bucket: BucketSpec; concurrency: number; delete?: boolean },
+  lane: { prefix: string; dest: string },
+  o: { follow: boolean; until: Promise<unknown>; emit: EventSink<MirrorEvent>; keep: (s: MirrorSummary) => void },
 ): Promise<MirrorCounts> {
   const summary = await followMirror({
     follow: o.follow,
     until: o.until,
     mirror: {
-      source: o.source,
-      bucket: o.bucket,
-      prefix: o.prefix,
-      dest: path.resolve(o.dest),
-      concurrency: o.concurrency,
-      delete: o.delete,
+      source,
+      bucket: spec.bucket.name,
+      prefix: lane.prefix,
+      dest: path.resolve(lane.dest),
+      concurrency: spec.concurrency,
+      delete: spec.delete === true,
       onEvent: o.emit,
       signal: ctx.signal,
     },
   });
-  keep(summary);
+  o.keep(summary);
   const { failures: _f, ...counts } = summary;
   return counts;
 }
+
+export interface AnnotationsResult {
+  readonly path: string;
+  readonly bytes: number;
+  readonly images: number;
+  readonly imagesWithPneumothorax: number;
+  readonly masks: number;
+}
+
+/** Annotations step (idempotent): the DocumentReference's CSV onto disk. */
+export async function annotationsStep(
+  fetch: NonNullable<PipelinePorts["fetchAnnotations"]>,
+  a: AnnotationsSpec,
+  keep: (got: FetchedAnnotations) => void,
+): Promise<AnnotationsResult> {
+  const got = await fetch(a);
+  keep(got);
+  return { path: got.path, bytes: got.bytes, ...got.summary };
+}
+
+/** One line per recorded result, for progress, `plan` and `status`. */
+export const summaries = {
+  bucket: (b: string) => (r: BucketResult) => (r.created ? `created gs://${b}` : `gs://${b} exists (ours)`),
+  iam: (agent: string) => (r: IamResult) => (r.granted ? `granted ${EXPORT_ROLE} to ${agent}` : "binding present"),
+  annotations: (r: AnnotationsResult) =>
+    `${r.path}: ${r.images} images, ${r.imagesWithPneumothorax} with pneumothorax, ${r.masks} masks`,
+  export: (r: ExportResult) => r.operation,
+  wait: (r: WaitResult) => `${r.success} exported, ${r.failure} failed`,
+  mirror: (r: MirrorCounts) =>
+    `${r.downloaded} downloaded, ${r.skipped} up to date, ${r.failed + r.refused} failed or refused`,
+};
+
+/** The mechanical options of each kind of step (summaries, validity, terminal errors): data the workflow spreads in. */
+export const extras = {
+  bucket: (b: string) => ({ summarize: summaries.bucket(b) }),
+  iam: (agent: string) => ({ summarize: summaries.iam(agent) }),
+  annotations: { summarize: summaries.annotations },
+  export: (api: HealthcareApi) => ({
+    summarize: summaries.export,
+    // A recorded operation is resumed only while it can still be polled (records expire after ~30 days).
+    stillValid: (r: ExportResult) => operationExists(api, r.operation),
+  }),
+  wait: { summarize: summaries.wait, terminal: (err: unknown) => err instanceof OperationFailedError },
+  mirror: { summarize: summaries.mirror },
+};
 
 /** Whether a recorded operation can still be polled (records expire ~30 days after they finish). */
 export async function operationExists(api: HealthcareApi, name: string): Promise<boolean> {
@@ -164,9 +201,6 @@ export async function operationExists(api: HealthcareApi, name: string): Promise
     throw err;
   }
 }
-
-/** A failed export operation ends its wait for good: the rerun starts a new export. */
-export const isTerminal = (err: unknown): boolean => err instanceof OperationFailedError;
 
 /** The grant's read-modify-write is retried on 412 this often, with this backoff (~15 s at most in all). */
 const GRANT_ATTEMPTS = 30;

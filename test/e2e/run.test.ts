@@ -231,7 +231,8 @@ describe("crash while waiting on the export", () => {
     const stateFile = path.join(tmp, "k", ".hcexport", "state.json");
     for (let i = 0; i < 200; i++) {
       const s = await readFile(stateFile, "utf8").catch(() => "");
-      if ((s.match(/"operation"/g) ?? []).length === 2) break;
+      if ((s.match(/"operation"/g) ?? []).length === 2 && s.includes('"wait:train"') && s.includes('"wait:test"'))
+        break;
       await new Promise((r) => setTimeout(r, 25));
     }
     child.kill("SIGKILL");
