@@ -1,4 +1,4 @@
-import type { PipelineEvent } from "../pipeline/export-and-mirror.ts";
+import type { PipelineEvent } from "../pipeline/pipeline.ts";
 import { formatMirrorEvent } from "./format-mirror.ts";
 import type { AnyEvent, Formatter, Rendered } from "./output.ts";
 
@@ -8,9 +8,15 @@ export const formatPipelineEvent: Formatter = (event: AnyEvent): Rendered | unde
   const e = event as PipelineEvent;
   switch (e.kind) {
     case "step.start":
-      return { status: `${e.step}: ${e.detail}` };
+      return { status: `${stepLabel(e)}: ${e.action === "recheck" ? "verifying " : ""}${e.detail}` };
     case "step.done":
-      return { line: `✔ ${e.step}: ${e.detail}`, done: "succeed" };
+      return { line: `✔ ${stepLabel(e)}: ${e.detail}`, done: "succeed" };
+    case "step.failed":
+      return { line: `✖ ${stepLabel(e)}: ${e.error}`, level: "error", done: "fail" };
+    case "step.blocked":
+      return { line: `  ${stepLabel(e)}: not run (${e.by} did not finish)`, level: "warn" };
+    case "wait.resume":
+      return { line: `  resuming ${e.operation} (started ${e.startedAt}); no new export` };
     case "operation.progress":
       return {
         status: `wait: ${shortOp(e.operation)} ${e.success} exported, ${e.failure} failed, ${e.pending} pending`,
@@ -28,6 +34,11 @@ export const formatPipelineEvent: Formatter = (event: AnyEvent): Rendered | unde
       return undefined;
   }
 };
+
+/** `export train`, `bucket`. */
+function stepLabel(e: { step: string; lane?: string }): string {
+  return e.lane === undefined ? e.step : `${e.step} ${e.lane}`;
+}
 
 function shortOp(name: string): string {
   return name.replace(/^projects\/[^/]+\/locations\/[^/]+\/datasets\/([^/]+)\/operations\//, "$1/op/");

@@ -7,7 +7,7 @@ import { healthcareApi } from "../gcp/healthcare.ts";
 import { projectNumber } from "../gcp/resource-manager.ts";
 import { storageAdmin } from "../gcp/storage-admin.ts";
 import { HttpClient } from "../net/http-client.ts";
-import type { PipelinePorts } from "../pipeline/export-and-mirror.ts";
+import type { PipelinePorts } from "../pipeline/steps.ts";
 import type { Config } from "../config/schema.ts";
 import type { CliIo, GlobalArgs } from "./context.ts";
 import { commandCredentials } from "./credentials.ts";

@@ -12,6 +12,8 @@ import type { Endpoints } from "./endpoints.ts";
 export interface BucketAdmin {
   /** Creates the bucket; `created: false` when it already exists and is ours (409 + already own it). */
   ensureBucket(spec: BucketSpec): Promise<{ created: boolean }>;
+  /** Read-only: whether the bucket exists (the precondition re-verified before an export). */
+  bucketExists?(bucket: string): Promise<boolean>;
   getPolicy(bucket: string): Promise<Policy>;
   /** Writes the policy; rejects with `{ status: 412 }` when its etag is stale. */
   setPolicy(bucket: string, policy: Policy): Promise<Policy>;
@@ -86,6 +88,14 @@ export function storageAdmin(endpoints: Endpoints, projectId?: string, auth?: Go
             hint: "choose another bucket name in the config (bucket names are global)",
           });
         throw wrap(err, `create bucket gs://${spec.name}`);
+      }
+    },
+    async bucketExists(bucket) {
+      try {
+        const [exists] = await (await storageFor(projectId)).bucket(bucket).exists();
+        return exists;
+      } catch (err) {
+        throw wrap(err, `look up gs://${bucket}`);
       }
     },
     async getPolicy(bucket) {

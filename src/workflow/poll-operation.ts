@@ -4,6 +4,7 @@ import { HcexportError, OperationFailedError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import { pollRetryPolicy, withRetry } from "../core/retry.ts";
 import type { Operation } from "../gcp/healthcare.ts";
+import { defaultPredictPolicy, predictPollDelay, type PollSample, type PredictPolicy } from "./predict-poll.ts";
 
 export type OperationEvent =
   | {
@@ -30,8 +31,10 @@ export type OperationEvent =
 
 export interface PollOptions {
   readonly clock?: Clock;
-  /** Delay between polls: capped exponential with jitter (default 1 s → 30 s). */
+  /** Delay between polls until the counters give a rate: capped exponential with jitter (default 1 s → 30 s). */
   readonly backoff?: BackoffPolicy;
+  /** Once the counters move, poll near the predicted end (src/workflow/predict-poll.ts); false: backoff only. */
+  readonly predict?: Partial<PredictPolicy> | false;
   /** Give up (not cancel) after this long. Default 24 h. */
   readonly deadlineMs?: number;
   readonly onEvent?: EventSink<OperationEvent>;
@@ -63,6 +66,8 @@ export async function pollOperation(
   const deadline = clock.now() + (options.deadlineMs ?? 24 * 3600_000);
   const emit = options.onEvent ?? (() => {});
   let last = "";
+  const samples: PollSample[] = [];
+  const predict = options.predict === false ? undefined : { ...defaultPredictPolicy, ...options.predict };
   for (let poll = 1; ; poll++) {
     const op = await withRetry(() => get(name), {
       policy: pollRetryPolicy,
@@ -81,6 +86,8 @@ export async function pollOperation(
     const key = `${counters.success}/${counters.failure}/${counters.pending}`;
     if (key !== last && !op.done) emit({ kind: "operation.progress", operation: name, ...counters });
     last = key;
+    samples.push({ at: clock.now(), completed: counters.success + counters.failure, pending: counters.pending });
+    if (samples.length > 64) samples.splice(0, samples.length - 64);
     if (op.done === true) {
       const ok = op.error === undefined && op.response !== undefined;
       emit({ kind: "operation.done", operation: name, success: counters.success, failure: counters.failure, ok });
@@ -102,7 +109,8 @@ export async function pollOperation(
         throw new OperationFailedError(name, `operation ${name} finished without a result or an error`);
       return op;
     }
-    const wait = backoffDelay(poll, backoff, options.random);
+    const predicted = predict === undefined ? undefined : predictPollDelay(samples, clock.now(), predict);
+    const wait = predicted ?? backoffDelay(poll, backoff, options.random);
     if (clock.now() + wait > deadline) {
       throw new HcexportError(`gave up waiting for ${name} after the deadline; it is still running`, 1, {
         hint: `resume waiting with 'hcexport operations wait ${name}'`,

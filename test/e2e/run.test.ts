@@ -106,6 +106,47 @@ describe("hcexport run", () => {
     assert.equal(granted.code, 0, granted.stderr);
   });
 
+  test("preconditions are verified again before a new export: revoked binding → exit 3 whose fix works; deleted bucket → recreated", async () => {
+    const file = await writeConfig("r", config("r", "e2e-bucket-r", { grantIam: false }));
+    const first = await hcexport(["run", file, "--emulator", cloud.baseUrl, "--grant-iam"]);
+    assert.equal(first.code, 0, first.stderr);
+    const exports = () => cloud.healthcare.operations().length;
+    // Someone revokes the service agent's binding between runs.
+    cloud.store.setPolicy("e2e-bucket-r", { version: 1, bindings: [] });
+    const before = exports();
+    const r = await hcexport(["run", file, "--emulator", cloud.baseUrl, "--fresh-export"]);
+    assert.equal(r.code, 3, `not "checked in an earlier run" then a doomed export:\n${r.stderr}`);
+    assert.doesNotMatch(r.stderr, /earlier run/);
+    assert.match(r.stderr, /lacks roles\/storage\.objectAdmin/);
+    assert.match(r.stderr, /or pass --grant-iam/);
+    assert.equal(exports(), before, "no export started without the binding");
+    // The fix the message gives works.
+    const fixed = await hcexport(["run", file, "--emulator", cloud.baseUrl, "--fresh-export", "--grant-iam"]);
+    assert.equal(fixed.code, 0, fixed.stderr);
+    assert.equal(exports(), before + 2, "one new export per store");
+    assert.ok(
+      cloud.store
+        .getPolicy("e2e-bucket-r")!
+        .bindings.some(
+          (b) => b.role === "roles/storage.objectAdmin" && b.members.includes(`serviceAccount:${SIIM.serviceAgent}`),
+        ),
+      "the binding is back",
+    );
+    // A run that starts no export does not look (cheap reruns stay cheap) …
+    cloud.store.setPolicy("e2e-bucket-r", { version: 1, bindings: [] });
+    const idle = await hcexport(["run", file, "--emulator", cloud.baseUrl]);
+    assert.equal(idle.code, 0, idle.stderr);
+    // … and a deleted bucket is recreated before the next export.
+    for (const o of cloud.store.listObjects("e2e-bucket-r", { limit: 10_000 }))
+      cloud.store.deleteObject("e2e-bucket-r", o.name);
+    assert.equal(cloud.store.deleteBucket("e2e-bucket-r"), true);
+    const recreated = await hcexport(["run", file, "--emulator", cloud.baseUrl, "--fresh-export", "--grant-iam"]);
+    assert.equal(recreated.code, 0, recreated.stderr);
+    assert.ok(cloud.store.getBucket("e2e-bucket-r") !== undefined, "bucket recreated");
+    assert.equal(cloud.store.objectCount("e2e-bucket-r"), 50, "and exported into again");
+    await assertOnDisk(cloud, path.join(tmp, "r"));
+  });
+
   test("a failing export exits 4 with the operation's message and logs URL", async () => {
     const file = await writeConfig("c", config("c", "e2e-bucket-c"));
     await request(`${cloud.baseUrl}/_emulator/faults`, {
@@ -190,13 +231,14 @@ describe("crash while waiting on the export", () => {
     const stateFile = path.join(tmp, "k", ".hcexport", "state.json");
     for (let i = 0; i < 200; i++) {
       const s = await readFile(stateFile, "utf8").catch(() => "");
-      if (s.includes('"status": "running"') && (s.match(/"operation"/g) ?? []).length === 2) break;
+      if ((s.match(/"operation"/g) ?? []).length === 2 && s.includes('"wait:train"') && s.includes('"wait:test"'))
+        break;
       await new Promise((r) => setTimeout(r, 25));
     }
     child.kill("SIGKILL");
     await new Promise((r) => child.once("exit", r));
     const state = JSON.parse(await readFile(stateFile, "utf8"));
-    assert.equal(state.exports.train.status, "running", "killed while waiting");
+    assert.equal(state.steps["wait:train"].status, "started", "killed while waiting");
     const r = await hcexport(["run", file, "--emulator", url]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /resuming .*operations\/\d+.*no new export/);

@@ -12,18 +12,21 @@ import { readState } from "../../src/workflow/state.ts";
 import { listFiles, prng, requireBuiltCli, seedFor, spawnCli } from "../support/chaos.ts";
 
 /**
- * Crash suite (issue #6): SIGKILL the built CLI's `run --grant-iam` at ≥ 20 seeded-random moments
- * spread over the export wait and the mirror, rerun after each kill, then run to completion.
- * Replay a failure with HCX_CRASH_SEED=<seed printed below>.
+ * Crash suite (issues #6, #12): SIGKILL the built CLI's `run --grant-iam` at ≥ 20 seeded-random
+ * moments, rerun after each kill, then run to completion. The engine runs the train and test lanes
+ * in parallel (export → wait → mirror following the export), so a kill lands in both lanes at once;
+ * the suite records what each lane was doing and requires kills in every lane both while its export
+ * ran and in its mirror. Replay a failure with HCX_CRASH_SEED=<seed printed below>.
  *
- * Scale (2 cores, < 60 s): 2 × 150 instances of ~20 KB; exports at 20 instances/s (~7.5 s of
- * waiting); media GETs delayed 80 ms with 4 parallel downloads (~6 s of mirroring), so kills land
- * in both phases.
+ * Scale (2 cores, < 90 s): 120 + 80 instances of ~20 KB; exports at 8 instances/s (15 s and 10 s
+ * of waiting); media GETs delayed 80 ms with 4 parallel downloads per lane, so kills land in both
+ * phases of both lanes.
  */
 
-const KILLS = 22;
-const TRAIN = 150;
-const TEST = 150;
+const KILLS = 20;
+const TRAIN = 120;
+const TEST = 80;
+const LANES = ["train", "test"] as const;
 const BUCKET = "hcexport-demo-bucket";
 
 let cloud: LocalCloud;
@@ -34,7 +37,7 @@ before(async () => {
   cli = requireBuiltCli();
   cloud = await startLocalCloud({
     dataset: { train: TRAIN, test: TEST, seed: 5, instanceBytes: 20_000 },
-    exportInstancesPerSecond: 20,
+    exportInstancesPerSecond: 8,
   });
   dir = await mkdtemp(path.join(os.tmpdir(), "hcx-crash-"));
 });
@@ -88,6 +91,8 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
   cloud.faults = { ...noFaults, latencyMs: 80, pathFilter: "/download/" };
 
   const phases: Record<string, number> = {};
+  /** Per lane, what it was doing when a kill landed: export/wait (the operation running) or mirror (after it). */
+  const lanePhases: Record<string, Record<string, number>> = { train: {}, test: {} };
   const log: string[] = [];
   let kills = 0;
   let cycles = 0;
@@ -95,16 +100,21 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
   const tempsSeen = new Set<string>();
   while (kills < KILLS) {
     assert.ok(++cycles <= KILLS * 3, `too many cycles without landing ${KILLS} kills (${log.join("; ")})`);
-    // While the exports run, kill at a random moment after the CLI is up; afterwards at a random
-    // moment after the mirror started (so the kills also land inside the mirror).
+    // While the exports run, kill at a random moment after a lane started; afterwards at a random
+    // moment after one lane's mirror started (so the kills also land inside each mirror).
+
     const mode = exportsFinished() ? "mirror" : "wait";
+    const target = LANES[cycles % 2]!;
     const delayMs = Math.round(random() * (mode === "wait" ? 800 : 400));
     let phase = "startup";
+    const lanePhase: Record<string, string> = { train: "startup", test: "startup" };
     let timer: NodeJS.Timeout | undefined;
     let killedAt = "";
+    let killedLanes: Record<string, string> = {};
     const arm = (child: ChildProcess) => {
       timer ??= setTimeout(() => {
         killedAt = phase;
+        killedLanes = { ...lanePhase };
         child.kill("SIGKILL");
       }, delayMs);
     };
@@ -112,22 +122,35 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
       cwd: dir,
       env,
       onLine: (line, child) => {
-        let e: { kind?: string; step?: string };
+        let e: { kind?: string; step?: string; lane?: string };
         try {
           e = JSON.parse(line) as typeof e;
         } catch {
           return;
         }
         if (e.kind === "step.start" && e.step !== undefined) phase = e.step;
-        if (mode === "wait") arm(child);
-        else if (e.kind === "mirror.start") arm(child);
+        // A lane is in its wait while the operation runs (its mirror follows meanwhile), then in its mirror.
+        if (e.lane !== undefined && e.step !== undefined) {
+          if (e.kind === "step.start" && e.step !== "mirror") lanePhase[e.lane] = e.step;
+          if (e.kind === "step.done" && e.step === "wait") lanePhase[e.lane] = "mirror";
+          if (e.kind === "step.done" && e.step === "mirror") lanePhase[e.lane] = "done";
+        }
+        // While the exports run: at a random moment after the first lane step starts (the bucket and
+        // IAM preconditions are verified again first on every run that starts an export).
+        if (mode === "wait" && e.lane !== undefined) arm(child);
+        // Alternate the lane whose mirror start arms the kill, so both lanes' mirrors are hit.
+        else if (e.kind === "mirror.start" && (e as { source?: string }).source?.endsWith(`/${target}/`)) arm(child);
       },
     });
     clearTimeout(timer);
     if (r.signal === "SIGKILL") {
       kills++;
       phases[killedAt] = (phases[killedAt] ?? 0) + 1;
-      log.push(`${mode}+${delayMs}ms→${killedAt}`);
+      for (const lane of LANES) {
+        const p = killedLanes[lane] ?? "startup";
+        lanePhases[lane]![p] = (lanePhases[lane]![p] ?? 0) + 1;
+      }
+      log.push(`${mode}+${delayMs}ms→${LANES.map((l) => `${l}:${killedLanes[l]}`).join("/")}`);
     } else {
       // Finished before the kill fired: it must have succeeded.
       assert.equal(r.code, 0, `an unkilled run failed:\n${r.stderr}`);
@@ -146,12 +169,14 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
     await readState(path.join(out, ".hcexport", "state.json"));
   }
   t.diagnostic(`kills by phase: ${JSON.stringify(phases)}; runs that finished before their kill: ${completedEarly}`);
+  t.diagnostic(`kills by lane and phase: ${JSON.stringify(lanePhases)}`);
+  // Lanes run in parallel: every lane was killed both while its export ran and in its mirror.
+  for (const lane of LANES) {
+    const p = lanePhases[lane]!;
+    assert.ok((p["wait"] ?? 0) + (p["export"] ?? 0) >= 2, `${lane}: kills while its export ran: ${JSON.stringify(p)}`);
+    assert.ok((p["mirror"] ?? 0) >= 3, `${lane}: kills in its mirror: ${JSON.stringify(p)}`);
+  }
   t.diagnostic(`schedule: ${log.join(", ")}`);
-  assert.ok(
-    (phases["wait"] ?? 0) + (phases["export"] ?? 0) >= 3,
-    `kills in the export wait: ${JSON.stringify(phases)}`,
-  );
-  assert.ok((phases["mirror"] ?? 0) >= 8, `kills in the mirror: ${JSON.stringify(phases)}`);
 
   // Run to completion.
   cloud.faults = { ...noFaults };
@@ -193,12 +218,11 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
     `state directory holds only the state (no lock, lock temp or takeover files): ${stateFiles.join(", ")}`,
   );
   const state = await readState(path.join(out, ".hcexport", "state.json"));
-  assert.equal(state.exports["train"]?.status, "done");
-  assert.equal(state.exports["test"]?.status, "done");
-  assert.deepEqual(
-    [state.exports["train"]?.operation, state.exports["test"]?.operation].sort(),
-    ops.map((o) => o.name).sort(),
-  );
+  assert.equal(state.steps["wait:train"]?.status, "done");
+  assert.equal(state.steps["wait:test"]?.status, "done");
+  const opOf = (lane: string) =>
+    (state.steps[`export:${lane}`]?.result as { operation?: string } | undefined)?.operation;
+  assert.deepEqual([opOf("train"), opOf("test")].sort(), ops.map((o) => o.name).sort());
   assert.equal(state.lastRun?.exitCode, 0);
 
   // A rerun after the final success changes nothing and says so.

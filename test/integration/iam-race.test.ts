@@ -7,7 +7,7 @@ import { SIIM } from "../../src/emulator/dataset/siim.ts";
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
 import { resolveEndpoints } from "../../src/gcp/endpoints.ts";
 import { storageAdmin } from "../../src/gcp/storage-admin.ts";
-import { ensureExportRole } from "../../src/pipeline/export-and-mirror.ts";
+import { ensureExportRole } from "../../src/pipeline/steps.ts";
 import { EXPORT_ROLE } from "../../src/workflow/iam-policy.ts";
 import { prng, seedFor } from "../support/chaos.ts";
 

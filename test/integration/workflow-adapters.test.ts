@@ -8,7 +8,7 @@ import { resolveEndpoints } from "../../src/gcp/endpoints.ts";
 import { healthcareApi } from "../../src/gcp/healthcare.ts";
 import { storageAdmin, type BucketAdmin } from "../../src/gcp/storage-admin.ts";
 import { HttpClient } from "../../src/net/http-client.ts";
-import { ensureExportRole } from "../../src/pipeline/export-and-mirror.ts";
+import { ensureExportRole } from "../../src/pipeline/steps.ts";
 import { startExportOnce, type StartExportEvent } from "../../src/pipeline/start-export.ts";
 
 const noWait: Clock = { now: () => Date.now(), sleep: async () => {} };

@@ -8,7 +8,7 @@ import { HttpError, OperationFailedError, PermissionError } from "../../src/core
 import type { HealthcareApi, Operation } from "../../src/gcp/healthcare.ts";
 import type { BucketAdmin } from "../../src/gcp/storage-admin.ts";
 import type { RemoteSource } from "../../src/mirror/ports.ts";
-import { planRun, runPipeline, type PipelineSpec } from "../../src/pipeline/export-and-mirror.ts";
+import { planRun, runPipeline, type PipelineSpec } from "../../src/pipeline/pipeline.ts";
 import { candidateExports } from "../../src/pipeline/start-export.ts";
 import type { Policy } from "../../src/workflow/iam-policy.ts";
 import {
@@ -16,9 +16,13 @@ import {
   emptyState,
   FileStateStore,
   MemoryStateStore,
+  migrateV1,
   readState,
   type RunState,
+  type StateV1,
 } from "../../src/workflow/state.ts";
+
+const result = (s: RunState, key: string) => s.steps[key]?.result as Record<string, unknown> | undefined;
 
 const DATASET = "projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax";
 const TRAIN = `${DATASET}/dicomStores/dicom-images-train`;
@@ -152,11 +156,11 @@ describe("runPipeline: checkpointed, resumable steps", () => {
       assert.equal(hc.calls.filter((c) => c.startsWith("export")).length, 2);
       assert.equal(r.operations.length, 2);
       const onDisk = JSON.parse(await readFile(path.join(dir, ".hcexport", "state.json"), "utf8")) as RunState;
-      assert.equal(onDisk.exports["train"]!.status, "done");
-      assert.equal(onDisk.exports["train"]!.operation, `${DATASET}/operations/1`);
-      assert.deepEqual(onDisk.exports["test"]!.counters, { success: 3, failure: 0 });
-      assert.equal(onDisk.bucket?.done, true);
-      assert.equal(onDisk.iam?.granted, true);
+      assert.equal(onDisk.steps["wait:train"]!.status, "done");
+      assert.equal(result(onDisk, "export:train")!["operation"], `${DATASET}/operations/1`);
+      assert.deepEqual(result(onDisk, "wait:test"), { success: 3, failure: 0 });
+      assert.equal(onDisk.steps["bucket"]?.status, "done");
+      assert.equal(result(onDisk, "iam")!["granted"], true);
     }));
 
   test("the operation name is saved before polling: a crash while waiting resumes polling, no second export", () =>
@@ -178,8 +182,8 @@ describe("runPipeline: checkpointed, resumable steps", () => {
       );
       await assert.rejects(first);
       const saved = JSON.parse(await readFile(path.join(stateDir, "state.json"), "utf8")) as RunState;
-      assert.equal(saved.exports["train"]!.status, "running");
-      assert.equal(saved.exports["train"]!.operation, `${DATASET}/operations/1`);
+      assert.equal(saved.steps["wait:train"]!.status, "started");
+      assert.equal(result(saved, "export:train")!["operation"], `${DATASET}/operations/1`);
 
       const r = await runPipeline(
         spec(dir),
@@ -191,12 +195,9 @@ describe("runPipeline: checkpointed, resumable steps", () => {
         2,
         "still only the two exports of the first run",
       );
-      assert.deepEqual(
-        r.operations.map((o) => o.name.split("/").pop()),
-        ["1", "2"],
-      );
+      assert.deepEqual(r.operations.map((o) => o.name.split("/").pop()).sort(), ["1", "2"]);
       const after = JSON.parse(await readFile(path.join(stateDir, "state.json"), "utf8")) as RunState;
-      assert.equal(after.exports["test"]!.status, "done");
+      assert.equal(after.steps["wait:test"]!.status, "done");
     }));
 
   test("a crash between sending the export and saving its name: the rerun adopts the listed operation", async () => {
@@ -204,12 +205,12 @@ describe("runPipeline: checkpointed, resumable steps", () => {
     await hc.api.startExport(TRAIN, "gs://hcx-bucket/train"); // reached the server; the name was never saved
     const state: RunState = {
       ...emptyState(),
-      exports: {
-        train: {
-          store: TRAIN,
-          uriPrefix: "gs://hcx-bucket/train",
-          status: "starting",
+      steps: {
+        "export:train": {
+          status: "started",
+          input: `${TRAIN} → gs://hcx-bucket/train`,
           startedAt: new Date(Date.now() - 1000).toISOString(),
+          attempts: 1,
         },
       },
     };
@@ -220,7 +221,7 @@ describe("runPipeline: checkpointed, resumable steps", () => {
       { state: new MemoryStateStore(state), poll, onEvent: (e) => events.push(e) },
     );
     assert.equal(hc.ops.size, 2, "train adopted (not exported again), test exported once");
-    assert.equal(state.exports["train"]!.operation, `${DATASET}/operations/1`);
+    assert.equal(result(state, "export:train")!["operation"], `${DATASET}/operations/1`);
     assert.ok(events.some((e) => e.kind === "export.adopted"));
   });
 
@@ -233,17 +234,14 @@ describe("runPipeline: checkpointed, resumable steps", () => {
       { state, poll, clock: fastClock },
     );
     assert.equal(hc.ops.size, 2, "one export per store despite the 503");
-    assert.deepEqual(
-      r.operations.map((o) => o.name.split("/").pop()),
-      ["1", "2"],
-    );
+    assert.deepEqual(r.operations.map((o) => o.name.split("/").pop()).sort(), ["1", "2"]);
     assert.ok(hc.calls.includes("list siim-pneumothorax"));
   });
 
   test("a saved operation that no longer exists (expired, other endpoint) is replaced by a new export", async () => {
     const hc = fakeHealthcare();
-    const state: RunState = {
-      ...emptyState(),
+    const state: RunState = migrateV1({
+      version: 1,
       exports: {
         train: {
           store: TRAIN,
@@ -253,15 +251,17 @@ describe("runPipeline: checkpointed, resumable steps", () => {
           startedAt: "2020-01-01T00:00:00Z",
         },
       },
-    };
+      mirrors: {},
+    });
     await runPipeline(
       spec("/tmp/unused"),
       { buckets: fakeBuckets().b, healthcare: hc.api, source: emptySource },
       { state: new MemoryStateStore(state), poll },
     );
     assert.equal(hc.ops.size, 2);
-    assert.equal(state.exports["train"]!.status, "done");
-    assert.equal(state.exports["train"]!.operation, `${DATASET}/operations/1`);
+    assert.equal(state.steps["wait:train"]!.status, "done");
+    assert.notEqual(result(state, "export:train")!["operation"], `${DATASET}/operations/999`);
+    assert.ok(hc.ops.has(result(state, "export:train")!["operation"] as string), "a new export, polled to its end");
   });
 
   test("finished exports are skipped on a rerun; --fresh-export and --force start new ones", async () => {
@@ -314,17 +314,19 @@ describe("runPipeline: checkpointed, resumable steps", () => {
     assert.equal(err.exitCode, 4);
     assert.match(err.message, /2 of 3 instances failed/);
     assert.equal(err.logsUrl, "https://logs/x");
-    assert.equal(state.state.exports["train"]!.status, "failed");
-    assert.equal(planRun(spec("/tmp/unused"), state.state).find((p) => p.step === "export")!.action, "run");
+    assert.equal(state.state.steps["wait:train"]!.status, "failed");
+    assert.equal(planRun(spec("/tmp/unused"), state.state).find((p) => p.key === "export:train")!.action, "run");
   });
 });
 
 describe("planRun and candidateExports are pure", () => {
   test("the plan follows the state: skip finished, resume running, run the rest", () => {
     const s = spec("/d");
-    const state: RunState = {
-      ...emptyState(),
+    // A version-1 state file (hand-written checkpoints), migrated to the journal as `readState` does.
+    const v1: StateV1 = {
+      version: 1,
       bucket: { name: "hcx-bucket", done: true, at: "t0", created: true },
+      mirrors: {},
       exports: {
         train: {
           store: TRAIN,
@@ -343,17 +345,41 @@ describe("planRun and candidateExports are pure", () => {
         },
       },
     };
+    const state = migrateV1(v1);
     const before = JSON.stringify(state);
     const plan = planRun(s, state);
     assert.equal(JSON.stringify(state), before);
     assert.deepEqual(
-      plan.map((p) => `${p.step}:${p.action}`),
-      ["bucket:skip", "iam:run", "wait:resume", "export:skip", "mirror:run", "mirror:run"],
+      plan.map((p) => `${p.key}:${p.action}`),
+      [
+        "bucket:skip",
+        "iam:run",
+        "export:train:skip",
+        "wait:train:resume",
+        "mirror:train:run",
+        "export:test:skip",
+        "wait:test:skip",
+        "mirror:test:run",
+      ],
     );
     assert.deepEqual(planRun(s, state), plan, "same input, same plan");
     assert.deepEqual(
-      planRun(s, state, { force: true }).map((p) => `${p.step}:${p.action}`),
-      ["bucket:run", "iam:run", "wait:resume", "export:run", "mirror:run", "mirror:run"],
+      planRun(s, state, { force: true }).map((p) => `${p.key}:${p.action}`),
+      [
+        "bucket:run",
+        "iam:run",
+        "export:train:skip", // its operation is still being waited for: never a second export
+        "wait:train:resume",
+        "mirror:train:run",
+        "export:test:run",
+        "wait:test:run",
+        "mirror:test:run",
+      ],
+    );
+    assert.deepEqual(
+      planRun(s, state, { freshExport: true }).map((p) => `${p.key}:${p.action}`)[0],
+      "bucket:recheck",
+      "a run that will start an export verifies the bucket again",
     );
   });
 
@@ -383,10 +409,10 @@ describe("state store", () => {
     const s: RunState = {
       ...emptyState(),
       endpoint: "http://127.0.0.1:1",
-      bucket: { name: "b", done: true, at: "t", created: true },
+      steps: { bucket: { status: "done", startedAt: "t", attempts: 1, result: { name: "b", created: true } } },
     };
     assert.equal(adoptEndpoint(s, "http://127.0.0.1:1"), false);
-    assert.equal(s.bucket?.done, true);
+    assert.equal(s.steps["bucket"]?.status, "done");
     assert.equal(adoptEndpoint(s, "https://healthcare.googleapis.com"), true);
     assert.deepEqual(s, { ...emptyState(), endpoint: "https://healthcare.googleapis.com" });
   });
@@ -394,13 +420,36 @@ describe("state store", () => {
   test("state.json is replaced atomically on every update and read back; a corrupt file is an error with a fix", () =>
     withDir(async (dir) => {
       const store = await FileStateStore.open(dir);
-      await store.update(
-        (s) =>
-          void (s.exports["train"] = { store: TRAIN, uriPrefix: "gs://b/train", status: "starting", startedAt: "t" }),
+      await store.update((s) => void (s.steps["export:train"] = { status: "started", startedAt: "t", attempts: 1 }));
+      await store.update((s) =>
+        Object.assign(s.steps["export:train"]!, { status: "done", result: { operation: "op/1" } }),
       );
-      await store.update((s) => Object.assign(s.exports["train"]!, { status: "running", operation: "op/1" }));
-      assert.equal((await readState(path.join(dir, "state.json"))).exports["train"]!.operation, "op/1");
-      assert.deepEqual((await readState(path.join(dir, "missing.json"))).exports, {});
+      assert.deepEqual((await readState(path.join(dir, "state.json"))).steps["export:train"]!.result, {
+        operation: "op/1",
+      });
+      assert.deepEqual((await readState(path.join(dir, "missing.json"))).steps, {});
+      // Concurrent writers (parallel lanes): every update is on disk when the last one resolves.
+      await Promise.all(
+        Array.from({ length: 40 }, (_, i) =>
+          store.update((s) => void (s.steps[`k${i}`] = { status: "done", startedAt: "t", attempts: 1 })),
+        ),
+      );
+      assert.equal(Object.keys((await readState(path.join(dir, "state.json"))).steps).length, 41);
+      // A version-1 file is migrated on read.
+      const { writeFile: write } = await import("node:fs/promises");
+      await write(
+        path.join(dir, "v1.json"),
+        JSON.stringify({
+          version: 1,
+          exports: {
+            train: { store: TRAIN, uriPrefix: "gs://b/train", status: "done", operation: "op/9", startedAt: "t" },
+          },
+          mirrors: {},
+        }),
+      );
+      const migrated = await readState(path.join(dir, "v1.json"));
+      assert.deepEqual(migrated.steps["export:train"]!.result, { operation: "op/9", uriPrefix: "gs://b/train" });
+      assert.equal(migrated.steps["wait:train"]!.status, "done");
       const { writeFile } = await import("node:fs/promises");
       await writeFile(path.join(dir, "state.json"), "{ torn");
       await assert.rejects(readState(path.join(dir, "state.json")), /unreadable.*\n?/);

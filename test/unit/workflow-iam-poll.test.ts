@@ -1,7 +1,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { EXPORT_ROLE, hasExportRole, withMemberInRole, type Policy } from "../../src/workflow/iam-policy.ts";
-import { ensureExportRole } from "../../src/pipeline/export-and-mirror.ts";
+import { ensureExportRole } from "../../src/pipeline/steps.ts";
 import { pollOperation, type OperationEvent } from "../../src/workflow/poll-operation.ts";
 import { PermissionError, OperationFailedError, HttpError } from "../../src/core/errors.ts";
 import type { BucketAdmin } from "../../src/gcp/storage-admin.ts";
@@ -150,6 +150,7 @@ describe("pollOperation", () => {
       clock,
       random: () => 1,
       backoff: { initialMs: 1000, maxMs: 2500, multiplier: 2, jitter: "none" },
+      predict: false, // the backoff alone (prediction: test/unit/predict-poll.test.ts)
       onEvent: (e) => events.push(e),
     });
     assert.equal(done.done, true);

@@ -11,7 +11,7 @@ import { healthcareApi } from "../../gcp/healthcare.ts";
 import { storageAdmin } from "../../gcp/storage-admin.ts";
 import { HttpClient } from "../../net/http-client.ts";
 import { trustCaPems } from "../../net/trust.ts";
-import { runPipeline, type PipelineSpec } from "../../pipeline/export-and-mirror.ts";
+import { runPipeline, type PipelineSpec } from "../../pipeline/pipeline.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { formatPipelineEvent, table } from "../format.ts";
 

@@ -2,7 +2,7 @@ import type { Argv, CommandModule } from "yargs";
 import { UsageError } from "../../core/errors.ts";
 import { parseGsUri, serviceAgentFor } from "../../core/resource-names.ts";
 import { projectNumber } from "../../gcp/resource-manager.ts";
-import { ensureExportRole } from "../../pipeline/export-and-mirror.ts";
+import { ensureExportRole } from "../../pipeline/steps.ts";
 import { EXPORT_ROLE } from "../../workflow/iam-policy.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { createServices, type Services } from "../services.ts";

@@ -4,7 +4,8 @@ import type { Argv, CommandModule } from "yargs";
 import { loadConfig, type LoadedConfig } from "../../config/load.ts";
 import { DestinationError, exitCodeOf, PartialFailureError } from "../../core/errors.ts";
 import { redactSecrets } from "../../core/redact.ts";
-import { planRun, runPipeline, type PipelineResult, type PipelineSpec } from "../../pipeline/export-and-mirror.ts";
+import { planRun, runPipeline, type PipelineResult, type PipelineSpec } from "../../pipeline/pipeline.ts";
+import { planTable, statusRows } from "../format-plan.ts";
 import { acquireLock } from "../../workflow/lock.ts";
 import { adoptEndpoint, FileStateStore } from "../../workflow/state.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
@@ -18,6 +19,7 @@ export interface RunArgs extends GlobalArgs {
   "dry-run": boolean;
   force: boolean;
   "fresh-export": boolean;
+  follow: boolean;
   concurrency?: number;
   report?: string;
 }
@@ -42,12 +44,17 @@ export function runOptions<T>(y: Argv<T>) {
       default: false,
       describe: "start new exports even if an earlier run finished them (the mirror stays incremental)",
     })
+    .option("follow", {
+      type: "boolean",
+      default: true,
+      describe: "mirror while the export runs (--no-follow: mirror after the export ends)",
+    })
     .option("concurrency", { type: "number", describe: "parallel downloads (overrides mirror.concurrency)" })
     .option("report", { type: "string", describe: "write a JSON report of this run to FILE" });
 }
 
 /** The pipeline spec of a loaded config. */
-export function specOf(loaded: LoadedConfig, serviceAgent: string): PipelineSpec {
+export function specOf(loaded: LoadedConfig, serviceAgent: string, follow = true): PipelineSpec {
   const c = loaded.config;
   return {
     bucket: {
@@ -62,6 +69,8 @@ export function specOf(loaded: LoadedConfig, serviceAgent: string): PipelineSpec
     exports: c.exports,
     ...(c.annotations === undefined ? {} : { annotations: c.annotations }),
     concurrency: c.mirror.concurrency,
+    delete: c.mirror.delete,
+    follow,
   };
 }
 
@@ -82,6 +91,7 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
     const services = await createServices(args, io, loaded.config, { credentials: !args["dry-run"] });
     const startedAt = new Date();
     let result: PipelineResult | undefined;
+    let spec: PipelineSpec | undefined;
     let failure: unknown;
     const lock = args["dry-run"]
       ? undefined
@@ -102,14 +112,14 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
         // The plan is computed from config + state only: no call, not even the project-number lookup.
         const agent =
           loaded.config.serviceAgent ??
-          state.state.iam?.member.replace(/^serviceAccount:/, "") ??
+          state.state.steps["iam"]?.input?.replace(/^serviceAccount:/, "") ??
           `(the Healthcare service agent of ${loaded.config.exports[0]!.store.split("/")[1]}, looked up at run time)`;
-        const spec = specOf(loaded, agent);
+        const spec = specOf(loaded, agent, args.follow);
         const plan = planRun(spec, state.state, { force: args.force, freshExport: args["fresh-export"] });
-        out.result(table([["step", "action", "detail"], ...plan.map((p) => [p.step, p.action, p.detail])]), { plan });
+        out.result(planTable(plan), { plan });
         return;
       }
-      const spec = specOf(loaded, await resolveServiceAgent(loaded.config, services));
+      spec = specOf(loaded, await resolveServiceAgent(loaded.config, services), args.follow);
       await state.update((s) => void (s.lastRun = { startedAt: startedAt.toISOString() }));
       result = await runPipeline(spec, services.ports, {
         onEvent: out.emit,
@@ -174,10 +184,12 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
             ...(error === undefined ? {} : { error }),
             config: loaded.file,
             state: state.state,
+            ...(spec === undefined ? {} : { steps: statusRows(planRun(spec, state.state)) }),
             ...(result === undefined
               ? {}
               : {
                   operations: result.operations,
+                  thisRun: result.steps,
                   mirrors: result.mirrors.map((m) => ({ prefix: m.prefix, dest: m.dest, ...m.summary })),
                 }),
           };
