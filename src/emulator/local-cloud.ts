@@ -7,6 +7,10 @@ import { createHealthcareService, resumeExports, type HealthcareServiceOptions }
 import { HealthcareModel } from "./healthcare/model.ts";
 import { sendMedia } from "./media.ts";
 import { createResourceManagerService } from "./resource-manager.ts";
+import { BigQueryModel } from "./bigquery/model.ts";
+import { bigQueryExports } from "./bigquery/healthcare-exports.ts";
+import { createProjectIamService, ProjectPolicies } from "./bigquery/project-iam.ts";
+import { createBigQueryService } from "./bigquery/service.ts";
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from "./server.ts";
 import type { EmulatorService } from "./types.ts";
 
@@ -27,6 +31,9 @@ export interface LocalCloudOptions extends EmulatorOptions {
 
 export interface LocalCloud extends RunningEmulator {
   readonly healthcare: HealthcareModel;
+  /** The emulated BigQuery (datasets, tables, rows) and the projects' IAM policies. */
+  readonly bigquery: BigQueryModel;
+  readonly projectPolicies: ProjectPolicies;
   /** The annotations CSV served as the DocumentReference's attachment ("" without a dataset). */
   readonly annotationsCsv: string;
   /** Where the attachment is served. */
@@ -48,6 +55,8 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     options.dataDir === undefined ? {} : { journal: path.join(options.dataDir, OPERATIONS_JOURNAL) },
   );
   const extra = options.services;
+  const bigquery = new BigQueryModel();
+  let policies: ProjectPolicies | undefined;
   let hc: HealthcareServiceOptions | undefined;
   // The service reads faults through the running emulator (which only exists after the start).
   const live: { emulator?: RunningEmulator } = {};
@@ -56,16 +65,20 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     ...options,
     projects: { [SIIM.project]: SIIM.projectNumber, ...options.projects },
     services: (store, projects) => {
+      policies = new ProjectPolicies(projects);
       hc = {
         model,
         objects: store,
         projects,
         exportInstancesPerSecond: options.exportInstancesPerSecond ?? DEFAULT_EXPORT_RATE,
         faults,
+        bigquery: bigQueryExports(bigquery, policies, projects),
       };
       return [
         createHealthcareService(hc),
         createResourceManagerService(projects),
+        createProjectIamService(projects, policies),
+        createBigQueryService(bigquery, projects),
         filesService(() => model.annotationsCsv()),
         ...(extra?.(store, projects) ?? []),
       ];
@@ -77,6 +90,8 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
   const close = emulator.close;
   return Object.assign(emulator, {
     healthcare: model,
+    bigquery,
+    projectPolicies: policies!,
     annotationsCsv: model.annotationsCsv(),
     annotationsUrl: `${emulator.baseUrl}${ANNOTATIONS_PATH}`,
     close: async () => {
