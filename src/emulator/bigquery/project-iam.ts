@@ -70,6 +70,7 @@ export class ProjectPolicies {
     // 8 bytes, base64, starting with 0x07 like the real ones ("BwX…").
     const h = createHash("sha256").update(`${projectId}:${++this.#writes}`).digest();
     h[0] = 0x07;
+    h[1] = h[1]! & 0x0f;
     return h.subarray(0, 8).toString("base64");
   }
 }

@@ -69,7 +69,7 @@ export function createBigQueryService(model: BigQueryModel, projects: ProjectReg
         if (rest[2] !== "tables") return false;
         if (rest.length === 3) return tablesCollection(model, project, ds, method, body, url, res, root);
         const table = rest[3]!;
-        if (rest.length === 4) return tableResource(model, project, ds, table, method, res, root);
+        if (rest.length === 4) return tableResource(model, project, ds, table, method, url, res, root);
         if (rest.length === 5 && rest[4] === "data" && method === "GET")
           return tableData(model, project, ds, table, url, res);
         return false;
@@ -291,13 +291,17 @@ function tableResource(
   ds: string,
   table: string,
   method: string,
+  url: URL,
   res: ServerResponse,
   root: string,
 ): boolean {
   const t = model.requireTable(project, ds, table);
   const d = model.requireDataset(project, ds);
   if (method === "GET") {
-    sendJson(res, 200, tableJson(d, t, root));
+    const json = tableJson(d, t, root);
+    // selectedFields narrows the schema like tabledata.list's rows (bq head --selected_fields reads both).
+    json["schema"] = { fields: selectFields(t.schema, url.searchParams.get("selectedFields")) };
+    sendJson(res, 200, json);
     return true;
   }
   if (method === "DELETE") {
