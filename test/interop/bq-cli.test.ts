@@ -154,6 +154,51 @@ describe("the bq CLI of the Google Cloud SDK", () => {
   });
 });
 
+describe("gcloud healthcare dicom-stores export bq", () => {
+  const gcloud = peer("gcloud");
+  test(
+    "--async starts the export (flags → bigqueryDestination); the operation fills the table",
+    { skip: gcloud.skip },
+    async () => {
+      // Without --async gcloud also GETs the DICOM store once the operation ends (the Healthcare resources part of the local cloud).
+      const r = await run(
+        gcloud.path!,
+        [
+          "healthcare",
+          "dicom-stores",
+          "export",
+          "bq",
+          SIIM.trainStore,
+          `--dataset=${SIIM.dataset}`,
+          `--location=${SIIM.location}`,
+          `--bq-table=bq://${P}.siim.from_gcloud`,
+          "--write-disposition=write-truncate",
+          "--async",
+        ],
+        {
+          env: {
+            ...process.env,
+            CLOUDSDK_CONFIG: path.join(tmp, "gcloud-hc"),
+            CLOUDSDK_API_ENDPOINT_OVERRIDES_HEALTHCARE: `${cloud.baseUrl}/`,
+            CLOUDSDK_AUTH_DISABLE_CREDENTIALS: "True",
+            CLOUDSDK_CORE_PROJECT: SIIM.project,
+            CLOUDSDK_CORE_DISABLE_PROMPTS: "1",
+          },
+          timeout: 120_000,
+        },
+      );
+      const m = /Check operation \[(projects\/[^\]]+\/operations\/\d+)\]/.exec(r.stderr);
+      assert.ok(m, r.stderr);
+      const op = cloud.healthcare.operation(m[1]!);
+      assert.equal(op?.destination, `bq://${P}.siim.from_gcloud`);
+      for (let i = 0; i < 500 && !(await call("GET", `/v1/${m[1]}`)).done; i++)
+        await new Promise((res) => setTimeout(res, 20));
+      const t = await call("GET", `/bigquery/v2/projects/${P}/datasets/siim/tables/from_gcloud`);
+      assert.equal(t["numRows"], String(TRAIN));
+    },
+  );
+});
+
 describe("@google-cloud/bigquery", () => {
   function client(): BigQuery {
     // A preset token that never refreshes: no ADC lookup, nothing leaves loopback.

@@ -61,11 +61,11 @@ export async function runBigQueryExport(
     throw new UsageError(
       `"${agent}" is not a Healthcare service agent (service-PROJECT_NUMBER@gcp-sa-healthcare.iam.gserviceaccount.com)`,
     );
-  const admin = bigqueryAdmin(
-    services.client,
-    bigqueryBase(services.endpoints, args["bigquery-endpoint"] ?? io.env["HCEXPORT_BIGQUERY_ENDPOINT"]),
-    services.endpoints.resourceManager,
-  );
+  const override = args["bigquery-endpoint"];
+  const admin =
+    override === undefined
+      ? services.bigquery
+      : bigqueryAdmin(services.client, bigqueryBase(services.endpoints, override), services.endpoints.resourceManager);
   const entry: BigQueryEntry = {
     store: args.store,
     table: args.destination,
