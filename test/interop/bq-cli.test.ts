@@ -144,6 +144,25 @@ describe("the bq CLI of the Google Cloud SDK", () => {
     assert.equal(legacy.stdout, `f0_\n${TRAIN}\n`);
   });
 
+  test(
+    "bq mk --dataset and bq rm -r -f -d: datasets insert and delete with deleteContents",
+    { skip: bq.skip },
+    async () => {
+      const mk = await bqRun("mk", "--dataset", "--description=made by bq", `${P}:made_by_bq`);
+      assert.equal(mk.code, 0, mk.stderr + mk.stdout);
+      assert.equal(mk.stdout, `Dataset '${P}:made_by_bq' successfully created.\n`);
+      const d = await call("GET", `/bigquery/v2/projects/${P}/datasets/made_by_bq`);
+      assert.equal(d["description"], "made by bq");
+      await call("POST", `/bigquery/v2/projects/${P}/datasets/made_by_bq/tables`, {
+        tableReference: { tableId: "t" },
+        schema: { fields: [{ name: "x", type: "STRING" }] },
+      });
+      const rmds = await bqRun("rm", "-r", "-f", "-d", `${P}:made_by_bq`);
+      assert.equal(rmds.code, 0, rmds.stderr + rmds.stdout);
+      assert.equal((await call("GET", `/bigquery/v2/projects/${P}/datasets/made_by_bq`))["error"] !== undefined, true);
+    },
+  );
+
   test("bq on a missing table or an unsupported query fails with the server's message", { skip: bq.skip }, async () => {
     const missing = await bqRun("show", "siim.nope");
     assert.notEqual(missing.code, 0);
