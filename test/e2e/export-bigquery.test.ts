@@ -184,5 +184,14 @@ test("a malformed table URI or disposition is exit 2 before any request", async 
   assert.match(bad.stderr, /bq:\/\/PROJECT\.DATASET\.TABLE/);
   const wd = await hcexport("export", SIIM_TRAIN_STORE, TABLE, "--write-disposition", "sometimes");
   assert.equal(wd.code, 2, wd.stderr);
+  const gs = await hcexport(
+    "export",
+    SIIM_TRAIN_STORE,
+    "gs://some-bucket/train",
+    "--write-disposition",
+    "WRITE_APPEND",
+  );
+  assert.equal(gs.code, 2, gs.stderr);
+  assert.match(gs.stderr, /--write-disposition applies to bq:\/\/ destinations only/);
   assert.equal(cloud.requests.entries.length, count);
 });

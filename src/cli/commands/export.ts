@@ -55,6 +55,17 @@ export const exportCommand = (io: CliIo): CommandModule<GlobalArgs, ExportArgs> 
       }
       return;
     }
+    const bqOnly = (["write-disposition", "service-agent", "location", "bigquery-endpoint"] as const).filter(
+      (k) => args[k] !== undefined,
+    );
+    if (args["grant-iam"]) bqOnly.push("grant-iam" as never);
+    if (bqOnly.length > 0)
+      throw new UsageError(
+        `--${bqOnly.join(", --")} applies to bq:// destinations only`,
+        args["grant-iam"]
+          ? { hint: "for the bucket's IAM use 'hcexport iam grant gs://BUCKET --service-agent …'" }
+          : {},
+      );
     const store = parseStoreName(args.store, "dicomStores");
     if (!store.ok) throw new UsageError(store.error);
     const dest = parseGsUri(args.destination);
