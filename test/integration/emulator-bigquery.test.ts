@@ -315,6 +315,30 @@ describe("tables and tabledata", () => {
     assert.equal((await call("POST", `${BQ}/jobs`, { configuration: { load: {} } })).status, 501);
   });
 
+  test("tables.insert with a nested schema (409 when it exists), tables.delete (204, then 404)", async () => {
+    const body = {
+      tableReference: { tableId: "scratch" },
+      schema: { fields: [{ name: "r", type: "STRUCT", mode: "REPEATED", fields: [{ name: "x", type: "INT64" }] }] },
+    };
+    const made = await call("POST", `${BQ}/datasets/enc/tables`, body);
+    assert.equal(made.status, 200, made.text);
+    assert.deepEqual(made.json().schema.fields, [
+      { name: "r", type: "RECORD", mode: "REPEATED", fields: [{ name: "x", type: "INTEGER", mode: "NULLABLE" }] },
+    ]);
+    assert.equal(made.json().numRows, "0");
+    assert.equal((await call("POST", `${BQ}/datasets/enc/tables`, body)).status, 409);
+    const badSchema = await call("POST", `${BQ}/datasets/enc/tables`, {
+      tableReference: { tableId: "bad" },
+      schema: { fields: [{ name: "1x", type: "STRING" }] },
+    });
+    assert.equal(badSchema.status, 400);
+    const del = await call("DELETE", `${BQ}/datasets/enc/tables/scratch`);
+    assert.equal(del.status, 204);
+    assert.equal(del.text, "");
+    assert.equal((await call("GET", `${BQ}/datasets/enc/tables/scratch`)).status, 404);
+    assert.equal((await call("DELETE", `${BQ}/datasets/enc/tables/scratch`)).status, 404);
+  });
+
   test("the BIGQUERY_EMULATOR_HOST form (no /bigquery/v2) serves the same resources", async () => {
     assert.deepEqual(
       (await call("GET", `/projects/${P}/datasets/enc/tables/t`)).json(),
