@@ -1,4 +1,4 @@
-import { UsageError } from "../core/errors.ts";
+import { OperationFailedError, UsageError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import { parseTableUri, type BigQueryAdmin } from "../gcp/bigquery.ts";
 import type { ExportOptions, HealthcareApi, Operation } from "../gcp/healthcare.ts";
@@ -109,10 +109,30 @@ export async function exportToBigQuery(
     ...options.poll,
     onEvent: emit,
     ...(options.signal === undefined ? {} : { signal: options.signal }),
+  }).catch((err: unknown) => {
+    throw err instanceof OperationFailedError ? withBigQueryHint(err, entry.table, project) : err;
   });
   const info = await ports.bigquery.getTable(project, dataset, table);
   if (info === undefined) throw new Error(`${entry.table}: the export finished but the table does not exist`);
   const numRows = Number(info.numRows);
   emit({ kind: "bigquery.rows", table: entry.table, numRows });
   return { operation: name, numRows, datasetCreated: created, granted, done };
+}
+
+/** The poller's hints speak of buckets; a failed BigQuery export gets its own. */
+function withBigQueryHint(err: OperationFailedError, table: string, project: string): OperationFailedError {
+  const code = Number(/failed \(code (\d+)\)/.exec(err.message)?.[1] ?? "0");
+  const hint =
+    code === 7
+      ? `the service agent lost roles/bigquery.dataEditor or roles/bigquery.jobUser on project ${project}: grant them again (--grant-iam), then run again`
+      : code === 6
+        ? `${table} already has rows: pass --write-disposition WRITE_TRUNCATE to replace them or WRITE_APPEND to add to them`
+        : code === 5
+          ? `the dataset of ${table} is gone: run again (hcexport creates it)`
+          : err.hint;
+  return new OperationFailedError(err.operation, err.message, {
+    ...(hint === undefined ? {} : { hint }),
+    ...(err.logsUrl === undefined ? {} : { logsUrl: err.logsUrl }),
+    cause: err,
+  });
 }

@@ -161,6 +161,10 @@ test("again with --json and the default disposition: exit 4 (table not empty), t
     "NDJSON only on stdout",
   );
   assert.match(JSON.stringify(events.at(-1)), /already exists and is not empty/);
+  assert.match(
+    JSON.stringify(events.at(-1)),
+    /pass --write-disposition WRITE_TRUNCATE to replace them or WRITE_APPEND/,
+  );
   const truncate = await hcexport(
     "--json",
     "export",
