@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { request } from "undici";
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
 import { SIIM, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
+import type { GeneratedInstance } from "../../src/emulator/dataset/instances.ts";
 import { BIGQUERY_PERMISSION_MESSAGE } from "../../src/emulator/bigquery/dicom-export.ts";
 import { discoveryDocument } from "../../src/emulator/bigquery/discovery.ts";
 
@@ -447,7 +448,7 @@ describe("DICOM export to BigQuery", () => {
     assert.equal(field("PatientName").type, "RECORD");
     assert.equal(col("PixelData"), -1, "bulk data is not exported");
     assert.equal(col("TransferSyntaxUID"), -1, "file meta is not exported");
-    const instances = cloud.healthcare.instances(SIIM_TRAIN_STORE);
+    const instances = cloud.healthcare.instances(SIIM_TRAIN_STORE) as readonly GeneratedInstance[];
     const sops = rows.map((r) => r.f[col("SOPInstanceUID")]!.v);
     assert.deepEqual([...sops].sort(), instances.map((i) => i.sopInstanceUid).sort(), "one row per instance");
     const first = instances.find((i) => i.sopInstanceUid === sops[0])!;

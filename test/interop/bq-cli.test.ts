@@ -10,6 +10,7 @@ import { OAuth2Client } from "google-auth-library";
 import { request } from "undici";
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
 import { SIIM, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
+import type { GeneratedInstance } from "../../src/emulator/dataset/instances.ts";
 import { peer } from "../support/peers.ts";
 
 // Real BigQuery clients nobody here wrote, against the local cloud with no real credentials:
@@ -55,7 +56,7 @@ after(async () => {
 
 /** The table's expected rows (the export writes them in store order). */
 function instances() {
-  return cloud.healthcare.instances(SIIM_TRAIN_STORE);
+  return cloud.healthcare.instances(SIIM_TRAIN_STORE) as readonly GeneratedInstance[];
 }
 
 describe("the bq CLI of the Google Cloud SDK", () => {
