@@ -1,6 +1,7 @@
 import { parseStoreName, serviceAgentFor } from "../core/resource-names.ts";
 import { fetchAnnotations } from "../fhir/annotations.ts";
 import type { GoogleCredentials } from "../gcp/auth.ts";
+import { bigqueryAdmin, bigqueryBase, type BigQueryAdmin } from "../gcp/bigquery.ts";
 import { resolveEndpoints, type Endpoints } from "../gcp/endpoints.ts";
 import { gcsSource } from "../gcp/gcs-objects.ts";
 import { healthcareApi } from "../gcp/healthcare.ts";
@@ -17,6 +18,8 @@ export interface Services {
   readonly endpoints: Endpoints;
   readonly client: HttpClient;
   readonly ports: PipelinePorts;
+  /** BigQuery and project IAM for the metadata export (`HCEXPORT_BIGQUERY_ENDPOINT` overrides where). */
+  readonly bigquery: BigQueryAdmin;
   close(): Promise<void>;
 }
 
@@ -55,7 +58,12 @@ export async function createServices(
         signal: io.signal,
       }),
   };
-  return { endpoints, client, ports, close: () => client.close() };
+  const bigquery = bigqueryAdmin(
+    client,
+    bigqueryBase(endpoints, io.env["HCEXPORT_BIGQUERY_ENDPOINT"]),
+    endpoints.resourceManager,
+  );
+  return { endpoints, client, ports, bigquery, close: () => client.close() };
 }
 
 /** The source project's Healthcare service agent: from the config, else from its project number. */

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { checkBucketName, parseStoreName } from "../core/resource-names.ts";
+import { checkBucketName, parseStoreName, parseTableUri } from "../core/resource-names.ts";
 import { checkRelativeName } from "../core/safe-path.ts";
 
 const storeOf = (kind: "dicomStores" | "fhirStores") =>
@@ -24,6 +24,21 @@ const localPath = z
     else if (v.split(/[\\/]/).some((seg) => Buffer.byteLength(seg) > 255))
       ctx.addIssue({ code: "custom", message: "a path segment is longer than 255 bytes" });
   });
+
+/** `bq://PROJECT.DATASET.TABLE` (the BigQuery metadata export of one store). */
+const tableUri = z.string().superRefine((v, ctx) => {
+  const r = parseTableUri(v);
+  if (!r.ok) ctx.addIssue({ code: "custom", message: r.error });
+});
+
+const bigqueryExport = z
+  .object({
+    table: tableUri,
+    writeDisposition: z.enum(["WRITE_EMPTY", "WRITE_TRUNCATE", "WRITE_APPEND"]).default("WRITE_TRUNCATE"),
+    /** Location of the dataset when hcexport creates it. */
+    location: z.string().min(1).optional(),
+  })
+  .strict();
 
 const url = z.string().superRefine((v, ctx) => {
   if (!/^https?:\/\/[^\s/]+/.test(v)) ctx.addIssue({ code: "custom", message: `"${v}" is not an http(s) URL` });
@@ -62,7 +77,11 @@ export const configSchema = z
       .optional(),
     grantIam: z.boolean().default(false),
     exports: z
-      .array(z.object({ store: storeOf("dicomStores"), prefix, dest: localPath }).strict())
+      .array(
+        z
+          .object({ store: storeOf("dicomStores"), prefix, dest: localPath, bigquery: bigqueryExport.optional() })
+          .strict(),
+      )
       .min(1, "name at least one DICOM store to export"),
     annotations: z
       .object({
@@ -100,6 +119,20 @@ export const configSchema = z
           message: `prefix "${e.prefix}" is already used by exports[${first}]`,
         });
       seen.set(e.prefix, i);
+    });
+    const tables = new Map<string, number>();
+    c.exports.forEach((e, i) => {
+      const bq = e.bigquery;
+      if (bq === undefined) return;
+      const first = tables.get(bq.table);
+      const other = first === undefined ? undefined : c.exports[first]!.bigquery!;
+      if (first !== undefined && (bq.writeDisposition !== "WRITE_APPEND" || other?.writeDisposition !== "WRITE_APPEND"))
+        ctx.addIssue({
+          code: "custom",
+          path: ["exports", i, "bigquery", "table"],
+          message: `table ${bq.table} is also the destination of exports[${first}]; the exports run in parallel, so unless both use WRITE_APPEND one would replace or refuse the other's rows`,
+        });
+      if (first === undefined) tables.set(bq.table, i);
     });
   });
 

@@ -107,3 +107,14 @@ export function parseOperationName(name: string): Parsed<DatasetName & { readonl
 export function serviceAgentFor(projectNumber: string): string {
   return `service-${projectNumber}@gcp-sa-healthcare.iam.gserviceaccount.com`;
 }
+
+/** `bq://PROJECT.DATASET.TABLE` → its parts, or a message saying what is wrong. Pure. */
+export function parseTableUri(uri: string): Parsed<{ project: string; dataset: string; table: string }> {
+  const m = /^bq:\/\/([a-z][a-z0-9.:-]{4,127})\.([A-Za-z0-9_]{1,1024})\.([A-Za-z0-9_$-]{1,1024})$/.exec(uri);
+  if (m === null)
+    return {
+      ok: false,
+      error: `"${uri}" is not a BigQuery table URI of the form bq://PROJECT.DATASET.TABLE (dataset: letters, digits, underscores)`,
+    };
+  return { ok: true, value: { project: m[1]!, dataset: m[2]!, table: m[3]! } };
+}

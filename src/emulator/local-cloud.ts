@@ -11,6 +11,10 @@ import { loadLocalStores, type LoadResult, type LoadSpec } from "./healthcare/lo
 import { siimPatient } from "./dataset/patients.ts";
 import { sendMedia } from "./media.ts";
 import { createResourceManagerService } from "./resource-manager.ts";
+import { BigQueryModel } from "./bigquery/model.ts";
+import { bigQueryExports } from "./bigquery/healthcare-exports.ts";
+import { createProjectIamService, ProjectPolicies } from "./bigquery/project-iam.ts";
+import { createBigQueryService } from "./bigquery/service.ts";
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from "./server.ts";
 import type { EmulatorService } from "./types.ts";
 
@@ -33,6 +37,9 @@ export interface LocalCloudOptions extends EmulatorOptions {
 
 export interface LocalCloud extends RunningEmulator {
   readonly healthcare: HealthcareModel;
+  /** The emulated BigQuery (datasets, tables, rows) and the projects' IAM policies. */
+  readonly bigquery: BigQueryModel;
+  readonly projectPolicies: ProjectPolicies;
   /** The annotations CSV served as the DocumentReference's attachment ("" without a dataset). */
   readonly annotationsCsv: string;
   /** Where the attachment is served. */
@@ -58,6 +65,8 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
       : { journal: path.join(options.dataDir, OPERATIONS_JOURNAL), resourceDir: options.dataDir },
   );
   const extra = options.services;
+  const bigquery = new BigQueryModel();
+  let policies: ProjectPolicies | undefined;
   let hc: HealthcareServiceOptions | undefined;
   // The service reads faults through the running emulator (which only exists after the start).
   const live: { emulator?: RunningEmulator } = {};
@@ -66,18 +75,22 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
     ...options,
     projects: { [SIIM.project]: SIIM.projectNumber, ...options.projects },
     services: (store, projects) => {
+      policies = new ProjectPolicies(projects);
       hc = {
         model,
         objects: store,
         projects,
         exportInstancesPerSecond: options.exportInstancesPerSecond ?? DEFAULT_EXPORT_RATE,
         faults,
+        bigquery: bigQueryExports(bigquery, policies, projects),
       };
       return [
         createHealthcareResourcesService(model),
         createHealthcareDataService(hc),
         createHealthcareService(hc),
         createResourceManagerService(projects),
+        createProjectIamService(projects, policies),
+        createBigQueryService(bigquery, projects),
         filesService(() => model.annotationsCsv()),
         ...(extra?.(store, projects) ?? []),
       ];
@@ -98,6 +111,8 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
   const close = emulator.close;
   return Object.assign(emulator, {
     healthcare: model,
+    bigquery,
+    projectPolicies: policies!,
     annotationsCsv: model.annotationsCsv(),
     annotationsUrl: `${emulator.baseUrl}${ANNOTATIONS_PATH}`,
     loaded,

@@ -17,10 +17,30 @@ export interface Operation {
   };
 }
 
+/** Per-export options; `writeDisposition` applies to BigQuery destinations only. */
+export interface ExportOptions {
+  readonly writeDisposition?: "WRITE_EMPTY" | "WRITE_TRUNCATE" | "WRITE_APPEND";
+}
+
+/** The request body of `dicomStores.export` for a `gs://` or `bq://` destination. Pure. */
+export function exportBody(destination: string, options: ExportOptions = {}): Record<string, unknown> {
+  if (destination.startsWith("bq://"))
+    return {
+      bigqueryDestination: {
+        tableUri: destination,
+        ...(options.writeDisposition === undefined ? {} : { writeDisposition: options.writeDisposition }),
+      },
+    };
+  return { gcsDestination: { uriPrefix: destination } };
+}
+
 /** The Healthcare API calls the workflow makes (a port; fakes in unit tests). */
 export interface HealthcareApi {
-  /** Starts `dicomStores.export` to `gs://…`; returns the operation name. Not retried: see below. */
-  startExport(store: string, uriPrefix: string): Promise<string>;
+  /**
+   * Starts `dicomStores.export` to `gs://B/PREFIX`, or to BigQuery when `destination` is
+   * `bq://P.D.T`; returns the operation name. Not retried: see below.
+   */
+  startExport(store: string, destination: string, options?: ExportOptions): Promise<string>;
   getOperation(name: string): Promise<Operation>;
   /** Operations of a dataset, newest last. */
   listOperations(dataset: string): Promise<Operation[]>;
@@ -35,10 +55,10 @@ export interface HealthcareApi {
 export function healthcareApi(client: HttpClient, base: string, version: "v1" | "v1beta1" = "v1"): HealthcareApi {
   const root = `${base.replace(/\/+$/, "")}/${version}`;
   return {
-    async startExport(store, uriPrefix) {
+    async startExport(store, destination, options) {
       const op = await client
         .json<{ name?: unknown }>("POST", `${root}/${store}:export`, {
-          body: { gcsDestination: { uriPrefix } },
+          body: exportBody(destination, options),
           retry: false,
         })
         .catch((err: unknown) => {

@@ -3,7 +3,7 @@ import { HcexportError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import { datasetPath, parseStoreName } from "../core/resource-names.ts";
 import { isRetryable } from "../core/retry.ts";
-import type { HealthcareApi, Operation } from "../gcp/healthcare.ts";
+import type { ExportOptions, HealthcareApi, Operation } from "../gcp/healthcare.ts";
 
 /** How far the server's clock may be behind ours when we look for an export we started. */
 export const CLOCK_SKEW_MS = 5 * 60_000;
@@ -20,6 +20,8 @@ export interface StartExportOptions {
   /** An earlier attempt may have reached the server (state says `starting`): look before posting. */
   readonly maybeStarted: boolean;
   readonly attempts?: number;
+  /** Passed to `startExport` (e.g. a BigQuery write disposition). */
+  readonly exportOptions?: ExportOptions;
   readonly onEvent?: EventSink<StartExportEvent>;
   readonly clock?: Clock;
 }
@@ -76,7 +78,7 @@ export async function startExportOnce(
   }
   for (let attempt = 1; ; attempt++) {
     try {
-      return await api.startExport(store, uriPrefix);
+      return await api.startExport(store, uriPrefix, options.exportOptions);
     } catch (err) {
       if (!isRetryable(err) || attempt >= attempts) throw err;
       emit({ kind: "export.retry", store, attempt, error: err instanceof Error ? err.message : String(err) });

@@ -7,27 +7,65 @@ import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { formatPipelineEvent } from "../format.ts";
 import { formatWorkflowEvent } from "../format-workflow.ts";
 import { createServices } from "../services.ts";
+import { formatBigQueryEvent, runBigQueryExport, type BigQueryExportArgs } from "./export-bigquery.ts";
 
-interface ExportArgs extends GlobalArgs {
-  store: string;
-  destination: string;
-  wait: boolean;
-}
+type ExportArgs = BigQueryExportArgs;
 
-/** `hcexport export STORE gs://B/PREFIX [--wait]`: start a DICOM store export. */
+/** `hcexport export STORE gs://B/PREFIX|bq://P.D.T [--wait]`: start a DICOM store export. */
 export const exportCommand = (io: CliIo): CommandModule<GlobalArgs, ExportArgs> => ({
   command: "export <store> <destination>",
-  describe: "start a DICOM store export to gs://BUCKET/PREFIX; --wait polls it to the end",
+  describe:
+    "start a DICOM store export to gs://BUCKET/PREFIX or BigQuery bq://PROJECT.DATASET.TABLE; --wait polls it to the end",
   builder: (y) =>
     y
       .positional("store", { type: "string", describe: "projects/P/locations/L/datasets/D/dicomStores/S" })
-      .positional("destination", { type: "string", describe: "gs://BUCKET/PREFIX" })
+      .positional("destination", { type: "string", describe: "gs://BUCKET/PREFIX or bq://PROJECT.DATASET.TABLE" })
       .option("wait", {
         type: "boolean",
         default: false,
         describe: "wait for the operation to finish (exit 4 if it fails)",
+      })
+      .option("write-disposition", {
+        type: "string",
+        describe: "bq:// only: WRITE_EMPTY (default: fail if the table has rows), WRITE_TRUNCATE or WRITE_APPEND",
+      })
+      .option("grant-iam", {
+        type: "boolean",
+        default: false,
+        describe: "bq:// only: grant the service agent roles/bigquery.dataEditor + jobUser on the project if missing",
+      })
+      .option("service-agent", {
+        type: "string",
+        describe: "bq:// only: the store project's Healthcare service agent (default: from its project number)",
+      })
+      .option("location", { type: "string", describe: "bq:// only: location of a dataset hcexport creates" })
+      .option("bigquery-endpoint", {
+        type: "string",
+        describe: "BigQuery base URL (default https://bigquery.googleapis.com; the local cloud's with --emulator)",
       }) as never,
   handler: async (args) => {
+    if (args.destination.startsWith("bq://")) {
+      const { out } = createContext(args, io);
+      out.use(formatWorkflowEvent).use(formatPipelineEvent).use(formatBigQueryEvent);
+      const services = await createServices(args, io);
+      try {
+        await runBigQueryExport(args, io, out, services);
+      } finally {
+        await services.close();
+      }
+      return;
+    }
+    const bqOnly = (["write-disposition", "service-agent", "location", "bigquery-endpoint"] as const).filter(
+      (k) => args[k] !== undefined,
+    );
+    if (args["grant-iam"]) bqOnly.push("grant-iam" as never);
+    if (bqOnly.length > 0)
+      throw new UsageError(
+        `--${bqOnly.join(", --")} applies to bq:// destinations only`,
+        args["grant-iam"]
+          ? { hint: "for the bucket's IAM use 'hcexport iam grant gs://BUCKET --service-agent …'" }
+          : {},
+      );
     const store = parseStoreName(args.store, "dicomStores");
     if (!store.ok) throw new UsageError(store.error);
     const dest = parseGsUri(args.destination);

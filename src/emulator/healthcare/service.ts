@@ -4,6 +4,7 @@ import { ApiError, decodeSegment, readJson, sendJson } from "../http-util.ts";
 import type { ProjectRegistry } from "../projects.ts";
 import type { EmulatorService, FaultConfig, ObjectStore, RequestContext } from "../types.ts";
 import { parseExportMimeType } from "./export-formats.ts";
+import type { BigQueryExports } from "../bigquery/healthcare-exports.ts";
 import { runExport } from "./export-job.ts";
 import { operationJson, type DicomStoreRecord, type HealthcareModel, type OperationRecord } from "./model.ts";
 import { instanceAttributes, isFilteredQuery, qidoSearch, type QidoLevel } from "./qido.ts";
@@ -20,6 +21,8 @@ export interface HealthcareServiceOptions {
   readonly now?: () => Date;
   /** The emulator's current faults (read per instance, so a change applies mid-export); default: the request's. */
   readonly faults?: () => FaultConfig;
+  /** Exports with a `bigqueryDestination` (the local cloud's BigQuery); without it they are 501. */
+  readonly bigquery?: BigQueryExports;
 }
 
 const DATASET = /^(projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+)/;
@@ -70,6 +73,14 @@ async function startExport(
   const store = o.model.dicomStores.get(storeName);
   if (store === undefined)
     throw new ApiError(404, "notFound", `DICOM store "${storeName}" not found`, { rpcStatus: "NOT_FOUND" });
+  if (body["bigqueryDestination"] !== undefined && o.bigquery !== undefined && body["filterConfig"] === undefined) {
+    if (body["gcsDestination"] !== undefined)
+      throw invalidArgument("set only one of gcsDestination and bigqueryDestination");
+    const faults = () => (o.faults ?? (() => ctx.faults))();
+    const op = o.bigquery.start(o, version, store, body["bigqueryDestination"], ctx.random, faults, now);
+    sendJson(res, 200, { name: op.name });
+    return true;
+  }
   if (body["bigqueryDestination"] !== undefined || body["filterConfig"] !== undefined) {
     throw new ApiError(501, "notImplemented", "the hcexport emulator implements only gcsDestination exports");
   }
@@ -184,7 +195,9 @@ export function resumeExports(o: HealthcareServiceOptions, random: () => number,
       o.model.changed(true);
       continue;
     }
-    startExportJob(o, op, store, random, faults, now);
+    if (op.destination.startsWith("bq://") && o.bigquery !== undefined)
+      o.bigquery.resume(o, op, store, random, faults, now);
+    else startExportJob(o, op, store, random, faults, now);
     resumed++;
   }
   return resumed;
