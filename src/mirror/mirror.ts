@@ -3,15 +3,24 @@ import path from "node:path";
 import { DirectoryGuard, tempWriterGone } from "../core/atomic-file.ts";
 import { systemClock, type Clock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";
-import { DestinationError, destinationFault, UnsafeNameError } from "../core/errors.ts";
+import { DestinationError, destinationFault, UnsafeNameError, UsageError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import { isRetryable, type RetryPolicy } from "../core/retry.ts";
-import { downloadObject, type DownloadContext } from "./download.ts";
+import { defaultBudgetMs, downloadObject, type DownloadContext } from "./download.ts";
 import { hashLocal, statLocal } from "./local-io.ts";
 import { walkLocal, type LocalEntry } from "./local-walk.ts";
 import { Manifest } from "./manifest.ts";
-import { NameFilter, decide, decideExtra, deleteBlocker, march, sameContent, type Accepted } from "./plan.ts";
-import type { RemoteObject, RemoteSource } from "./ports.ts";
+import {
+  NameFilter,
+  decide,
+  decideExtra,
+  deleteBlocker,
+  hasNoHash,
+  march,
+  sameContent,
+  type Accepted,
+} from "./plan.ts";
+import { ListingError, type RemoteObject, type RemoteSource } from "./ports.ts";
 import { TaskPool } from "./task-pool.ts";
 
 export type MirrorEvent =
@@ -29,6 +38,13 @@ export type MirrorEvent =
       readonly bytes: number;
     }
   | { readonly kind: "mirror.refused"; readonly name: string; readonly reason: string }
+  /** The manifest could not be read: set aside (`movedTo`) and rebuilt by hashing the files on disk. */
+  | {
+      readonly kind: "mirror.manifest-reset";
+      readonly file: string;
+      readonly movedTo?: string;
+      readonly reason: string;
+    }
   | { readonly kind: "mirror.failed"; readonly name: string; readonly reason: string }
   | {
       readonly kind: "mirror.retry";
@@ -75,6 +91,22 @@ export interface MirrorOptions {
   readonly fsync?: boolean;
   /** Leftover temp files older than this are removed (default 60 s; a younger one may be a concurrent run's). */
   readonly staleTempMs?: number;
+  /** With `delete`: a listing of no objects at all is taken at its word (default: exit 2, delete nothing). */
+  readonly allowEmptySource?: boolean;
+  /**
+   * The idle timeout of the source's reads (ms), from which each object's total budget across all
+   * attempts is derived (download.ts `defaultBudgetMs`); without it there is no budget.
+   */
+  readonly idleTimeoutMs?: number;
+}
+
+/** `--delete` with a listing of nothing (a typo'd prefix): nothing is deleted, exit 2. */
+export class EmptySourceError extends UsageError {
+  constructor(source: string) {
+    super(`source lists nothing: check the prefix (${source} has no objects; nothing was deleted)`, {
+      hint: "pass --allow-empty-source if the prefix really is empty and DIR should be emptied",
+    });
+  }
 }
 
 export interface MirrorSummary {
@@ -88,6 +120,10 @@ export interface MirrorSummary {
   durationMs: number;
   /** Local files hashed because the manifest could not vouch for them. */
   hashed: number;
+  /** Zero-byte `dir/` folder placeholders, made (or found) as directories. */
+  directories: number;
+  /** Objects listed with neither CRC32C nor MD5: verified by size only, compared by size + generation. */
+  noHash: number;
   /** Dry run: what would happen. */
   wouldDownload: number;
   wouldDelete: number;
@@ -131,6 +167,8 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     bytes: 0,
     durationMs: 0,
     hashed: 0,
+    directories: 0,
+    noHash: 0,
     wouldDownload: 0,
     wouldDelete: 0,
     complete: true,
@@ -149,7 +187,10 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     const problem = await destinationProblem(options.dest);
     if (problem !== undefined) throw new DestinationError(options.dest, problem, 0);
   }
-  const manifest = Manifest.open(options.dest, { readOnly: dryRun });
+  const manifest = Manifest.open(options.dest, {
+    readOnly: dryRun,
+    onReset: (r) => emit({ kind: "mirror.manifest-reset", ...r }),
+  });
   /** Closes the manifest; a full disk failing its last write is recorded, other errors returned. */
   const closeManifest = (): unknown => {
     try {
@@ -174,7 +215,10 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     clock,
     retry: options.retry,
     signal,
+    budgetMs: options.idleTimeoutMs === undefined ? undefined : defaultBudgetMs(options.idleTimeoutMs),
   };
+  /** Every object the listing yielded, other shards included: zero means the source is empty. */
+  let listedAll = 0;
   let plannedBytes = 0;
   let listingDone = false;
   let pendingDeletes = 0;
@@ -224,11 +268,16 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   async function* accepted(): AsyncGenerator<Accepted> {
     for await (const page of options.source.listPages(options.bucket, listPrefix, signal)) {
       for (const obj of page) {
-        const verdict = filter.classify(obj.name);
+        listedAll++;
+        const verdict = filter.classify(obj.name, obj.size);
         if (verdict.kind === "other-shard") continue;
         s.listed++;
         if (verdict.kind === "refuse") refuse(obj.name, verdict.reason);
-        else yield { rel: verdict.rel, obj };
+        else if (verdict.kind === "directory") await directory(obj.name, verdict.rel);
+        else {
+          if (hasNoHash(obj)) s.noHash++;
+          yield { rel: verdict.rel, obj };
+        }
       }
     }
     listingDone = true;
@@ -262,12 +311,28 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
       generation: obj.generation,
       crc32c: obj.crc32c,
       md5: obj.md5Hash,
+      etag: obj.etag,
       mtimeNs: written.mtimeNs,
       ino: written.ino,
     });
     s.downloaded++;
     s.bytes += obj.size;
     emit({ kind: "mirror.file", name: obj.name, action: "downloaded", bytes: obj.size });
+  };
+
+  /** A folder placeholder: an (empty) directory, never a file and never a refusal. */
+  const directory = async (name: string, rel: string) => {
+    try {
+      if (!dryRun && rel !== "") await ctx.guard.ensure(rel.split("/"), name);
+      s.directories++;
+    } catch (err) {
+      if (err instanceof UnsafeNameError)
+        refuse(name, err.message.replace(/^refusing unsafe name "(?:[^"\\]|\\.)*": /, ""));
+      else if (destinationFault(err) !== undefined) {
+        s.destinationFault ??= destinationFault(err);
+        s.complete = false;
+      } else fail(name, messageOf(err));
+    }
   };
 
   const skip = (obj: RemoteObject) => {
@@ -284,7 +349,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
       const d = decide(obj, state, entry);
       if (d.action === "refuse") return refuse(obj.name, d.reason);
       if (d.action === "skip") {
-        if (d.record && !dryRun) manifest.put({ ...entry!, generation: obj.generation });
+        if (d.record && !dryRun) manifest.put({ ...entry!, generation: obj.generation, etag: obj.etag });
         return skip(obj);
       }
       if (d.action === "hash") {
@@ -298,6 +363,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
               generation: obj.generation,
               crc32c: obj.crc32c,
               md5: obj.md5Hash,
+              etag: obj.etag,
               mtimeNs: state!.mtimeNs,
               ino: state!.ino,
             });
@@ -324,14 +390,14 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
 
   /** A destination-only entry. */
   const extra = async (local: LocalEntry) => {
-    const file = path.join(options.dest, local.rel);
+    const file = localPath(options.dest, local.raw ?? local.rel);
     const what = decideExtra(local, listPrefix + local.rel, { delete: options.delete === true, shard: options.shard });
     if (what === "remove-temp" && !dryRun) {
       const st = await lstat(file).catch(() => undefined);
       // A young one may be a concurrent writer's, unless its writer is known dead (a killed run).
       if (
         st !== undefined &&
-        (clock.now() - st.mtimeMs >= (options.staleTempMs ?? 60_000) || tempWriterGone(path.basename(file)))
+        (clock.now() - st.mtimeMs >= (options.staleTempMs ?? 60_000) || tempWriterGone(path.basename(local.rel)))
       )
         await unlink(file).catch(() => {});
     } else if (what === "delete") {
@@ -339,7 +405,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
       if (dryRun) {
         s.wouldDelete++;
         emit({ kind: "mirror.delete", path: local.rel, action: "would-delete" });
-      } else manifest.addPendingDelete(local.rel);
+      } else manifest.addPendingDelete(local.raw ?? local.rel);
     }
   };
 
@@ -357,11 +423,16 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     } catch (err) {
       await pool.drain();
       if (signal?.aborted === true) throw signal.reason ?? err;
+      // A listing that cannot be trusted (malformed, cycling): exit 1 with its message, delete nothing.
+      if (err instanceof ListingError) throw err;
       s.complete = false;
       fail(`gs://${options.bucket}/${listPrefix}`, `listing or local walk stopped: ${messageOf(err)}`);
     }
     await pool.drain();
     signal?.throwIfAborted();
+    // rclone: "directory not found". A typo'd prefix must not empty DIR.
+    if (options.delete === true && listedAll === 0 && s.complete && options.allowEmptySource !== true)
+      throw new EmptySourceError(`gs://${options.bucket}/${listPrefix}`);
     if (options.delete === true && pendingDeletes > 0 && !dryRun)
       await applyDeletes(manifest, options, s, pendingDeletes, emit);
   } finally {
@@ -389,21 +460,28 @@ async function applyDeletes(
   }
   for (const rel of manifest.pendingDeletes()) {
     options.signal?.throwIfAborted();
+    const shown = typeof rel === "string" ? rel : rel.toString("utf8");
     try {
       // unlink never follows a symlink: a planted link is removed, not its target.
-      await unlink(path.join(options.dest, rel));
+      await unlink(localPath(options.dest, rel));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
         s.failed++;
         if (s.failures.length < MAX_FAILURES_KEPT)
-          s.failures.push({ name: rel, reason: `delete failed: ${messageOf(err)}` });
+          s.failures.push({ name: shown, reason: `delete failed: ${messageOf(err)}` });
         continue;
       }
     }
-    manifest.remove(rel);
+    if (typeof rel === "string") manifest.remove(rel);
     s.deleted++;
-    emit({ kind: "mirror.delete", path: rel, action: "deleted" });
+    emit({ kind: "mirror.delete", path: shown, action: "deleted" });
   }
+}
+
+/** The absolute path of a local entry: by its raw bytes when its name is not valid UTF-8. */
+function localPath(dest: string, rel: string | Buffer): string | Buffer {
+  if (typeof rel === "string") return path.join(dest, rel);
+  return Buffer.concat([Buffer.from(`${path.resolve(dest)}/`), rel]);
 }
 
 function messageOf(err: unknown): string {

@@ -6,7 +6,7 @@ import { DEFAULT_DICOMWEB_CONCURRENCY, DEFAULT_PAGE_SIZE, pull, type RetrieveMod
 import { authFor } from "../../gcp/auth.ts";
 import { resolveEndpoints } from "../../gcp/endpoints.ts";
 import { basicAuth, bearerAuth } from "../../net/auth.ts";
-import { anonymousAuth, HttpClient, type AuthHeaders } from "../../net/http-client.ts";
+import { anonymousAuth, DEFAULT_TIMEOUT_MS, HttpClient, type AuthHeaders } from "../../net/http-client.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { table } from "../format.ts";
 import { formatDicomwebEvent } from "../format-dicomweb.ts";
@@ -65,6 +65,11 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
         default: "auto" as const,
         describe: "auto: instance-level search checked against per-study counts; studies: per-study searches only",
       })
+      .option("timeout", {
+        type: "number",
+        default: DEFAULT_TIMEOUT_MS / 1000,
+        describe: "seconds a response or a read may stall before the connection is dropped and the request retried",
+      })
       .epilog(
         "Auth for URLs: HCEXPORT_DICOMWEB_TOKEN (bearer) or HCEXPORT_DICOMWEB_USER/HCEXPORT_DICOMWEB_PASSWORD (basic). Stores use Google Application Default Credentials.",
       ) as never,
@@ -78,7 +83,10 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
     const { out } = createContext(args, io);
     out.use(formatDicomwebEvent);
     const auth = target.kind === "store" ? authFor(endpoints) : dicomwebAuth(io.env, target.userinfo);
-    const client = new HttpClient({ auth, connections: args.concurrency + 1 });
+    const timeout = (args as { timeout?: number }).timeout ?? DEFAULT_TIMEOUT_MS / 1000;
+    if (!(Number.isFinite(timeout) && timeout > 0 && timeout <= 3600))
+      throw new UsageError("--timeout must be a number of seconds between 0 and 3600");
+    const client = new HttpClient({ auth, connections: args.concurrency + 1, timeoutMs: Math.round(timeout * 1000) });
     try {
       const summary = await pull({
         source: dicomwebSource(client, target.base),
