@@ -1,145 +1,24 @@
 import { lstat, unlink } from "node:fs/promises";
 import path from "node:path";
 import { DirectoryGuard, tempWriterGone } from "../core/atomic-file.ts";
-import { systemClock, type Clock } from "../core/clock.ts";
+import { systemClock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";
-import { DestinationError, destinationFault, UnsafeNameError, UsageError } from "../core/errors.ts";
-import type { EventSink } from "../core/events.ts";
-import { isRetryable, type RetryPolicy } from "../core/retry.ts";
+import { DestinationError, destinationFault, UnsafeNameError } from "../core/errors.ts";
+import { isRetryable } from "../core/retry.ts";
+import { applyDeletes, localPath, MAX_FAILURES_KEPT } from "./apply-deletes.ts";
 import { defaultBudgetMs, downloadObject, type DownloadContext } from "./download.ts";
 import { hashLocal, statLocal } from "./local-io.ts";
 import { walkLocal, type LocalEntry } from "./local-walk.ts";
 import { Manifest } from "./manifest.ts";
-import {
-  NameFilter,
-  decide,
-  decideExtra,
-  deleteBlocker,
-  hasNoHash,
-  march,
-  sameContent,
-  type Accepted,
-} from "./plan.ts";
-import { ListingError, type RemoteObject, type RemoteSource } from "./ports.ts";
+import { NameFilter, decide, decideExtra, hasNoHash, march, sameContent, type Accepted } from "./plan.ts";
+import { ListingError, type RemoteObject } from "./ports.ts";
 import { TaskPool } from "./task-pool.ts";
+import { EmptySourceError, type MirrorOptions, type MirrorSummary } from "./mirror-types.ts";
 
-export type MirrorEvent =
-  | {
-      readonly kind: "mirror.start";
-      readonly source: string;
-      readonly dest: string;
-      readonly concurrency: number;
-      readonly dryRun: boolean;
-    }
-  | {
-      readonly kind: "mirror.file";
-      readonly name: string;
-      readonly action: "downloaded" | "skipped" | "would-download";
-      readonly bytes: number;
-    }
-  | { readonly kind: "mirror.refused"; readonly name: string; readonly reason: string }
-  /** The manifest could not be read: set aside (`movedTo`) and rebuilt by hashing the files on disk. */
-  | {
-      readonly kind: "mirror.manifest-reset";
-      readonly file: string;
-      readonly movedTo?: string;
-      readonly reason: string;
-    }
-  | { readonly kind: "mirror.failed"; readonly name: string; readonly reason: string }
-  | {
-      readonly kind: "mirror.retry";
-      readonly name: string;
-      readonly attempt: number;
-      readonly delayMs: number;
-      readonly reason: string;
-    }
-  | { readonly kind: "mirror.delete"; readonly path: string; readonly action: "deleted" | "would-delete" }
-  | { readonly kind: "mirror.delete-skipped"; readonly pending: number; readonly reason: string }
-  | {
-      readonly kind: "mirror.progress";
-      readonly listed: number;
-      readonly downloaded: number;
-      readonly skipped: number;
-      readonly failed: number;
-      readonly bytes: number;
-      /** Bytes of every download decided so far (known in full once `listingDone`). */
-      readonly plannedBytes: number;
-      readonly listingDone: boolean;
-      readonly elapsedMs: number;
-    }
-  | { readonly kind: "mirror.done"; readonly summary: MirrorSummary };
-
-export interface MirrorOptions {
-  /** The bucket side (src/gcp/gcs-objects.ts over the JSON API; test doubles in tests). */
-  readonly source: RemoteSource;
-  readonly bucket: string;
-  /** Object prefix treated as a directory ("" = whole bucket): `PREFIX/x/y` → `dest/x/y`. */
-  readonly prefix: string;
-  readonly dest: string;
-  readonly concurrency?: number;
-  /** Delete destination-only files, only after a clean run. */
-  readonly delete?: boolean;
-  /** With `delete`: refuse to delete more than this many files (nothing is deleted then). */
-  readonly maxDelete?: number;
-  readonly dryRun?: boolean;
-  readonly shard?: { readonly index: number; readonly count: number };
-  readonly onEvent?: EventSink<MirrorEvent>;
-  readonly signal?: AbortSignal;
-  readonly clock?: Clock;
-  readonly retry?: RetryPolicy;
-  /** fsync each file before its rename (default true). */
-  readonly fsync?: boolean;
-  /** Leftover temp files older than this are removed (default 60 s; a younger one may be a concurrent run's). */
-  readonly staleTempMs?: number;
-  /** With `delete`: a listing of no objects at all is taken at its word (default: exit 2, delete nothing). */
-  readonly allowEmptySource?: boolean;
-  /**
-   * The idle timeout of the source's reads (ms), from which each object's total budget across all
-   * attempts is derived (download.ts `defaultBudgetMs`); without it there is no budget.
-   */
-  readonly idleTimeoutMs?: number;
-}
-
-/** `--delete` with a listing of nothing (a typo'd prefix): nothing is deleted, exit 2. */
-export class EmptySourceError extends UsageError {
-  constructor(source: string) {
-    super(`source lists nothing: check the prefix (${source} has no objects; nothing was deleted)`, {
-      hint: "pass --allow-empty-source if the prefix really is empty and DIR should be emptied",
-    });
-  }
-}
-
-export interface MirrorSummary {
-  listed: number;
-  downloaded: number;
-  skipped: number;
-  deleted: number;
-  failed: number;
-  refused: number;
-  bytes: number;
-  durationMs: number;
-  /** Local files hashed because the manifest could not vouch for them. */
-  hashed: number;
-  /** Zero-byte `dir/` folder placeholders, made (or found) as directories. */
-  directories: number;
-  /** Objects listed with neither CRC32C nor MD5: verified by size only, compared by size + generation. */
-  noHash: number;
-  /** Dry run: what would happen. */
-  wouldDownload: number;
-  wouldDelete: number;
-  /** Why `--delete` deleted nothing, if it did not. */
-  deleteSkipped?: string;
-  /** False when the listing or the local walk stopped early (then nothing is deleted). */
-  complete: boolean;
-  /** The first 100 failures and refusals, with reasons. */
-  failures: Array<{ name: string; reason: string }>;
-  /** Set when the destination stopped taking files (full, over quota, read-only): the run stopped there. */
-  destinationFault?: string;
-}
+export { EmptySourceError, type MirrorEvent, type MirrorOptions, type MirrorSummary } from "./mirror-types.ts";
 
 /** Default parallel downloads; see the README's benchmark for the measurement behind it. */
 export const DEFAULT_CONCURRENCY = 32;
-const MAX_FAILURES_KEPT = 100;
 const PROGRESS_MS = 250;
 
 /**
@@ -443,45 +322,6 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   tick(true);
   emit({ kind: "mirror.done", summary: s });
   return s;
-}
-
-async function applyDeletes(
-  manifest: Manifest,
-  options: MirrorOptions,
-  s: MirrorSummary,
-  pending: number,
-  emit: EventSink<MirrorEvent>,
-): Promise<void> {
-  const blocker = deleteBlocker(s, pending, options.maxDelete);
-  if (blocker !== undefined) {
-    s.deleteSkipped = blocker;
-    emit({ kind: "mirror.delete-skipped", pending, reason: blocker });
-    return;
-  }
-  for (const rel of manifest.pendingDeletes()) {
-    options.signal?.throwIfAborted();
-    const shown = typeof rel === "string" ? rel : rel.toString("utf8");
-    try {
-      // unlink never follows a symlink: a planted link is removed, not its target.
-      await unlink(localPath(options.dest, rel));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
-        s.failed++;
-        if (s.failures.length < MAX_FAILURES_KEPT)
-          s.failures.push({ name: shown, reason: `delete failed: ${messageOf(err)}` });
-        continue;
-      }
-    }
-    if (typeof rel === "string") manifest.remove(rel);
-    s.deleted++;
-    emit({ kind: "mirror.delete", path: shown, action: "deleted" });
-  }
-}
-
-/** The absolute path of a local entry: by its raw bytes when its name is not valid UTF-8. */
-function localPath(dest: string, rel: string | Buffer): string | Buffer {
-  if (typeof rel === "string") return path.join(dest, rel);
-  return Buffer.concat([Buffer.from(`${path.resolve(dest)}/`), rel]);
 }
 
 function messageOf(err: unknown): string {

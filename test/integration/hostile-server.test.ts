@@ -11,8 +11,12 @@ import { pull } from "../../src/dicomweb/pull.ts";
 import { generateInstance } from "../../src/emulator/dataset/instances.ts";
 import { startEmulator, type RunningEmulator } from "../../src/emulator/server.ts";
 import { downloadAttachment } from "../../src/fhir/annotations.ts";
+import { gcsSource } from "../../src/gcp/gcs-objects.ts";
+import { mirror } from "../../src/mirror/mirror.ts";
 import { HttpClient } from "../../src/net/http-client.ts";
+import { requireBuiltCli, spawnCli } from "../support/chaos.ts";
 import { cliIn, type CliResult } from "../support/cli.ts";
+import { startFakeAdc } from "../support/fake-adc.ts";
 import { HostileServer } from "../support/hostile-server.ts";
 
 /**
@@ -299,22 +303,31 @@ describe("mirror against a hostile GCS", () => {
     assert.equal(existsSync(path.join(dir, "precious.dcm")), false);
   });
 
-  test(
-    "lying sizes and hashes never land; error bodies echoing the request do not leak it",
-    { timeout: 30_000 },
-    async () => {
-      hs.objects = [
-        { name: "train/size.bin", data: bytes(1000, 1), listedSize: 999 },
-        { name: "train/crc.bin", data: bytes(1000, 2), crc32c: "AAAAAA==" },
-      ];
-      const dir = freshDir();
-      const r = await mirrorCli(dir, ["--concurrency", "2"]);
-      assert.equal(r.code, 5, r.stderr);
-      assert.deepEqual(await tree(dir), []);
-      assert.match(r.stderr, /size\.bin/);
-      assert.match(r.stderr, /crc\.bin/);
-    },
-  );
+  test("lying sizes and hashes never land, retried then given up", { timeout: 30_000 }, async () => {
+    hs.objects = [
+      { name: "train/size.bin", data: bytes(1000, 1), listedSize: 999 },
+      { name: "train/crc.bin", data: bytes(1000, 2), crc32c: "AAAAAA==" },
+    ];
+    const dir = freshDir();
+    const client = new HttpClient({ timeoutMs: 1000 });
+    try {
+      const s = await mirror({
+        source: gcsSource(client, hs.url),
+        bucket: B,
+        prefix: "train",
+        dest: dir,
+        retry: { retries: 2, backoff: { initialMs: 5, maxMs: 20, multiplier: 2, jitter: "equal" } },
+      });
+      assert.equal(s.failed, 2);
+      assert.deepEqual(s.failures.map((f) => f.name).sort(), ["train/crc.bin", "train/size.bin"]);
+      assert.match(s.failures.find((f) => f.name === "train/size.bin")!.reason, /longer than the listed 999 bytes/);
+      assert.match(s.failures.find((f) => f.name === "train/crc.bin")!.reason, /crc32c .* does not match/);
+    } finally {
+      await client.close();
+    }
+    assert.deepEqual(await tree(dir), [], "nothing under a final name, no temp file");
+    assert.equal(media().length, 6, "three attempts each");
+  });
 });
 
 describe("gzip-encoded objects (finding 10)", () => {
@@ -468,4 +481,98 @@ describe("dicomweb pull and fhir get against a hostile server", () => {
     assert.deepEqual(await readFile(path.join(dir, "masks.csv")), csv);
     assert.equal(hs.requestsTo(/\/fhir\/DocumentReference\/doc1$/).length, 1);
   });
+});
+
+describe("credentials against a hostile server (redirects in-process; the built CLI with real ADC)", () => {
+  const TOKEN = "ya29.hostile-fixture-token-0123456789";
+  let other: HostileServer;
+  let adc: Awaited<ReturnType<typeof startFakeAdc>>;
+  let cli: string;
+  before(async () => {
+    cli = requireBuiltCli();
+    other = await HostileServer.start("localhost");
+    adc = await startFakeAdc(TOKEN, tmp);
+  });
+  after(async () => {
+    await other.close();
+    await adc.close();
+  });
+  const env = () => ({ GOOGLE_APPLICATION_CREDENTIALS: adc.file, HCEXPORT_EMULATOR: "", CI: process.env["CI"] });
+  const bearer = (r: { headers: Record<string, unknown> }) => String(r.headers["authorization"] ?? "");
+
+  test(
+    "a redirect to another host never carries the token (mirror media, fhir attachment)",
+    { timeout: 30_000 },
+    async () => {
+      other.reset();
+      const auth = { headers: async () => ({ authorization: `Bearer ${TOKEN}` }), description: "test bearer" };
+      const client = new HttpClient({ auth, timeoutMs: 1000 });
+      try {
+        hs.objects = [{ name: "train/a.dcm", data: bytes(100, 1) }];
+        other.objects = hs.objects;
+        hs.script(
+          /\/download\//,
+          [{ kind: "redirect", location: `${other.url}/download/storage/v1/b/${B}/o/train%2Fa.dcm?alt=media` }],
+          true,
+        );
+        const s = await mirror({
+          source: gcsSource(client, hs.url),
+          bucket: B,
+          prefix: "train",
+          dest: freshDir(),
+          retry: { retries: 0, backoff: { initialMs: 1, maxMs: 1, multiplier: 1, jitter: "none" } },
+        });
+        assert.equal(s.failed, 1);
+        assert.match(s.failures[0]!.reason, /HTTP 302/);
+
+        hs.fhir.set("DocumentReference/r1", {
+          resourceType: "DocumentReference",
+          content: [{ attachment: { contentType: "text/csv", url: `${hs.url}/files/r1.csv` } }],
+        });
+        other.files.set("r1.csv", Buffer.from("ImageId,EncodedPixels\n"));
+        hs.script(/\/files\/r1\.csv/, [{ kind: "redirect", location: `${other.url}/files/r1.csv` }], true);
+        const target = {
+          client,
+          healthcareBase: hs.url,
+          storageBase: hs.url,
+          fhirStore: "projects/p/locations/l/datasets/d/fhirStores/f",
+        };
+        await assert.rejects(
+          downloadAttachment(target, { url: `${hs.url}/files/r1.csv` }, freshDir(), "r1.csv"),
+          /302/,
+        );
+      } finally {
+        await client.close();
+      }
+      assert.ok(
+        hs.requestsTo(/\/download\/|\/files\//).every((r) => bearer(r) === `Bearer ${TOKEN}`),
+        "the token was in play",
+      );
+      assert.deepEqual(
+        other.requests.filter((r) => bearer(r) !== ""),
+        [],
+        "no request to the other host carried credentials",
+      );
+    },
+  );
+
+  test(
+    "an error body that echoes the request (token included) never reaches the output",
+    { timeout: 30_000 },
+    async () => {
+      hs.script(/\/o\?/, [{ kind: "echo", status: 403 }], true);
+      const r = await spawnCli(
+        cli,
+        ["mirror", `gs://${B}/train`, freshDir(), "--storage-endpoint", hs.url, "--timeout", "1", "--delete"],
+        { cwd: tmp, env: env() },
+      );
+      assert.notEqual(r.code, 0);
+      assert.ok(
+        hs.requestsTo(/\/o\?/).some((x) => bearer(x) === `Bearer ${TOKEN}`),
+        "the token was sent and echoed",
+      );
+      assert.ok(!`${r.stdout}${r.stderr}`.includes(TOKEN), r.stderr);
+      assert.ok(!`${r.stdout}${r.stderr}`.includes(TOKEN.slice(6)), r.stderr);
+    },
+  );
 });
