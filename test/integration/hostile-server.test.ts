@@ -348,6 +348,20 @@ describe("gzip-encoded objects (finding 10)", () => {
       await request(`${emu.baseUrl}/storage/v1/b/${B}/o/${encodeURIComponent("gz/t.csv")}`)
     ).body.json();
     assert.equal((meta as { contentEncoding?: string }).contentEncoding, "gzip");
+    // Uploaded through the JSON API (objects.insert's contentEncoding parameter), then copied: the same.
+    const up = await request(
+      `${emu.baseUrl}/upload/storage/v1/b/${B}/o?uploadType=media&name=gz%2Fu.csv&contentEncoding=gzip`,
+      { method: "POST", body: stored, headers: { "content-type": "text/csv" } },
+    );
+    assert.equal(((await up.body.json()) as { contentEncoding?: string }).contentEncoding, "gzip");
+    const cp = await request(`${emu.baseUrl}/storage/v1/b/${B}/o/gz%2Fu.csv/copyTo/b/${B}/o/gz%2Fv.csv`, {
+      method: "POST",
+      body: "{}",
+      headers: { "content-type": "application/json" },
+    });
+    assert.equal(((await cp.body.json()) as { contentEncoding?: string }).contentEncoding, "gzip");
+    const again = await request(`${emu.baseUrl}/download/storage/v1/b/${B}/o/gz%2Fv.csv?alt=media`);
+    assert.deepEqual(Buffer.from(await again.body.arrayBuffer()), plain);
   });
 
   test(
