@@ -44,17 +44,49 @@ export async function downloadObject(ctx: DownloadContext, obj: RemoteObject, re
     ...(obj.crc32c !== undefined ? { crc32c: obj.crc32c } : obj.md5Hash !== undefined ? { md5: obj.md5Hash } : {}),
   };
   const budget = ctx.budgetMs?.(obj);
-  const deadline = budget === undefined ? undefined : AbortSignal.timeout(budget);
-  const signal =
-    deadline === undefined ? ctx.signal : ctx.signal === undefined ? deadline : AbortSignal.any([ctx.signal, deadline]);
-  const overBudget = () => deadline?.aborted === true && ctx.signal?.aborted !== true;
+  if (budget === undefined) return attempts(ctx, obj, rel, check.segments, expected, ctx.signal);
+  // One controller per object, aborted by the run's signal or by the budget watch (a single
+  // timer for all in-flight objects: a timer per object would pile up on a fast mirror).
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(ctx.signal?.reason);
+  if (ctx.signal?.aborted === true) onAbort();
+  else ctx.signal?.addEventListener("abort", onAbort, { once: true });
+  const untrack = budgetWatch.track(performance.now() + budget, ac);
   try {
-    return await attempts(ctx, obj, rel, check.segments, expected, signal);
+    return await attempts(ctx, obj, rel, check.segments, expected, ac.signal);
   } catch (err) {
-    if (overBudget() && !(err instanceof BudgetError)) throw new BudgetError(obj.name, budget!);
+    if (ac.signal.aborted && ctx.signal?.aborted !== true) throw new BudgetError(obj.name, budget);
     throw err;
+  } finally {
+    untrack();
+    ctx.signal?.removeEventListener("abort", onAbort);
   }
 }
+
+/** Aborts objects past their deadline; one interval timer while any object is tracked. */
+class BudgetWatch {
+  readonly #tracked = new Map<AbortController, number>();
+  #timer: NodeJS.Timeout | undefined;
+
+  track(deadline: number, ac: AbortController): () => void {
+    this.#tracked.set(ac, deadline);
+    this.#timer ??= setInterval(() => this.#sweep(), 200).unref();
+    return () => {
+      this.#tracked.delete(ac);
+      if (this.#tracked.size === 0 && this.#timer !== undefined) {
+        clearInterval(this.#timer);
+        this.#timer = undefined;
+      }
+    };
+  }
+
+  #sweep(): void {
+    const now = performance.now();
+    for (const [ac, deadline] of this.#tracked) if (now >= deadline) ac.abort(new Error("time budget exhausted"));
+  }
+}
+
+const budgetWatch = new BudgetWatch();
 
 function attempts(
   ctx: DownloadContext,
