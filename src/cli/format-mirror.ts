@@ -14,6 +14,14 @@ export const formatMirrorEvent: Formatter = (event: AnyEvent): Rendered | undefi
       return { status: progressText(e) };
     case "mirror.refused":
       return { line: `! refused ${JSON.stringify(e.name)}: ${e.reason}`, level: "warn" };
+    case "mirror.manifest-reset":
+      return {
+        line:
+          e.movedTo === undefined
+            ? `! ${e.file} is unreadable (${e.reason}); ignored, every file is checked by hashing it`
+            : `! ${e.file} was unreadable (${e.reason}); kept as ${e.movedTo}, rebuilding it by hashing the files on disk`,
+        level: "warn",
+      };
     case "mirror.failed":
       return { line: `✖ failed ${JSON.stringify(e.name)}: ${e.reason}`, level: "error" };
     case "mirror.retry":

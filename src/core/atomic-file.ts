@@ -133,6 +133,11 @@ export interface AtomicWriteOptions {
   /** Digests to compute even when not verified (e.g. to record in a manifest). */
   readonly computeCrc32c?: boolean;
   readonly computeMd5?: boolean;
+  /**
+   * Abort (IntegrityError, retried by callers) the moment the body exceeds this many bytes; default
+   * `expected.size` when given. An endless or lying body never grows the temp file past it.
+   */
+  readonly maxBytes?: number;
 }
 
 /**
@@ -157,7 +162,7 @@ export async function writeFileAtomic(
     crc32c: expected.crc32c !== undefined || options.computeCrc32c === true,
     md5: expected.md5 !== undefined || options.computeMd5 === true,
   });
-  const temp = path.join(dir, `.${path.basename(target).slice(0, 100)}${TEMP_MARKER}${TEMP_ID}-${++tempCounter}`);
+  const temp = path.join(dir, tempNameFor(path.basename(target)));
   const fh = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
   let renamed = false;
   try {
@@ -172,7 +177,14 @@ export async function writeFileAtomic(
       batched = 0;
       await writeAll(fh, bufs);
     };
+    const cap = options.maxBytes ?? expected.size;
+    let received = 0;
     for await (const chunk of body) {
+      received += chunk.byteLength;
+      if (cap !== undefined && received > cap)
+        throw new IntegrityError(
+          `${relName}: the body is longer than ${expected.size === cap ? "the listed size" : "allowed"} (${cap} bytes); cut off`,
+        );
       hasher.update(chunk);
       batch.push(chunk);
       batched += chunk.byteLength;
@@ -228,7 +240,7 @@ export async function writeVerifiedAtomic(
   if (!check.ok) throw new UnsafeNameError(relName, check.reason);
   const guard = options.guard ?? new DirectoryGuard(root);
   const dir = guard.ensureSync(check.segments.slice(0, -1), relName);
-  const temp = path.join(dir, `.${path.basename(target).slice(0, 100)}${TEMP_MARKER}${TEMP_ID}-${++tempCounter}`);
+  const temp = path.join(dir, tempNameFor(path.basename(target)));
   const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
   let closed = false;
   let renamed = false;
@@ -280,6 +292,33 @@ const WRITE_BATCH = 1024 * 1024;
 const HOST_TAG = createHash("sha256").update(os.hostname()).digest("hex").slice(0, 6);
 const TEMP_ID = `${HOST_TAG}${process.pid.toString(36)}${randomBytes(3).toString("hex")}`;
 let tempCounter = 0;
+
+/** Linux and macOS file systems take at most this many bytes per name. */
+const MAX_NAME_BYTES = 255;
+
+/**
+ * A fresh temp name beside `finalName`: `.` + as much of the name as fits + marker + writer id +
+ * counter, bounded in UTF-8 bytes (not UTF-16 units), so any name the file system accepts can
+ * land. The name is cut at a code point boundary; the marker stays, so sweeps recognise it.
+ */
+export function tempNameFor(finalName: string): string {
+  const suffix = `${TEMP_MARKER}${TEMP_ID}-${++tempCounter}`;
+  return `.${truncateUtf8(finalName, MAX_NAME_BYTES - 1 - Buffer.byteLength(suffix))}${suffix}`;
+}
+
+/** The longest prefix of `s` (whole code points) that is at most `maxBytes` in UTF-8. */
+export function truncateUtf8(s: string, maxBytes: number): string {
+  if (Buffer.byteLength(s) <= maxBytes) return s;
+  let bytes = 0;
+  let out = "";
+  for (const ch of s) {
+    const n = Buffer.byteLength(ch);
+    if (bytes + n > maxBytes) break;
+    bytes += n;
+    out += ch;
+  }
+  return out;
+}
 
 /**
  * Whether the writer of a temp file (named by writeFileAtomic/writeVerifiedAtomic) is certainly

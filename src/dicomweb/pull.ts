@@ -75,6 +75,8 @@ export interface PullOptions {
   readonly retry?: RetryPolicy;
   readonly onEvent?: EventSink<PullEvent>;
   readonly signal?: AbortSignal;
+  /** Cut an instance body longer than this when the server gives no Content-Length (default 8 GiB). */
+  readonly maxInstanceBytes?: number;
 }
 
 export interface PullSummary {
@@ -161,6 +163,7 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
     summary: s,
     emit,
     ...(o.signal === undefined ? {} : { signal: o.signal }),
+    ...(o.maxInstanceBytes === undefined ? {} : { maxInstanceBytes: o.maxInstanceBytes }),
   };
   const retry = <T>(name: string, fn: () => Promise<T>) =>
     withRetry(fn, {

@@ -35,6 +35,12 @@ export function instancePath(ref: InstanceRef): string {
 
 /** Bodies up to this size are received in memory, then written with one batch of syscalls. */
 const IN_MEMORY = 4 * 1024 * 1024;
+/**
+ * The largest instance accepted when the server does not say how long it is (chunked, multipart):
+ * an endless body is cut here instead of filling the disk. The largest real instances (whole-slide
+ * levels, long cine loops) stay well below it.
+ */
+export const MAX_INSTANCE_BYTES = 8 * 1024 * 1024 * 1024;
 /** A header that has not named its instance within this many bytes is not a header we accept. */
 const MAX_UNIDENTIFIED = 64 * 1024 * 1024;
 
@@ -48,6 +54,8 @@ export interface RetrieveContext {
   readonly summary: PullSummary;
   readonly emit: EventSink<PullEvent>;
   readonly signal?: AbortSignal;
+  /** Cut a body longer than this (default MAX_INSTANCE_BYTES; Content-Length when the server sends one). */
+  readonly maxInstanceBytes?: number;
 }
 
 export async function retrieveInstance(ctx: RetrieveContext, ref: InstanceRef): Promise<void> {
@@ -202,6 +210,12 @@ async function land(
   let headBytes = 0;
   const it = body[Symbol.asyncIterator]();
   let done = false;
+  // Content-Length when known, else a sane maximum: an endless body is cut the moment it passes it.
+  const cap = o.length ?? ctx.maxInstanceBytes ?? MAX_INSTANCE_BYTES;
+  const tooLong = () =>
+    new IntegrityError(
+      `the body is longer than ${o.length !== undefined ? "its Content-Length" : "the largest instance accepted"} (${cap} bytes); cut off`,
+    );
   // Receive until the header names the instance and the body is either complete or big.
   while (!(inspector.identified && headBytes > IN_MEMORY)) {
     const n = await it.next();
@@ -209,10 +223,11 @@ async function land(
       done = true;
       break;
     }
+    headBytes += n.value.byteLength;
+    if (headBytes > cap) throw tooLong();
     inspector.update(n.value);
     digest.update(n.value);
     head.push(n.value);
-    headBytes += n.value.byteLength;
     if (!inspector.identified && headBytes > MAX_UNIDENTIFIED)
       throw new IntegrityError(`no Study/Series/SOP Instance UIDs in the first ${MAX_UNIDENTIFIED} bytes`);
   }
@@ -235,9 +250,12 @@ async function land(
     finalCheck();
     written = await writeVerifiedAtomic(ctx.dest, rel, head, { guard: ctx.guard, fsync: ctx.fsync });
   } else {
+    let total = headBytes;
     const rest = async function* () {
       yield* head;
       for (let n = await it.next(); n.done !== true; n = await it.next()) {
+        total += n.value.byteLength;
+        if (total > cap) throw tooLong();
         inspector.update(n.value);
         digest.update(n.value);
         yield n.value;

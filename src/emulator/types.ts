@@ -32,6 +32,8 @@ export interface ObjectMeta {
   /** base64 of 4 big-endian bytes */
   readonly crc32c: string;
   readonly contentType: string;
+  /** `gzip`: the stored bytes are gzip-compressed (served decompressed unless the client accepts gzip). */
+  readonly contentEncoding?: string;
   readonly timeCreated: string;
   readonly updated: string;
   readonly metadata?: Readonly<Record<string, string>>;
@@ -77,6 +79,7 @@ export interface ObjectStore {
     data: Buffer,
     contentType: string,
     metadata?: Record<string, string>,
+    extra?: { readonly contentEncoding?: string },
   ): ObjectMeta;
   getObject(bucket: string, name: string, generation?: string): ObjectMeta | undefined;
   /** The object's bytes, or undefined if that generation is gone. */

@@ -10,7 +10,12 @@ export interface FhirTarget {
   readonly storageBase: string;
   readonly fhirStore: string;
   readonly signal?: AbortSignal;
+  /** Cut an attachment body longer than this (default MAX_ATTACHMENT_BYTES). */
+  readonly maxAttachmentBytes?: number;
 }
+
+/** Attachments are annotation CSVs and reports: an endless body is cut at 1 GiB, never fills the disk. */
+export const MAX_ATTACHMENT_BYTES = 1024 * 1024 * 1024;
 
 export interface FetchAnnotationsOptions extends FhirTarget {
   readonly documentReference: string;
@@ -141,7 +146,8 @@ export async function downloadAttachment(
   // The client's auth decides per URL whether credentials go along (src/gcp/credential-destination.ts).
   const target = downloadTarget(att.url, t);
   const res = await t.client.stream("GET", target, t.signal === undefined ? {} : { signal: t.signal });
-  return finish(await writeFileAtomic(dest, name, keep(res.body as AsyncIterable<Buffer>)), att.url);
+  const maxBytes = t.maxAttachmentBytes ?? MAX_ATTACHMENT_BYTES;
+  return finish(await writeFileAtomic(dest, name, keep(res.body as AsyncIterable<Buffer>), { maxBytes }), att.url);
 }
 
 /**

@@ -1,11 +1,27 @@
 import { HttpError, UsageError } from "../core/errors.ts";
 import type { HttpClient } from "../net/http-client.ts";
-import type { RemoteObject, RemoteSource } from "../mirror/ports.ts";
+import { ListingError, type RemoteObject, type RemoteSource } from "../mirror/ports.ts";
 
 interface ListPage {
-  items?: Array<{ name?: unknown; size?: unknown; generation?: unknown; crc32c?: unknown; md5Hash?: unknown }>;
+  items?: Array<{
+    name?: unknown;
+    size?: unknown;
+    generation?: unknown;
+    crc32c?: unknown;
+    md5Hash?: unknown;
+    etag?: unknown;
+    contentEncoding?: unknown;
+  }>;
   nextPageToken?: string;
 }
+
+/**
+ * Pages in a row without a single item before the listing is judged endless. GCS may return a
+ * short or empty page now and then (deleted names, a time budget), never thousands in a row.
+ */
+export const MAX_EMPTY_PAGES = 1000;
+/** Pages of one listing at most (1,000 names each: a billion objects). */
+export const MAX_PAGES = 1_000_000;
 
 /**
  * The mirror's source over the raw GCS JSON API (no SDK on the hot path): listing pages of 1000
@@ -16,6 +32,10 @@ export function gcsSource(client: HttpClient, storageBase: string): RemoteSource
   return {
     async *listPages(bucket, prefix, signal) {
       let pageToken: string | undefined;
+      // Every token seen: a server cycling A, B, A… would otherwise list forever.
+      const seen = new Set<string>();
+      let pages = 0;
+      let emptyInRow = 0;
       do {
         const page = checkPage(
           await client
@@ -24,17 +44,25 @@ export function gcsSource(client: HttpClient, storageBase: string): RemoteSource
                 prefix,
                 maxResults: 1000,
                 pageToken,
-                fields: "nextPageToken,items(name,size,generation,crc32c,md5Hash)",
+                fields: "nextPageToken,items(name,size,generation,crc32c,md5Hash,etag,contentEncoding)",
               },
               ...(signal === undefined ? {} : { signal }),
             })
             .catch((err: unknown) => {
               throw err instanceof HttpError && err.status === 404 ? noSuchBucket(bucket, err) : err;
             }),
-          pageToken,
+          seen,
         );
-        yield (page.items ?? []).map(toRemote);
+        const items = (page.items ?? []).map(toRemote);
+        pages++;
+        emptyInRow = items.length === 0 ? emptyInRow + 1 : 0;
+        if (emptyInRow > MAX_EMPTY_PAGES || pages > MAX_PAGES)
+          throw new ListingError(
+            `malformed object listing: ${emptyInRow > MAX_EMPTY_PAGES ? `${emptyInRow} empty pages in a row` : `more than ${MAX_PAGES} pages`} and still a nextPageToken (it would list forever)`,
+          );
+        yield items;
         pageToken = page.nextPageToken;
+        if (pageToken !== undefined && pageToken !== "") seen.add(pageToken);
       } while (pageToken !== undefined && pageToken !== "");
     },
     async open(bucket, object, signal) {
@@ -43,6 +71,9 @@ export function gcsSource(client: HttpClient, storageBase: string): RemoteSource
         `${base}/download/storage/v1/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object.name)}`,
         {
           query: { alt: "media", generation: object.generation },
+          // The stored bytes, which the listed size and hashes describe: without this GCS
+          // decompresses gzip-encoded objects on the fly (decompressive transcoding).
+          ...(object.contentEncoding === "gzip" ? { headers: { "accept-encoding": "gzip" } } : {}),
           ...(signal === undefined ? {} : { signal }),
         },
       );
@@ -67,20 +98,20 @@ function noSuchBucket(bucket: string, err: HttpError): UsageError {
  * `nextPageToken` (if any) is a new string: an empty or non-object answer is not "no objects"
  * (with --delete that would empty the destination), and a repeated token would loop forever.
  */
-function checkPage(page: unknown, previousToken: string | undefined): ListPage {
+function checkPage(page: unknown, seen: ReadonlySet<string>): ListPage {
   if (typeof page !== "object" || page === null || Array.isArray(page)) {
-    throw new Error(
+    throw new ListingError(
       `malformed object listing: expected a JSON object, got ${page === undefined ? "an empty body" : JSON.stringify(page).slice(0, 100)}`,
     );
   }
   const p = page as { items?: unknown; nextPageToken?: unknown };
   if (p.items !== undefined && !Array.isArray(p.items))
-    throw new Error(`malformed object listing: "items" is ${typeof p.items}, not an array`);
+    throw new ListingError(`malformed object listing: "items" is ${typeof p.items}, not an array`);
   if (p.nextPageToken !== undefined && typeof p.nextPageToken !== "string")
-    throw new Error(`malformed object listing: "nextPageToken" is ${typeof p.nextPageToken}, not a string`);
-  if (p.nextPageToken !== undefined && p.nextPageToken !== "" && p.nextPageToken === previousToken)
-    throw new Error(
-      "malformed object listing: the server returned the same nextPageToken again (it would list forever)",
+    throw new ListingError(`malformed object listing: "nextPageToken" is ${typeof p.nextPageToken}, not a string`);
+  if (p.nextPageToken !== undefined && p.nextPageToken !== "" && seen.has(p.nextPageToken))
+    throw new ListingError(
+      `malformed object listing: the server returned the same nextPageToken again after ${seen.size} page(s) (it would list forever)`,
     );
   return p as ListPage;
 }
@@ -91,15 +122,20 @@ function toRemote(item: NonNullable<ListPage["items"]>[number]): RemoteObject {
     typeof item.generation !== "string" ||
     (typeof item.size !== "string" && typeof item.size !== "number")
   ) {
-    throw new Error(`malformed object listing entry: ${JSON.stringify(item).slice(0, 200)}`);
+    throw new ListingError(`malformed object listing entry: ${JSON.stringify(item).slice(0, 200)}`);
   }
   const size = Number(item.size);
-  if (!Number.isSafeInteger(size) || size < 0) throw new Error(`malformed size for ${item.name}: ${String(item.size)}`);
+  if (!Number.isSafeInteger(size) || size < 0)
+    throw new ListingError(`malformed size for ${item.name}: ${String(item.size)}`);
   return {
     name: item.name,
     size,
     generation: item.generation,
     ...(typeof item.crc32c === "string" ? { crc32c: item.crc32c } : {}),
     ...(typeof item.md5Hash === "string" ? { md5Hash: item.md5Hash } : {}),
+    ...(typeof item.etag === "string" ? { etag: item.etag } : {}),
+    ...(typeof item.contentEncoding === "string" && item.contentEncoding !== ""
+      ? { contentEncoding: item.contentEncoding.trim().toLowerCase() }
+      : {}),
   };
 }

@@ -6,7 +6,7 @@ import {
   type WrittenFile,
 } from "../core/atomic-file.ts";
 import type { Clock } from "../core/clock.ts";
-import { IntegrityError, UnsafeNameError } from "../core/errors.ts";
+import { HcexportError, IntegrityError, UnsafeNameError } from "../core/errors.ts";
 import { StreamingHasher } from "../core/hashing.ts";
 import { withRetry, type RetryNotice, type RetryPolicy } from "../core/retry.ts";
 import { checkRelativeName } from "../core/safe-path.ts";
@@ -22,6 +22,11 @@ export interface DownloadContext {
   readonly retry?: RetryPolicy | undefined;
   readonly signal?: AbortSignal | undefined;
   readonly onRetry?: (notice: RetryNotice) => void;
+  /**
+   * The whole budget of one object, every attempt included (ms; default: none). A server that
+   * keeps answering slowly (each read inside the idle timeout) cannot hold an object forever.
+   */
+  readonly budgetMs?: ((obj: RemoteObject) => number) | undefined;
 }
 
 /**
@@ -38,10 +43,63 @@ export async function downloadObject(ctx: DownloadContext, obj: RemoteObject, re
     size: obj.size,
     ...(obj.crc32c !== undefined ? { crc32c: obj.crc32c } : obj.md5Hash !== undefined ? { md5: obj.md5Hash } : {}),
   };
+  const budget = ctx.budgetMs?.(obj);
+  if (budget === undefined) return attempts(ctx, obj, rel, check.segments, expected, ctx.signal);
+  // One controller per object, aborted by the run's signal or by the budget watch (a single
+  // timer for all in-flight objects: a timer per object would pile up on a fast mirror).
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(ctx.signal?.reason);
+  if (ctx.signal?.aborted === true) onAbort();
+  else ctx.signal?.addEventListener("abort", onAbort, { once: true });
+  const untrack = budgetWatch.track(performance.now() + budget, ac);
+  try {
+    return await attempts(ctx, obj, rel, check.segments, expected, ac.signal);
+  } catch (err) {
+    if (ac.signal.aborted && ctx.signal?.aborted !== true) throw new BudgetError(obj.name, budget);
+    throw err;
+  } finally {
+    untrack();
+    ctx.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Aborts objects past their deadline; one interval timer while any object is tracked. */
+class BudgetWatch {
+  readonly #tracked = new Map<AbortController, number>();
+  #timer: NodeJS.Timeout | undefined;
+
+  track(deadline: number, ac: AbortController): () => void {
+    this.#tracked.set(ac, deadline);
+    this.#timer ??= setInterval(() => this.#sweep(), 200).unref();
+    return () => {
+      this.#tracked.delete(ac);
+      if (this.#tracked.size === 0 && this.#timer !== undefined) {
+        clearInterval(this.#timer);
+        this.#timer = undefined;
+      }
+    };
+  }
+
+  #sweep(): void {
+    const now = performance.now();
+    for (const [ac, deadline] of this.#tracked) if (now >= deadline) ac.abort(new Error("time budget exhausted"));
+  }
+}
+
+const budgetWatch = new BudgetWatch();
+
+function attempts(
+  ctx: DownloadContext,
+  obj: RemoteObject,
+  rel: string,
+  segments: readonly string[],
+  expected: ExpectedContent,
+  signal: AbortSignal | undefined,
+): Promise<WrittenFile> {
   return withRetry(
     async () => {
-      await ctx.guard.ensure(check.segments.slice(0, -1), obj.name);
-      const body = await ctx.source.open(ctx.bucket, obj, ctx.signal);
+      await ctx.guard.ensure(segments.slice(0, -1), obj.name);
+      const body = await ctx.source.open(ctx.bucket, obj, signal);
       try {
         if (obj.size <= SMALL_OBJECT) {
           const chunks = await receiveVerified(body, expected, obj.name);
@@ -50,6 +108,7 @@ export async function downloadObject(ctx: DownloadContext, obj: RemoteObject, re
         return await writeFileAtomic(ctx.dest, rel, body, { guard: ctx.guard, fsync: ctx.fsync, expected });
       } catch (err) {
         // Free the connection at once: an unread body would hold a pool slot until it times out.
+        // Destroyed, not returned to the pool: a stalled or overlong connection is never reused.
         (body as { destroy?: () => void }).destroy?.();
         throw err;
       }
@@ -57,7 +116,7 @@ export async function downloadObject(ctx: DownloadContext, obj: RemoteObject, re
     {
       clock: ctx.clock,
       ...(ctx.retry === undefined ? {} : { policy: ctx.retry }),
-      ...(ctx.signal === undefined ? {} : { signal: ctx.signal }),
+      ...(signal === undefined ? {} : { signal }),
       ...(ctx.onRetry === undefined ? {} : { onRetry: ctx.onRetry }),
     },
   );
@@ -70,6 +129,22 @@ export async function downloadObject(ctx: DownloadContext, obj: RemoteObject, re
  */
 export const SMALL_OBJECT = 4 * 1024 * 1024;
 
+/** An object whose attempts together took longer than its budget: given up (not retried further). */
+export class BudgetError extends HcexportError {
+  constructor(name: string, budgetMs: number) {
+    super(`${name}: no complete copy within the time budget of ${Math.round(budgetMs / 1000)} s (all attempts)`);
+    this.name = "BudgetError";
+  }
+}
+
+/**
+ * The default budget of one object: a few idle timeouts (for retries of stalls) plus its size at
+ * a slow but working 256 KiB/s, so big objects on a thin line still finish.
+ */
+export function defaultBudgetMs(idleTimeoutMs: number): (obj: RemoteObject) => number {
+  return (obj) => 6 * idleTimeoutMs + Math.ceil(obj.size / 256);
+}
+
 /**
  * Reads a response body in flowing mode (no stream re-buffering), hashing each chunk, and
  * verifies size and digest: corrupt or truncated bytes never reach the disk.
@@ -81,6 +156,9 @@ export async function receiveVerified(
 ): Promise<Uint8Array[]> {
   const hasher = new StreamingHasher({ crc32c: expected.crc32c !== undefined, md5: expected.md5 !== undefined });
   const chunks: Uint8Array[] = [];
+  const cap = expected.size;
+  let received = 0;
+  const tooLong = () => new IntegrityError(`${name}: the body is longer than the listed ${cap} bytes; cut off`);
   const emitter = body as unknown as {
     on?: (ev: string, fn: (x: never) => void) => void;
     once: (ev: string, fn: (x: never) => void) => void;
@@ -88,6 +166,13 @@ export async function receiveVerified(
   if (typeof emitter.on === "function") {
     await new Promise<void>((resolve, reject) => {
       emitter.on!("data", (chunk: Uint8Array) => {
+        received += chunk.byteLength;
+        if (cap !== undefined && received > cap) {
+          // Cut at once: an endless body must not grow memory past the listed size.
+          (body as { destroy?: (e?: Error) => void }).destroy?.();
+          reject(tooLong());
+          return;
+        }
         hasher.update(chunk);
         chunks.push(chunk);
       });
@@ -96,6 +181,8 @@ export async function receiveVerified(
     });
   } else {
     for await (const chunk of body) {
+      received += chunk.byteLength;
+      if (cap !== undefined && received > cap) throw tooLong();
       hasher.update(chunk);
       chunks.push(chunk);
     }

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync } from "node:fs";
 import path from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { RESERVED_DIR } from "../core/safe-path.ts";
@@ -11,6 +11,8 @@ export interface ManifestEntry {
   readonly generation: string;
   readonly crc32c?: string | undefined;
   readonly md5?: string | undefined;
+  /** The object's ETag when listed (compared only for objects without a hash). */
+  readonly etag?: string | undefined;
   /** The local file's mtime in ns and inode number (decimal strings) when it was written. */
   readonly mtimeNs: string;
   readonly ino: string;
@@ -38,12 +40,16 @@ export class Manifest {
   private constructor(file: string, db: DatabaseSync, readOnly: boolean) {
     this.file = file;
     this.#db = db;
+    // A read-only open of a manifest from before the etag column reads it as unknown.
+    const hasEtag = (db.prepare("PRAGMA table_info(files)").all() as Array<{ name: string }>).some(
+      (c) => c.name === "etag",
+    );
     this.#get = db.prepare(
-      "SELECT name, size, generation, crc32c, md5, mtime_ns AS mtimeNs, ino FROM files WHERE name = ?",
+      `SELECT name, size, generation, crc32c, md5, ${hasEtag ? "etag" : "NULL AS etag"}, mtime_ns AS mtimeNs, ino FROM files WHERE name = ?`,
     );
     if (!readOnly) {
       this.#put = db.prepare(
-        "INSERT OR REPLACE INTO files (name, size, generation, crc32c, md5, mtime_ns, ino) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO files (name, size, generation, crc32c, md5, etag, mtime_ns, ino) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
       );
       this.#del = db.prepare("DELETE FROM files WHERE name = ?");
       this.#addExtra = db.prepare("INSERT OR IGNORE INTO pending_delete (name) VALUES (?)");
@@ -54,23 +60,66 @@ export class Manifest {
    * Opens (creating unless `readOnly`) the manifest of `dest`. A read-only open of a missing
    * manifest gives an empty in-memory one (dry runs write nothing).
    */
-  static open(dest: string, options: { readonly readOnly?: boolean } = {}): Manifest {
+  static open(
+    dest: string,
+    options: { readonly readOnly?: boolean; readonly onReset?: (reset: ManifestReset) => void } = {},
+  ): Manifest {
     const file = path.join(dest, RESERVED_DIR, "manifest.sqlite");
     const readOnly = options.readOnly === true;
-    if (readOnly && !existsSync(file)) {
+    const memory = () => {
       const mem = new DatabaseSync(":memory:");
       createSchema(mem);
       return new Manifest(file, mem, true);
-    }
+    };
+    if (readOnly && !existsSync(file)) return memory();
     if (!readOnly) mkdirSync(path.dirname(file), { recursive: true });
-    const db = new DatabaseSync(file, { readOnly });
-    db.exec("PRAGMA busy_timeout = 10000");
-    if (!readOnly) {
-      db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");
-      createSchema(db);
-      db.exec("DELETE FROM pending_delete");
+    try {
+      return Manifest.#openFile(file, readOnly);
+    } catch (err) {
+      // Only a broken file; a busy one (another run's lock) or a full disk is not ours to move.
+      if (!isCorruptionMessage(err) || !existsSync(file)) throw err;
+      // The manifest is a cache: put the broken one aside (kept for inspection) and start
+      // empty; every local file is then proved by hashing it against the listing.
+      const reason = err instanceof Error ? err.message : String(err);
+      if (readOnly) {
+        options.onReset?.({ file, reason });
+        return memory();
+      }
+      const movedTo = `${file}.corrupt-${Date.now()}`;
+      try {
+        renameSync(file, movedTo);
+      } catch {
+        throw err;
+      }
+      for (const side of ["-wal", "-shm"]) {
+        try {
+          renameSync(file + side, movedTo + side);
+        } catch {
+          // absent
+        }
+      }
+      options.onReset?.({ file, movedTo, reason });
+      return Manifest.#openFile(file, readOnly);
     }
-    return new Manifest(file, db, readOnly);
+  }
+
+  static #openFile(file: string, readOnly: boolean): Manifest {
+    const db = new DatabaseSync(file, { readOnly });
+    try {
+      db.exec("PRAGMA busy_timeout = 10000");
+      if (!readOnly) {
+        db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL");
+        createSchema(db);
+        db.exec("DELETE FROM pending_delete");
+      }
+      // Reads every page of the table once: a truncated or overwritten file fails here, at open,
+      // not halfway through a run.
+      db.prepare("SELECT count(*), max(length(name)) FROM files").get();
+      return new Manifest(file, db, readOnly);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
   }
 
   get(name: string): ManifestEntry | undefined {
@@ -81,6 +130,7 @@ export class Manifest {
           generation: string;
           crc32c: string | null;
           md5: string | null;
+          etag: string | null;
           mtimeNs: string;
           ino: string;
         }
@@ -92,6 +142,7 @@ export class Manifest {
       generation: row.generation,
       crc32c: row.crc32c ?? undefined,
       md5: row.md5 ?? undefined,
+      etag: row.etag ?? undefined,
       mtimeNs: row.mtimeNs,
       ino: row.ino,
     };
@@ -99,23 +150,38 @@ export class Manifest {
 
   /** Records an entry (committed with its batch). */
   put(e: ManifestEntry): void {
-    this.#write(this.#put, e.name, e.size, e.generation, e.crc32c ?? null, e.md5 ?? null, e.mtimeNs, e.ino);
+    this.#write(
+      this.#put,
+      e.name,
+      e.size,
+      e.generation,
+      e.crc32c ?? null,
+      e.md5 ?? null,
+      e.etag ?? null,
+      e.mtimeNs,
+      e.ino,
+    );
   }
 
   remove(name: string): void {
     this.#write(this.#del, name);
   }
 
-  /** Remembers a destination-only file to delete after a clean run. */
-  addPendingDelete(name: string): void {
+  /**
+   * Remembers a destination-only file to delete after a clean run: its relative path, or its raw
+   * bytes when they are not valid UTF-8 (stored as a BLOB, so they survive unchanged).
+   */
+  addPendingDelete(name: string | Uint8Array): void {
     this.#write(this.#addExtra, name);
   }
 
-  /** The pending deletes in name order, streamed from disk. */
-  *pendingDeletes(): Generator<string> {
+  /** The pending deletes in name order (raw-byte names as Buffers), streamed from disk. */
+  *pendingDeletes(): Generator<string | Buffer> {
     this.flush();
-    for (const row of this.#db.prepare("SELECT name FROM pending_delete ORDER BY name").iterate())
-      yield (row as { name: string }).name;
+    for (const row of this.#db.prepare("SELECT name FROM pending_delete ORDER BY name").iterate()) {
+      const name = (row as { name: string | Uint8Array }).name;
+      yield typeof name === "string" ? name : Buffer.from(name);
+    }
   }
 
   pendingDeleteCount(): number {
@@ -144,7 +210,7 @@ export class Manifest {
     }
   }
 
-  #write(stmt: StatementSync | undefined, ...params: Array<string | number | null>): void {
+  #write(stmt: StatementSync | undefined, ...params: Array<string | number | null | Uint8Array>): void {
     if (stmt === undefined) throw new Error("the manifest is open read-only");
     if (this.#inTx === 0) this.#db.exec("BEGIN IMMEDIATE");
     stmt.run(...params);
@@ -152,9 +218,25 @@ export class Manifest {
   }
 }
 
+/** A manifest that could not be read and was set aside (or, read-only, ignored). */
+export interface ManifestReset {
+  readonly file: string;
+  /** Where the broken file now is (absent for a read-only open, which moves nothing). */
+  readonly movedTo?: string;
+  readonly reason: string;
+}
+
+function isCorruptionMessage(err: unknown): boolean {
+  const m = err instanceof Error ? err.message : "";
+  return /not a database|malformed|unable to open database|disk image|file is encrypted/i.test(m);
+}
+
 function createSchema(db: DatabaseSync): void {
   db.exec(`CREATE TABLE IF NOT EXISTS files (
-    name TEXT PRIMARY KEY, size INTEGER NOT NULL, generation TEXT NOT NULL, crc32c TEXT, md5 TEXT, mtime_ns TEXT NOT NULL, ino TEXT NOT NULL
+    name TEXT PRIMARY KEY, size INTEGER NOT NULL, generation TEXT NOT NULL, crc32c TEXT, md5 TEXT, etag TEXT, mtime_ns TEXT NOT NULL, ino TEXT NOT NULL
   ) WITHOUT ROWID;
-  CREATE TABLE IF NOT EXISTS pending_delete (name TEXT PRIMARY KEY) WITHOUT ROWID`);
+  CREATE TABLE IF NOT EXISTS pending_delete (name PRIMARY KEY) WITHOUT ROWID`);
+  // Manifests written before the etag column: add it (NULL = unknown).
+  const columns = db.prepare("PRAGMA table_info(files)").all() as Array<{ name: string }>;
+  if (!columns.some((c) => c.name === "etag")) db.exec("ALTER TABLE files ADD COLUMN etag TEXT");
 }

@@ -1,109 +1,24 @@
 import { lstat, unlink } from "node:fs/promises";
 import path from "node:path";
 import { DirectoryGuard, tempWriterGone } from "../core/atomic-file.ts";
-import { systemClock, type Clock } from "../core/clock.ts";
+import { systemClock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";
 import { DestinationError, destinationFault, fatalFault, UnsafeNameError } from "../core/errors.ts";
-import type { EventSink } from "../core/events.ts";
-import { isRetryable, type RetryPolicy } from "../core/retry.ts";
-import { downloadObject, type DownloadContext } from "./download.ts";
+import { isRetryable } from "../core/retry.ts";
+import { applyDeletes, localPath, MAX_FAILURES_KEPT } from "./apply-deletes.ts";
+import { defaultBudgetMs, downloadObject, type DownloadContext } from "./download.ts";
 import { hashLocal, statLocal } from "./local-io.ts";
 import { walkLocal, type LocalEntry } from "./local-walk.ts";
 import { Manifest } from "./manifest.ts";
-import { NameFilter, decide, decideExtra, deleteBlocker, march, sameContent, type Accepted } from "./plan.ts";
-import type { RemoteObject, RemoteSource } from "./ports.ts";
+import { NameFilter, decide, decideExtra, hasNoHash, march, sameContent, type Accepted } from "./plan.ts";
+import { ListingError, type RemoteObject } from "./ports.ts";
 import { TaskPool } from "./task-pool.ts";
+import { EmptySourceError, type MirrorOptions, type MirrorSummary } from "./mirror-types.ts";
 
-export type MirrorEvent =
-  | {
-      readonly kind: "mirror.start";
-      readonly source: string;
-      readonly dest: string;
-      readonly concurrency: number;
-      readonly dryRun: boolean;
-    }
-  | {
-      readonly kind: "mirror.file";
-      readonly name: string;
-      readonly action: "downloaded" | "skipped" | "would-download";
-      readonly bytes: number;
-    }
-  | { readonly kind: "mirror.refused"; readonly name: string; readonly reason: string }
-  | { readonly kind: "mirror.failed"; readonly name: string; readonly reason: string }
-  | {
-      readonly kind: "mirror.retry";
-      readonly name: string;
-      readonly attempt: number;
-      readonly delayMs: number;
-      readonly reason: string;
-    }
-  | { readonly kind: "mirror.delete"; readonly path: string; readonly action: "deleted" | "would-delete" }
-  | { readonly kind: "mirror.delete-skipped"; readonly pending: number; readonly reason: string }
-  | {
-      readonly kind: "mirror.progress";
-      readonly listed: number;
-      readonly downloaded: number;
-      readonly skipped: number;
-      readonly failed: number;
-      readonly bytes: number;
-      /** Bytes of every download decided so far (known in full once `listingDone`). */
-      readonly plannedBytes: number;
-      readonly listingDone: boolean;
-      readonly elapsedMs: number;
-    }
-  | { readonly kind: "mirror.done"; readonly summary: MirrorSummary };
-
-export interface MirrorOptions {
-  /** The bucket side (src/gcp/gcs-objects.ts over the JSON API; test doubles in tests). */
-  readonly source: RemoteSource;
-  readonly bucket: string;
-  /** Object prefix treated as a directory ("" = whole bucket): `PREFIX/x/y` → `dest/x/y`. */
-  readonly prefix: string;
-  readonly dest: string;
-  readonly concurrency?: number;
-  /** Delete destination-only files, only after a clean run. */
-  readonly delete?: boolean;
-  /** With `delete`: refuse to delete more than this many files (nothing is deleted then). */
-  readonly maxDelete?: number;
-  readonly dryRun?: boolean;
-  readonly shard?: { readonly index: number; readonly count: number };
-  readonly onEvent?: EventSink<MirrorEvent>;
-  readonly signal?: AbortSignal;
-  readonly clock?: Clock;
-  readonly retry?: RetryPolicy;
-  /** fsync each file before its rename (default true). */
-  readonly fsync?: boolean;
-  /** Leftover temp files older than this are removed (default 60 s; a younger one may be a concurrent run's). */
-  readonly staleTempMs?: number;
-}
-
-export interface MirrorSummary {
-  listed: number;
-  downloaded: number;
-  skipped: number;
-  deleted: number;
-  failed: number;
-  refused: number;
-  bytes: number;
-  durationMs: number;
-  /** Local files hashed because the manifest could not vouch for them. */
-  hashed: number;
-  /** Dry run: what would happen. */
-  wouldDownload: number;
-  wouldDelete: number;
-  /** Why `--delete` deleted nothing, if it did not. */
-  deleteSkipped?: string;
-  /** False when the listing or the local walk stopped early (then nothing is deleted). */
-  complete: boolean;
-  /** The first 100 failures and refusals, with reasons. */
-  failures: Array<{ name: string; reason: string }>;
-  /** Set when the destination stopped taking files (full, over quota, read-only): the run stopped there. */
-  destinationFault?: string;
-}
+export { EmptySourceError, type MirrorEvent, type MirrorOptions, type MirrorSummary } from "./mirror-types.ts";
 
 /** Default parallel downloads; see the README's benchmark for the measurement behind it. */
 export const DEFAULT_CONCURRENCY = 32;
-const MAX_FAILURES_KEPT = 100;
 const PROGRESS_MS = 250;
 
 /**
@@ -131,6 +46,8 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     bytes: 0,
     durationMs: 0,
     hashed: 0,
+    directories: 0,
+    noHash: 0,
     wouldDownload: 0,
     wouldDelete: 0,
     complete: true,
@@ -149,7 +66,10 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     const problem = await destinationProblem(options.dest);
     if (problem !== undefined) throw new DestinationError(options.dest, problem, 0);
   }
-  const manifest = Manifest.open(options.dest, { readOnly: dryRun });
+  const manifest = Manifest.open(options.dest, {
+    readOnly: dryRun,
+    onReset: (r) => emit({ kind: "mirror.manifest-reset", ...r }),
+  });
   /** Closes the manifest; a full disk failing its last write is recorded, other errors returned. */
   const closeManifest = (): unknown => {
     try {
@@ -176,7 +96,10 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     clock,
     retry: options.retry,
     signal,
+    budgetMs: options.idleTimeoutMs === undefined ? undefined : defaultBudgetMs(options.idleTimeoutMs),
   };
+  /** Every object the listing yielded, other shards included: zero means the source is empty. */
+  let listedAll = 0;
   let plannedBytes = 0;
   let listingDone = false;
   let pendingDeletes = 0;
@@ -226,11 +149,16 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   async function* accepted(): AsyncGenerator<Accepted> {
     for await (const page of options.source.listPages(options.bucket, listPrefix, signal)) {
       for (const obj of page) {
-        const verdict = filter.classify(obj.name);
+        listedAll++;
+        const verdict = filter.classify(obj.name, obj.size);
         if (verdict.kind === "other-shard") continue;
         s.listed++;
         if (verdict.kind === "refuse") refuse(obj.name, verdict.reason);
-        else yield { rel: verdict.rel, obj };
+        else if (verdict.kind === "directory") await directory(obj.name, verdict.rel);
+        else {
+          if (hasNoHash(obj)) s.noHash++;
+          yield { rel: verdict.rel, obj };
+        }
       }
     }
     listingDone = true;
@@ -264,12 +192,28 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
       generation: obj.generation,
       crc32c: obj.crc32c,
       md5: obj.md5Hash,
+      etag: obj.etag,
       mtimeNs: written.mtimeNs,
       ino: written.ino,
     });
     s.downloaded++;
     s.bytes += obj.size;
     emit({ kind: "mirror.file", name: obj.name, action: "downloaded", bytes: obj.size });
+  };
+
+  /** A folder placeholder: an (empty) directory, never a file and never a refusal. */
+  const directory = async (name: string, rel: string) => {
+    try {
+      if (!dryRun && rel !== "") await ctx.guard.ensure(rel.split("/"), name);
+      s.directories++;
+    } catch (err) {
+      if (err instanceof UnsafeNameError)
+        refuse(name, err.message.replace(/^refusing unsafe name "(?:[^"\\]|\\.)*": /, ""));
+      else if (destinationFault(err) !== undefined) {
+        s.destinationFault ??= destinationFault(err);
+        s.complete = false;
+      } else fail(name, messageOf(err));
+    }
   };
 
   const skip = (obj: RemoteObject) => {
@@ -286,7 +230,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
       const d = decide(obj, state, entry);
       if (d.action === "refuse") return refuse(obj.name, d.reason);
       if (d.action === "skip") {
-        if (d.record && !dryRun) manifest.put({ ...entry!, generation: obj.generation });
+        if (d.record && !dryRun) manifest.put({ ...entry!, generation: obj.generation, etag: obj.etag });
         return skip(obj);
       }
       if (d.action === "hash") {
@@ -300,6 +244,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
               generation: obj.generation,
               crc32c: obj.crc32c,
               md5: obj.md5Hash,
+              etag: obj.etag,
               mtimeNs: state!.mtimeNs,
               ino: state!.ino,
             });
@@ -331,14 +276,14 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
 
   /** A destination-only entry. */
   const extra = async (local: LocalEntry) => {
-    const file = path.join(options.dest, local.rel);
+    const file = localPath(options.dest, local.raw ?? local.rel);
     const what = decideExtra(local, listPrefix + local.rel, { delete: options.delete === true, shard: options.shard });
     if (what === "remove-temp" && !dryRun) {
       const st = await lstat(file).catch(() => undefined);
       // A young one may be a concurrent writer's, unless its writer is known dead (a killed run).
       if (
         st !== undefined &&
-        (clock.now() - st.mtimeMs >= (options.staleTempMs ?? 60_000) || tempWriterGone(path.basename(file)))
+        (clock.now() - st.mtimeMs >= (options.staleTempMs ?? 60_000) || tempWriterGone(path.basename(local.rel)))
       )
         await unlink(file).catch(() => {});
     } else if (what === "delete") {
@@ -346,7 +291,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
       if (dryRun) {
         s.wouldDelete++;
         emit({ kind: "mirror.delete", path: local.rel, action: "would-delete" });
-      } else manifest.addPendingDelete(local.rel);
+      } else manifest.addPendingDelete(local.raw ?? local.rel);
     }
   };
 
@@ -364,6 +309,8 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     } catch (err) {
       await pool.drain();
       if (signal?.aborted === true) throw signal.reason ?? err;
+      // A listing that cannot be trusted (malformed, cycling): exit 1 with its message, delete nothing.
+      if (err instanceof ListingError) throw err;
       s.complete = false;
       fatal ??= fatalFault(err);
       if (fatal !== undefined) throw fatal;
@@ -372,6 +319,9 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     await pool.drain();
     signal?.throwIfAborted();
     if (fatal !== undefined) throw fatal;
+    // rclone: "directory not found". A typo'd prefix must not empty DIR.
+    if (options.delete === true && listedAll === 0 && s.complete && options.allowEmptySource !== true)
+      throw new EmptySourceError(`gs://${options.bucket}/${listPrefix}`);
     if (options.delete === true && pendingDeletes > 0 && !dryRun)
       await applyDeletes(manifest, options, s, pendingDeletes, emit);
   } finally {
@@ -382,38 +332,6 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   tick(true);
   emit({ kind: "mirror.done", summary: s });
   return s;
-}
-
-async function applyDeletes(
-  manifest: Manifest,
-  options: MirrorOptions,
-  s: MirrorSummary,
-  pending: number,
-  emit: EventSink<MirrorEvent>,
-): Promise<void> {
-  const blocker = deleteBlocker(s, pending, options.maxDelete);
-  if (blocker !== undefined) {
-    s.deleteSkipped = blocker;
-    emit({ kind: "mirror.delete-skipped", pending, reason: blocker });
-    return;
-  }
-  for (const rel of manifest.pendingDeletes()) {
-    options.signal?.throwIfAborted();
-    try {
-      // unlink never follows a symlink: a planted link is removed, not its target.
-      await unlink(path.join(options.dest, rel));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
-        s.failed++;
-        if (s.failures.length < MAX_FAILURES_KEPT)
-          s.failures.push({ name: rel, reason: `delete failed: ${messageOf(err)}` });
-        continue;
-      }
-    }
-    manifest.remove(rel);
-    s.deleted++;
-    emit({ kind: "mirror.delete", path: rel, action: "deleted" });
-  }
 }
 
 function messageOf(err: unknown): string {

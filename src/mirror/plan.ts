@@ -18,6 +18,8 @@ export interface Accepted {
 
 export type NameVerdict =
   | { readonly kind: "accept"; readonly rel: string }
+  /** A zero-byte `dir/` folder placeholder (Cloud Console "Create folder"): a directory, `rel` without the `/` ("" = the root). */
+  | { readonly kind: "directory"; readonly rel: string }
   | { readonly kind: "other-shard" }
   | { readonly kind: "refuse"; readonly reason: string };
 
@@ -37,17 +39,20 @@ export class NameFilter {
     this.#shard = shard;
   }
 
-  classify(name: string): NameVerdict {
+  /** @param size the listed size: only a zero-byte name ending in `/` is a folder placeholder. */
+  classify(name: string, size = -1): NameVerdict {
     // Clashes are tracked over every name (not just this shard's), so all shards agree on them.
     const mine = inShard(name, this.#shard);
-    const verdict = this.#check(name);
+    const verdict = this.#check(name, size);
     return mine ? verdict : { kind: "other-shard" };
   }
 
-  #check(name: string): NameVerdict {
+  #check(name: string, size: number): NameVerdict {
     if (!name.startsWith(this.#prefix))
       return { kind: "refuse", reason: `not under the listed prefix '${this.#prefix}'` };
     const rel = name.slice(this.#prefix.length);
+    // `prefix/` itself (rel "") is the folder being mirrored: the destination root.
+    if (size === 0 && (rel === "" || rel.endsWith("/"))) return this.#placeholder(rel.replace(/\/$/, ""));
     const check = checkRelativeName(rel);
     if (!check.ok) return { kind: "refuse", reason: check.reason };
     // Names under `f/` sort in [`f/`, `f0`): once past `f/` without the prefix, `f` cannot clash.
@@ -57,6 +62,17 @@ export class NameFilter {
       return { kind: "refuse", reason: `'${parent}' is also an object (a file), so it cannot be a directory too` };
     this.#openFiles.push(rel);
     return { kind: "accept", rel };
+  }
+
+  /** `dir/` with no bytes: checked like a file name (no `..`, no `a//`), then a directory. */
+  #placeholder(dir: string): NameVerdict {
+    if (dir === "") return { kind: "directory", rel: "" };
+    const check = checkRelativeName(dir);
+    if (!check.ok) return { kind: "refuse", reason: check.reason };
+    const parent = this.#openFiles.find((f) => dir === f || dir.startsWith(`${f}/`));
+    if (parent !== undefined)
+      return { kind: "refuse", reason: `'${parent}' is also an object (a file), so it cannot be a directory too` };
+    return { kind: "directory", rel: dir };
   }
 }
 
@@ -76,10 +92,10 @@ export type Pair =
  * order would be wrong.
  */
 export async function* march(remote: AsyncIterable<Accepted>, local: AsyncIterable<LocalEntry>): AsyncGenerator<Pair> {
+  let lastLocal: LocalEntry | undefined;
   const ri = remote[Symbol.asyncIterator]();
   const li = local[Symbol.asyncIterator]();
   let lastR: string | undefined;
-  let lastL: string | undefined;
   const nextR = async () => {
     const n = await ri.next();
     if (n.done === true) return undefined;
@@ -93,16 +109,16 @@ export async function* march(remote: AsyncIterable<Accepted>, local: AsyncIterab
   const nextL = async () => {
     const n = await li.next();
     if (n.done === true) return undefined;
-    if (lastL !== undefined && compareUtf8(n.value.rel, lastL) <= 0)
-      throw new Error(`the local walk is not in byte order ('${lastL}' then '${n.value.rel}')`);
-    lastL = n.value.rel;
+    if (lastLocal !== undefined && compareLocal(n.value, lastLocal) <= 0)
+      throw new Error(`the local walk is not in byte order ('${lastLocal.rel}' then '${n.value.rel}')`);
+    lastLocal = n.value;
     return n.value;
   };
   try {
     let r = await nextR();
     let l = await nextL();
     while (r !== undefined || l !== undefined) {
-      const c = r === undefined ? 1 : l === undefined ? -1 : compareUtf8(r.rel, l.rel);
+      const c = r === undefined ? 1 : l === undefined ? -1 : compareRemoteLocal(r.rel, l);
       if (c < 0) {
         yield { remote: r!, local: undefined };
         r = await nextR();
@@ -119,6 +135,21 @@ export async function* march(remote: AsyncIterable<Accepted>, local: AsyncIterab
     await ri.return?.();
     await li.return?.();
   }
+}
+
+/**
+ * Byte order of a remote name against a local entry. A local name that is not valid UTF-8 is
+ * compared by its raw bytes (no object name can equal it: it is destination-only).
+ */
+export function compareRemoteLocal(rel: string, local: LocalEntry): number {
+  if (local.raw === undefined) return compareUtf8(rel, local.rel);
+  return Buffer.compare(Buffer.from(rel), local.raw) || -1;
+}
+
+/** Byte order of two local entries (raw bytes when either name is not valid UTF-8). */
+export function compareLocal(a: LocalEntry, b: LocalEntry): number {
+  if (a.raw === undefined && b.raw === undefined) return compareUtf8(a.rel, b.rel);
+  return Buffer.compare(a.raw ?? Buffer.from(a.rel), b.raw ?? Buffer.from(b.rel));
 }
 
 /** What stat says about the local file of a pair. */
@@ -145,21 +176,45 @@ export function decide(obj: RemoteObject, local: LocalState | undefined, entry: 
   if (local.type !== "file")
     return { action: "refuse", reason: "the destination path exists and is not a regular file" };
   if (local.size !== obj.size) return { action: "download", why: "size differs" };
+  // Nothing to hash against: only the manifest (size + generation) can vouch for the file.
+  if (hasNoHash(obj) && entry === undefined) return { action: "download", why: "content differs" };
   if (entry !== undefined && entry.size === local.size && entry.mtimeNs === local.mtimeNs && entry.ino === local.ino) {
     if (!sameContent(obj, entry)) return { action: "download", why: "content differs" };
-    return { action: "skip", record: entry.generation !== obj.generation };
+    return { action: "skip", record: entry.generation !== obj.generation || entry.etag !== obj.etag };
   }
   return { action: "hash" };
 }
 
-/** Whether the remote object and recorded (or computed) digests denote the same bytes. */
+/**
+ * Whether the remote object and recorded (or computed) digests denote the same bytes. An object
+ * listed with neither CRC32C nor MD5 is compared by what the manifest recorded when it was
+ * downloaded: the same size and generation (a generation's bytes never change), and the same
+ * ETag when both sides have one. Computed digests alone (no manifest entry) cannot vouch for it.
+ */
 export function sameContent(
   obj: RemoteObject,
-  digests: { readonly crc32c?: string | undefined; readonly md5?: string | undefined },
+  digests: {
+    readonly crc32c?: string | undefined;
+    readonly md5?: string | undefined;
+    readonly size?: number;
+    readonly generation?: string;
+    readonly etag?: string | undefined;
+  },
 ): boolean {
   if (obj.crc32c !== undefined && digests.crc32c !== undefined) return obj.crc32c === digests.crc32c;
   if (obj.md5Hash !== undefined && digests.md5 !== undefined) return obj.md5Hash === digests.md5;
+  if (hasNoHash(obj) && digests.generation !== undefined)
+    return (
+      digests.size === obj.size &&
+      digests.generation === obj.generation &&
+      (obj.etag === undefined || digests.etag === undefined || obj.etag === digests.etag)
+    );
   return false;
+}
+
+/** Listed without CRC32C and MD5 (some composite or third-party objects). */
+export function hasNoHash(obj: RemoteObject): boolean {
+  return obj.crc32c === undefined && obj.md5Hash === undefined;
 }
 
 /** What to do with a destination-only entry. */

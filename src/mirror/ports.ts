@@ -1,3 +1,5 @@
+import { HcexportError } from "../core/errors.ts";
+
 /** One listed object: what the mirror needs to decide and to verify. */
 export interface RemoteObject {
   readonly name: string;
@@ -7,12 +9,29 @@ export interface RemoteObject {
   readonly crc32c?: string;
   /** base64 MD5 (absent for composite objects) */
   readonly md5Hash?: string;
+  /** The object's HTTP ETag, when listed (compared only when there is no hash). */
+  readonly etag?: string;
+  /** `gzip` for objects stored gzip-compressed: size and hashes are those of the stored bytes. */
+  readonly contentEncoding?: string;
 }
 
 /** The bucket side of a mirror (implemented over the GCS JSON API in src/gcp/gcs-objects.ts). */
 export interface RemoteSource {
   /** Objects under `prefix`, page by page, in UTF-8 byte order. */
   listPages(bucket: string, prefix: string, signal?: AbortSignal): AsyncIterable<readonly RemoteObject[]>;
-  /** The bytes of exactly the listed generation. */
+  /** The bytes of exactly the listed generation, as stored (no decompressive transcoding). */
   open(bucket: string, object: RemoteObject, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
+}
+
+/**
+ * The listing itself is wrong (malformed pages, page tokens that cycle, no end in sight): the
+ * server is broken, running again will not help (exit 1), and nothing is deleted.
+ */
+export class ListingError extends HcexportError {
+  constructor(message: string) {
+    super(message, undefined, {
+      hint: "the server's object listing cannot be trusted; check the endpoint (--storage-endpoint) or report it",
+    });
+    this.name = "ListingError";
+  }
 }

@@ -22,7 +22,10 @@ export interface HttpClientOptions {
   readonly retry?: RetryPolicy;
   readonly clock?: Clock;
   readonly userAgent?: string;
-  /** Per-request headers/body timeout in ms (default 60 s). */
+  /**
+   * Idle timeout in ms (default 30 s): for the response headers, and between any two reads of a
+   * body (undici headersTimeout/bodyTimeout). A stalled connection is destroyed, never reused.
+   */
   readonly timeoutMs?: number;
   readonly onRetry?: (notice: RetryNotice & { method: string; url: string }) => void;
 }
@@ -44,6 +47,9 @@ export interface StreamResponse {
   readonly headers: Record<string, string | string[] | undefined>;
   readonly body: Dispatcher.ResponseData["body"];
 }
+
+/** The default idle timeout (`--timeout`): a read that waits longer than this fails and is retried. */
+export const DEFAULT_TIMEOUT_MS = 30_000;
 
 const REDACT_PARAMS = /([?&](?:access_token|key|token|signature|X-Goog-Signature|X-Goog-Credential)=)[^&#]*/gi;
 
@@ -73,7 +79,7 @@ export class HttpClient {
   constructor(options: HttpClientOptions = {}) {
     this.#auth = options.auth ?? anonymousAuth;
     this.#ownsDispatcher = options.dispatcher === undefined;
-    const timeout = options.timeoutMs ?? 60_000;
+    const timeout = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#dispatcher =
       options.dispatcher ??
       new Agent({

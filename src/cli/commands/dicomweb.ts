@@ -5,7 +5,7 @@ import { DestinationError, PartialFailureError, UsageError } from "../../core/er
 import { dicomwebSource, resolveDicomwebBase } from "../../dicomweb/client.ts";
 import { DEFAULT_DICOMWEB_CONCURRENCY, DEFAULT_PAGE_SIZE, pull, type RetrieveMode } from "../../dicomweb/pull.ts";
 import { resolveEndpoints } from "../../gcp/endpoints.ts";
-import { HttpClient } from "../../net/http-client.ts";
+import { DEFAULT_TIMEOUT_MS, HttpClient } from "../../net/http-client.ts";
 import { dicomwebAuth } from "../dicomweb-connect.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { commandCredentials } from "../credentials.ts";
@@ -84,6 +84,11 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
         type: "string",
         describe: "a file of study UIDs or studies/S[/series/SE[/instances/I]] paths, one per line (# comments)",
       })
+      .option("timeout", {
+        type: "number",
+        default: DEFAULT_TIMEOUT_MS / 1000,
+        describe: "seconds a response or a read may stall before the connection is dropped and the request retried",
+      })
       .epilog(
         "Auth for URLs: HCEXPORT_DICOMWEB_TOKEN (bearer) or HCEXPORT_DICOMWEB_USER/HCEXPORT_DICOMWEB_PASSWORD (basic). Stores use Google Application Default Credentials.",
       ) as never,
@@ -101,7 +106,10 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
       target.kind === "store"
         ? await commandCredentials(args, io, endpoints, { projectId: args.project })
         : dicomwebAuth(io.env, target.userinfo);
-    const client = new HttpClient({ auth, connections: args.concurrency + 1 });
+        const timeout = (args as { timeout?: number }).timeout ?? DEFAULT_TIMEOUT_MS / 1000;
+    if (!(Number.isFinite(timeout) && timeout > 0 && timeout <= 3600))
+      throw new UsageError("--timeout must be a number of seconds between 0 and 3600");
+    const client = new HttpClient({ auth, connections: args.concurrency + 1, timeoutMs: Math.round(timeout * 1000) });
     try {
       const summary = await pull({
         source: dicomwebSource(client, target.base),

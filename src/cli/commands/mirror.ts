@@ -6,7 +6,7 @@ import { resolveEndpoints } from "../../gcp/endpoints.ts";
 import { gcsSource } from "../../gcp/gcs-objects.ts";
 import { DEFAULT_CONCURRENCY, mirror } from "../../mirror/mirror.ts";
 import { parseShard } from "../../mirror/shard.ts";
-import { HttpClient } from "../../net/http-client.ts";
+import { DEFAULT_TIMEOUT_MS, HttpClient } from "../../net/http-client.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { commandCredentials } from "../credentials.ts";
 import { table } from "../format.ts";
@@ -20,6 +20,8 @@ interface MirrorArgs extends GlobalArgs {
   "max-delete"?: number;
   "dry-run": boolean;
   shard?: string;
+  timeout: number;
+  "allow-empty-source": boolean;
 }
 
 /** `hcexport mirror gs://B/PREFIX DIR`: verified, atomic, incremental copy of a prefix. */
@@ -49,6 +51,16 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
       .option("shard", {
         type: "string",
         describe: "K/N: mirror only this stable hash partition of the names (for N machines)",
+      })
+      .option("timeout", {
+        type: "number",
+        default: DEFAULT_TIMEOUT_MS / 1000,
+        describe: "seconds a response or a read may stall before the connection is dropped and the object retried",
+      })
+      .option("allow-empty-source", {
+        type: "boolean",
+        default: false,
+        describe: "with --delete: accept a source that lists no objects (and delete everything in DIR)",
       }) as never,
   handler: async (args) => {
     const src = parseGsUri(args.source);
@@ -62,12 +74,15 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
     if (maxDelete !== undefined && !(Number.isInteger(maxDelete) && maxDelete >= 0))
       throw new UsageError("--max-delete must be a whole number ≥ 0");
     if (maxDelete !== undefined && !args.delete) throw new UsageError("--max-delete only makes sense with --delete");
+    if (!(Number.isFinite(args.timeout) && args.timeout > 0 && args.timeout <= 3600))
+      throw new UsageError("--timeout must be a number of seconds between 0 and 3600");
+    const timeoutMs = Math.round(args.timeout * 1000);
     const { out } = createContext(args, io);
     out.use(formatMirrorEvent);
     const endpoints = resolveEndpoints(args, io.env);
     const auth = await commandCredentials(args, io, endpoints, { projectId: args.project });
     // One keep-alive pool sized to the concurrency (+1 for the listing running alongside).
-    const client = new HttpClient({ auth, connections: args.concurrency + 1 });
+    const client = new HttpClient({ auth, connections: args.concurrency + 1, timeoutMs });
     try {
       const summary = await mirror({
         source: gcsSource(client, endpoints.storage),
@@ -81,6 +96,8 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
         ...(shard === undefined ? {} : { shard }),
         onEvent: out.emit,
         signal: io.signal,
+        idleTimeoutMs: timeoutMs,
+        allowEmptySource: args["allow-empty-source"],
       });
       const dry = args["dry-run"];
       const text = table([
@@ -105,7 +122,13 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
           (summary.durationMs / 1000).toFixed(2),
         ].map(String),
       ]);
-      out.result(text, { summary });
+      const notes = [
+        summary.noHash > 0
+          ? `${summary.noHash} object(s) had no CRC32C or MD5: verified by size, compared by size + generation`
+          : "",
+        summary.directories > 0 ? `${summary.directories} folder placeholder(s) made as directories` : "",
+      ].filter((l) => l !== "");
+      out.result([text, ...notes].join("\n"), { summary });
       if (summary.destinationFault !== undefined)
         throw new DestinationError(path.resolve(io.cwd, args.dir), summary.destinationFault, summary.downloaded);
       const bad = summary.failed + summary.refused;

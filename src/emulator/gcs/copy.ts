@@ -42,7 +42,16 @@ export async function copyObject(
     typeof body["metadata"] === "object" && body["metadata"] !== null
       ? Object.fromEntries(Object.entries(body["metadata"]).map(([k, v]) => [k, String(v)]))
       : source.metadata;
-  const meta = store.putObject(dstBucket, dst, data, contentType, metadata === undefined ? undefined : { ...metadata });
+  const contentEncoding =
+    typeof body["contentEncoding"] === "string" ? body["contentEncoding"] : source.contentEncoding;
+  const meta = store.putObject(
+    dstBucket,
+    dst,
+    data,
+    contentType,
+    metadata === undefined ? undefined : { ...metadata },
+    contentEncoding === undefined ? undefined : { contentEncoding },
+  );
   const resource = objectResource(meta, ctx.baseUrl);
   if (op === "copyTo") sendJson(res, 200, resource);
   else

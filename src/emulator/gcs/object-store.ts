@@ -118,6 +118,7 @@ export class EmulatorObjectStore implements ObjectStore {
     data: Buffer,
     contentType: string,
     metadata?: Record<string, string>,
+    extra?: { readonly contentEncoding?: string },
   ): ObjectMeta {
     const b = this.#mustBucket(bucket);
     const now = new Date(this.#now()).toISOString();
@@ -131,6 +132,9 @@ export class EmulatorObjectStore implements ObjectStore {
       md5Hash: md5Base64(data),
       crc32c: crc32cBase64(data),
       contentType,
+      ...(extra?.contentEncoding === undefined || extra.contentEncoding === ""
+        ? {}
+        : { contentEncoding: extra.contentEncoding }),
       timeCreated: now,
       updated: now,
       ...(metadata === undefined ? {} : { metadata: { ...metadata } }),

@@ -1,3 +1,4 @@
+import { gunzipSync } from "node:zlib";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { compareUtf8 } from "../../core/utf8-order.ts";
 import { ApiError, decodeSegment, sendJson } from "../http-util.ts";
@@ -47,7 +48,22 @@ export function handleObjects(
   if (mediaPath || url.searchParams.get("alt") === "media") {
     const data = store.readObject(bucket, name, meta.generation);
     if (data === undefined) throw notFound(bucket, name);
-    sendMedia(req, res, data, mediaHeaders(meta), ctx);
+    if (meta.contentEncoding === "gzip" && !acceptsGzip(req.headers["accept-encoding"])) {
+      // Decompressive transcoding, as GCS does it: the client did not accept gzip, so it gets the
+      // decompressed bytes (no Content-Length, Range ignored); size and hashes in the headers stay
+      // those of the stored gzip bytes, and x-goog-stored-content-encoding says so.
+      sendTranscoded(req, res, data, mediaHeaders(meta));
+      return true;
+    }
+    sendMedia(
+      req,
+      res,
+      data,
+      meta.contentEncoding === undefined
+        ? mediaHeaders(meta)
+        : { ...mediaHeaders(meta), "content-encoding": meta.contentEncoding },
+      ctx,
+    );
     return true;
   }
   sendJson(res, 200, objectResource(meta, ctx.baseUrl, fieldsMask(url)));
@@ -157,4 +173,33 @@ function checkGenerationMatch(meta: ObjectMeta, url: URL): void {
 
 function notFound(bucket: string, name: string): ApiError {
   return new ApiError(404, "notFound", `No such object: ${bucket}/${name}`);
+}
+
+/** Whether an Accept-Encoding header admits gzip (`gzip`, `gzip;q=0.5`, `*`; not `gzip;q=0`). */
+export function acceptsGzip(header: string | string[] | undefined): boolean {
+  const value = Array.isArray(header) ? header.join(",") : (header ?? "");
+  return value.split(",").some((part) => {
+    const [coding, ...params] = part.trim().toLowerCase().split(";");
+    if (coding !== "gzip" && coding !== "x-gzip" && coding !== "*") return false;
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith("q="));
+    return q === undefined || Number(q.slice(2)) > 0;
+  });
+}
+
+function sendTranscoded(
+  req: IncomingMessage,
+  res: ServerResponse,
+  stored: Buffer,
+  headers: Record<string, string>,
+): void {
+  let body: Buffer;
+  try {
+    body = gunzipSync(stored);
+  } catch {
+    // Stored bytes that are not gzip although the metadata says so: GCS serves them as stored.
+    body = stored;
+  }
+  res.writeHead(200, { ...headers, "transfer-encoding": "chunked", warning: "214 UploadServer gunzipped" });
+  if (req.method === "HEAD") res.end();
+  else res.end(body);
 }

@@ -23,6 +23,7 @@ const OBJECT_FIELDS: ReadonlyArray<readonly [string, FieldGetter]> = [
   ["generation", (m) => m.generation],
   ["metageneration", (m) => m.metageneration],
   ["contentType", (m) => m.contentType],
+  ["contentEncoding", (m) => m.contentEncoding],
   ["storageClass", () => "STANDARD"],
   ["size", (m) => String(m.size)],
   ["md5Hash", (m) => m.md5Hash],
@@ -65,7 +66,7 @@ export function mediaHeaders(meta: ObjectMeta): Record<string, string> {
     "x-goog-metageneration": meta.metageneration,
     "x-goog-stored-content-length": String(meta.size),
     // Without this header @google-cloud/storage silently skips its CRC32C check.
-    "x-goog-stored-content-encoding": "identity",
+    "x-goog-stored-content-encoding": meta.contentEncoding ?? "identity",
     "x-goog-storage-class": "STANDARD",
     etag: objectEtag(meta),
     "last-modified": new Date(meta.updated).toUTCString(),

@@ -8,6 +8,7 @@ interface Session {
   bucket: string;
   name: string;
   contentType: string;
+  contentEncoding?: string | undefined;
   metadata: Record<string, string> | undefined;
   chunks: Buffer[];
   received: number;
@@ -47,6 +48,7 @@ export async function handleUpload(
         bucket,
         name,
         contentType: req.headers["content-type"] ?? "application/octet-stream",
+        contentEncoding: url.searchParams.get("contentEncoding") ?? undefined,
         metadata: undefined,
         ifGenerationMatch: url.searchParams.get("ifGenerationMatch"),
       },
@@ -66,6 +68,7 @@ export async function handleUpload(
         bucket,
         name,
         contentType: typeof meta["contentType"] === "string" ? meta["contentType"] : mediaType,
+        contentEncoding: stringOf(meta["contentEncoding"]),
         metadata: stringMap(meta["metadata"]),
         ifGenerationMatch: url.searchParams.get("ifGenerationMatch"),
       },
@@ -95,6 +98,7 @@ export async function handleUpload(
         typeof meta["contentType"] === "string"
           ? meta["contentType"]
           : String(req.headers["x-upload-content-type"] ?? "application/octet-stream"),
+      contentEncoding: stringOf(meta["contentEncoding"]),
       metadata: stringMap(meta["metadata"]),
       chunks: [],
       received: 0,
@@ -165,7 +169,7 @@ async function resumeUpload(
 
 function finish(
   store: ObjectStore,
-  s: Pick<Session, "bucket" | "name" | "contentType" | "metadata" | "ifGenerationMatch">,
+  s: Pick<Session, "bucket" | "name" | "contentType" | "contentEncoding" | "metadata" | "ifGenerationMatch">,
   data: Buffer,
   res: ServerResponse,
   ctx: RequestContext,
@@ -176,9 +180,20 @@ function finish(
     if (!ok)
       throw new ApiError(412, "conditionNotMet", "At least one of the pre-conditions you specified did not hold.");
   }
-  const meta = store.putObject(s.bucket, s.name, data, s.contentType, s.metadata);
+  const meta = store.putObject(
+    s.bucket,
+    s.name,
+    data,
+    s.contentType,
+    s.metadata,
+    s.contentEncoding === undefined ? undefined : { contentEncoding: s.contentEncoding },
+  );
   sendJson(res, 200, objectResource(meta, ctx.baseUrl));
   return meta;
+}
+
+function stringOf(v: unknown): string | undefined {
+  return typeof v === "string" && v !== "" ? v : undefined;
 }
 
 function stringMap(v: unknown): Record<string, string> | undefined {
