@@ -106,7 +106,7 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
       target.kind === "store"
         ? await commandCredentials(args, io, endpoints, { projectId: args.project })
         : dicomwebAuth(io.env, target.userinfo);
-        const timeout = (args as { timeout?: number }).timeout ?? DEFAULT_TIMEOUT_MS / 1000;
+    const timeout = (args as { timeout?: number }).timeout ?? DEFAULT_TIMEOUT_MS / 1000;
     if (!(Number.isFinite(timeout) && timeout > 0 && timeout <= 3600))
       throw new UsageError("--timeout must be a number of seconds between 0 and 3600");
     const client = new HttpClient({ auth, connections: args.concurrency + 1, timeoutMs: Math.round(timeout * 1000) });
