@@ -1,5 +1,6 @@
 import type { Writable } from "node:stream";
 import ora, { type Ora } from "ora";
+import { escapeControls, escapeJsonControls } from "../core/terminal-text.ts";
 
 /** Any event a module emits: a union member keyed on `kind` (see src/core/events.ts). */
 export interface AnyEvent {
@@ -32,7 +33,8 @@ export interface OutputOptions {
 /**
  * The one place that writes to the terminal. `--json`: every event as one NDJSON line on stdout
  * and nothing else. Otherwise: human lines on stderr (results on stdout), an ora spinner for the
- * status on a TTY, and status lines at most every 2 s when not a TTY.
+ * status on a TTY, and status lines at most every 2 s when not a TTY. Every text passes through
+ * `escapeControls` here, the output edge: remote text never reaches the terminal raw.
  */
 export class Output {
   readonly options: OutputOptions;
@@ -58,9 +60,7 @@ export class Output {
   /** Sink for module events. */
   readonly emit = (event: AnyEvent): void => {
     if (this.options.json) {
-      this.options.stdout.write(
-        `${JSON.stringify({ ...event, time: new Date(this.#now()).toISOString() }, jsonReplacer)}\n`,
-      );
+      this.#json({ ...event, time: new Date(this.#now()).toISOString() });
       return;
     }
     let rendered: Rendered | undefined;
@@ -77,7 +77,7 @@ export class Output {
       const sp = this.#spinner;
       this.#spinner = undefined;
       // ora draws its own ✔/✖ symbol.
-      const text = rendered.line?.replace(/^[✔✖] /, "");
+      const text = rendered.line === undefined ? undefined : escapeControls(rendered.line.replace(/^[✔✖] /, ""));
       if (rendered.done === "succeed") sp.succeed(text);
       else sp.fail(text);
       return;
@@ -86,8 +86,9 @@ export class Output {
   };
 
   /** A human line on stderr (kept out of stdout so results stay pipeable). */
-  line(text: string): void {
+  line(raw: string): void {
     if (this.options.json) return;
+    const text = escapeControls(raw);
     if (this.#spinner !== undefined && this.isTTY) {
       this.#spinner.clear();
       this.options.stderr.write(`${text}\n`);
@@ -100,25 +101,40 @@ export class Output {
   /** The command's result: a JSON object with --json, text on stdout otherwise. */
   result(text: string, json: unknown): void {
     this.stopStatus();
-    if (this.options.json)
-      this.options.stdout.write(`${JSON.stringify({ kind: "result", ...(json as object) }, jsonReplacer)}\n`);
-    else if (text !== "") this.options.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
+    if (this.options.json) this.#json({ kind: "result", ...(json as object) });
+    else if (text !== "") this.options.stdout.write(escapeControls(text.endsWith("\n") ? text : `${text}\n`));
   }
 
   /** An error, always shown (as an `error` event with --json). */
   error(message: string, details: Record<string, unknown> = {}): void {
     this.stopStatus();
-    if (this.options.json)
-      this.options.stdout.write(`${JSON.stringify({ kind: "error", message, ...details }, jsonReplacer)}\n`);
-    else this.options.stderr.write(`error: ${message}\n`);
+    if (this.options.json) this.#json({ kind: "error", message, ...details });
+    else {
+      this.options.stderr.write(`error: ${escapeControls(message)}\n`);
+      if (typeof details["hint"] === "string") this.options.stderr.write(`  fix: ${escapeControls(details["hint"])}\n`);
+    }
   }
 
-  stopStatus(): void {
-    this.#spinner?.stop();
+  /**
+   * Ends the status line. `failed` leaves the running step marked ✖ on a TTY (the step the error
+   * or the interruption stopped), so the last frame says where it stopped. A spinner left running
+   * would keep the process alive after its result (issue #10), so every command's output is closed
+   * by the CLI whatever happened (see createContext / closeOutputs).
+   */
+  stopStatus(failed = false): void {
+    const sp = this.#spinner;
     this.#spinner = undefined;
+    if (sp === undefined) return;
+    if (failed) sp.fail();
+    else sp.stop();
   }
 
-  #status(text: string): void {
+  #json(value: object): void {
+    this.options.stdout.write(`${escapeJsonControls(JSON.stringify(value, jsonReplacer))}\n`);
+  }
+
+  #status(raw: string): void {
+    const text = escapeControls(raw, { oneLine: true });
     if (this.isTTY) {
       if (this.#spinner === undefined)
         this.#spinner = ora({ text, stream: this.options.stderr, discardStdin: false }).start();

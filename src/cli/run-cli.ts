@@ -1,15 +1,14 @@
 import yargs from "yargs";
-import { ExitCode, HcexportError, exitCodeOf } from "../core/errors.ts";
+import { ExitCode, HcexportError, InterruptedError, exitCodeOf } from "../core/errors.ts";
 import { commands } from "./commands/index.ts";
 import { Output } from "./output.ts";
-import type { CliIo } from "./context.ts";
+import { closeOutputs, type CliIo } from "./context.ts";
 
 /**
  * Parses `argv` and runs one command with the given process edges. Returns the exit code instead
  * of exiting, so tests can run the CLI in-process.
  */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
-  const wantsJson = argv.includes("--json");
   let exitCode: number = ExitCode.Ok;
   const parser = yargs([...argv])
     .scriptName("hcexport")
@@ -62,26 +61,34 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   for (const make of commands) parser.command(make(io));
   try {
     await parser.parseAsync();
-  } catch (err) {
+    closeOutputs(io, false);
+  } catch (thrown) {
+    closeOutputs(io, true);
+    // Whatever a step threw while it unwound (an AbortError, a cut stream), a signal is the news.
+    const err = interruptionOf(io.signal) ?? thrown;
     exitCode = exitCodeOf(err);
-    const out = new Output({
-      json: wantsJson,
-      quiet: false,
-      verbose: argv.includes("--verbose"),
-      stdout: io.stdout,
-      stderr: io.stderr,
-    });
-    const message = err instanceof Error ? err.message : String(err);
-    const hint = err instanceof HcexportError ? err.hint : undefined;
-    out.error(message, { exitCode, ...(hint === undefined ? {} : { hint }) });
-    if (hint !== undefined && !wantsJson) io.stderr.write(`  fix: ${hint}\n`);
-    if (
-      !(err instanceof HcexportError) &&
-      argv.includes("--verbose") &&
-      err instanceof Error &&
-      err.stack !== undefined
-    )
-      io.stderr.write(`${err.stack}\n`);
+    reportFailure(err, argv, io);
   }
   return exitCode;
+}
+
+/** The InterruptedError the CLI's signal was aborted with, if any. */
+export function interruptionOf(signal: AbortSignal): InterruptedError | undefined {
+  return signal.aborted && signal.reason instanceof InterruptedError ? signal.reason : undefined;
+}
+
+/** Prints a failure the one way every command does: `error: …` + `fix: …`, or an `error` event with --json. */
+export function reportFailure(err: unknown, argv: readonly string[], io: Pick<CliIo, "stdout" | "stderr">): void {
+  const out = new Output({
+    json: argv.includes("--json"),
+    quiet: false,
+    verbose: argv.includes("--verbose"),
+    stdout: io.stdout,
+    stderr: io.stderr,
+  });
+  const message = err instanceof Error ? err.message : String(err);
+  const hint = err instanceof HcexportError ? err.hint : undefined;
+  out.error(message, { exitCode: exitCodeOf(err), ...(hint === undefined ? {} : { hint }) });
+  if (!(err instanceof HcexportError) && argv.includes("--verbose") && err instanceof Error && err.stack !== undefined)
+    io.stderr.write(`${err.stack}\n`);
 }

@@ -24,9 +24,10 @@ export function createServices(args: GlobalArgs, io: CliIo, config?: Config): Se
   const client = new HttpClient({
     auth: authFor(endpoints),
     connections: Math.max(8, config?.mirror.concurrency ?? 32),
+    signal: io.signal,
   });
   const ports: PipelinePorts = {
-    buckets: storageAdmin(endpoints, config?.project ?? args.project),
+    buckets: storageAdmin(endpoints, config?.project ?? args.project, io.signal),
     healthcare: healthcareApi(client, endpoints.healthcare),
     source: gcsSource(client, endpoints.storage),
     fetchAnnotations: (a) =>

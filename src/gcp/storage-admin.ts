@@ -1,4 +1,5 @@
 import type { Storage } from "@google-cloud/storage";
+import { abortable } from "../core/abort.ts";
 import { HcexportError, PermissionError, UsageError } from "../core/errors.ts";
 import type { Policy } from "../workflow/iam-policy.ts";
 import type { Endpoints } from "./endpoints.ts";
@@ -31,9 +32,10 @@ export class StorageAdminError extends HcexportError {
 
 /**
  * BucketAdmin over @google-cloud/storage. Against the local cloud (anonymous endpoints) no
- * credentials are looked up; against Google, Application Default Credentials.
+ * credentials are looked up; against Google, Application Default Credentials. The SDK takes no
+ * abort signal, so each call is raced against `signal` (a Ctrl-C never waits for its retries).
  */
-export function storageAdmin(endpoints: Endpoints, projectId?: string): BucketAdmin {
+export function storageAdmin(endpoints: Endpoints, projectId?: string, signal?: AbortSignal): BucketAdmin {
   // The SDK is loaded on first use (~0.25 s of startup): mirror, dicomweb and fhir never need it.
   let sdk: Promise<{ Storage: typeof Storage }> | undefined;
   const client = async (project?: string): Promise<Storage> =>
@@ -50,16 +52,20 @@ export function storageAdmin(endpoints: Endpoints, projectId?: string): BucketAd
   return {
     async ensureBucket(spec) {
       try {
-        const forProject = await storageFor(spec.project);
-        await forProject.createBucket(spec.name, {
-          ...(spec.location === undefined ? {} : { location: spec.location }),
-          ...(spec.storageClass === undefined ? {} : { storageClass: spec.storageClass }),
-          ...(spec.uniformAccess === undefined
-            ? {}
-            : { iamConfiguration: { uniformBucketLevelAccess: { enabled: spec.uniformAccess } } }),
-        });
+        const forProject = await abortable(storageFor(spec.project), signal);
+        await abortable(
+          forProject.createBucket(spec.name, {
+            ...(spec.location === undefined ? {} : { location: spec.location }),
+            ...(spec.storageClass === undefined ? {} : { storageClass: spec.storageClass }),
+            ...(spec.uniformAccess === undefined
+              ? {}
+              : { iamConfiguration: { uniformBucketLevelAccess: { enabled: spec.uniformAccess } } }),
+          }),
+          signal,
+        );
         return { created: true };
       } catch (err) {
+        if (signal?.aborted === true) throw err;
         const status = statusOf(err);
         const message = err instanceof Error ? err.message : String(err);
         if (status === 409 && /already own it/i.test(message)) return { created: false };
@@ -72,21 +78,21 @@ export function storageAdmin(endpoints: Endpoints, projectId?: string): BucketAd
     },
     async getPolicy(bucket) {
       try {
-        const [policy] = await (
-          await storageFor(projectId)
-        )
-          .bucket(bucket)
-          .iam.getPolicy({ requestedPolicyVersion: 3 });
+        const storage = await abortable(storageFor(projectId), signal);
+        const [policy] = await abortable(storage.bucket(bucket).iam.getPolicy({ requestedPolicyVersion: 3 }), signal);
         return policy as Policy;
       } catch (err) {
+        if (signal?.aborted === true) throw err;
         throw wrap(err, `read the IAM policy of gs://${bucket}`);
       }
     },
     async setPolicy(bucket, policy) {
       try {
-        const [next] = await (await storageFor(projectId)).bucket(bucket).iam.setPolicy(policy as never);
+        const storage = await abortable(storageFor(projectId), signal);
+        const [next] = await abortable(storage.bucket(bucket).iam.setPolicy(policy as never), signal);
         return next as Policy;
       } catch (err) {
+        if (signal?.aborted === true) throw err;
         throw wrap(err, `write the IAM policy of gs://${bucket}`);
       }
     },

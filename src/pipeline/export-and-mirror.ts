@@ -232,6 +232,7 @@ export async function runPipeline(
       known,
       maybeStarted,
       onEvent: emit,
+      ...signalOpt,
       ...(options.clock === undefined ? {} : { clock: options.clock }),
     });
     await store.update((s) => Object.assign(s.exports[e.prefix]!, { status: "running", operation: name }));

@@ -45,7 +45,7 @@ export const demoCommand = (io: CliIo): CommandModule<GlobalArgs, DemoArgs> => (
       dataset: { train: args.train, test: args.test, instanceBytes: args["instance-bytes"] },
       exportInstancesPerSecond: 2000,
     });
-    const client = new HttpClient();
+    const client = new HttpClient({ signal: io.signal });
     try {
       out.line(
         `local cloud on ${cloud.baseUrl}: ${args.train} train + ${args.test} test instances, service agent ${SIIM.serviceAgent}`,
@@ -76,7 +76,7 @@ export const demoCommand = (io: CliIo): CommandModule<GlobalArgs, DemoArgs> => (
       const result = await runPipeline(
         spec,
         {
-          buckets: storageAdmin(endpoints, "my-demo-project"),
+          buckets: storageAdmin(endpoints, "my-demo-project", io.signal),
           healthcare: healthcareApi(client, endpoints.healthcare),
           source: gcsSource(client, endpoints.storage),
           fetchAnnotations: (a) =>

@@ -78,7 +78,7 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
     const { out } = createContext(args, io);
     out.use(formatDicomwebEvent);
     const auth = target.kind === "store" ? authFor(endpoints) : dicomwebAuth(io.env, target.userinfo);
-    const client = new HttpClient({ auth, connections: args.concurrency + 1 });
+    const client = new HttpClient({ auth, connections: args.concurrency + 1, signal: io.signal });
     try {
       const summary = await pull({
         source: dicomwebSource(client, target.base),

@@ -35,7 +35,7 @@ const fhirGet = (io: CliIo): CommandModule<GlobalArgs, FhirGetArgs> => ({
     const { type, id } = parseResourceRef(args.resource);
     const { out } = createContext(args, io);
     const endpoints = resolveEndpoints(args, io.env);
-    const client = new HttpClient({ auth: authFor(endpoints) });
+    const client = new HttpClient({ auth: authFor(endpoints), signal: io.signal });
     try {
       const target = {
         client,

@@ -66,7 +66,7 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
     out.use(formatMirrorEvent);
     const endpoints = resolveEndpoints(args, io.env);
     // One keep-alive pool sized to the concurrency (+1 for the listing running alongside).
-    const client = new HttpClient({ auth: authFor(endpoints), connections: args.concurrency + 1 });
+    const client = new HttpClient({ auth: authFor(endpoints), connections: args.concurrency + 1, signal: io.signal });
     try {
       const summary = await mirror({
         source: gcsSource(client, endpoints.storage),
