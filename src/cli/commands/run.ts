@@ -2,9 +2,9 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import { loadConfig, type LoadedConfig } from "../../config/load.ts";
-import { DestinationError, exitCodeOf, PartialFailureError } from "../../core/errors.ts";
+import { DestinationError, exitCodeOf, PartialFailureError, UsageError } from "../../core/errors.ts";
 import { planRun, runPipeline, type PipelineResult, type PipelineSpec } from "../../pipeline/export-and-mirror.ts";
-import { acquireLock } from "../../workflow/lock.ts";
+import { acquireLock, DEFAULT_STALE_AFTER_MS } from "../../workflow/lock.ts";
 import { adoptEndpoint, FileStateStore } from "../../workflow/state.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { formatPipelineEvent, table } from "../format.ts";
@@ -19,6 +19,7 @@ export interface RunArgs extends GlobalArgs {
   "fresh-export": boolean;
   concurrency?: number;
   report?: string;
+  "lock-stale-after": number;
 }
 
 export const configPositional = <T>(y: Argv<T>) =>
@@ -42,7 +43,13 @@ export function runOptions<T>(y: Argv<T>) {
       describe: "start new exports even if an earlier run finished them (the mirror stays incremental)",
     })
     .option("concurrency", { type: "number", describe: "parallel downloads (overrides mirror.concurrency)" })
-    .option("report", { type: "string", describe: "write a JSON report of this run to FILE" });
+    .option("report", { type: "string", describe: "write a JSON report of this run to FILE" })
+    .option("lock-stale-after", {
+      type: "number",
+      default: DEFAULT_STALE_AFTER_MS / 1000,
+      describe:
+        "seconds without a heartbeat after which the lock of a run on another host or pid namespace is taken over",
+    });
 }
 
 /** The pipeline spec of a loaded config. */
@@ -81,9 +88,16 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
     const startedAt = new Date();
     let result: PipelineResult | undefined;
     let failure: unknown;
+    const staleAfter = args["lock-stale-after"];
+    if (!(Number.isFinite(staleAfter) && staleAfter > 0))
+      throw new UsageError(`--lock-stale-after must be a positive number of seconds, not ${staleAfter}`);
     const lock = args["dry-run"]
       ? undefined
-      : await acquireLock(path.join(loaded.stateDir, "lock"), { command: `run ${args.config}` });
+      : await acquireLock(path.join(loaded.stateDir, "lock"), {
+          command: `run ${args.config}`,
+          staleAfterMs: staleAfter * 1000,
+        });
+    if (lock?.tookOver !== undefined) out.line(`! took over the lock ${lock.path}: ${lock.tookOver}`);
     const state = await FileStateStore.open(loaded.stateDir);
     try {
       const endpoint = services.endpoints.healthcare;
