@@ -1,5 +1,6 @@
 import type { Writable } from "node:stream";
 import ora, { type Ora } from "ora";
+import stringWidth from "string-width";
 import { escapeControls, escapeJsonControls } from "../core/terminal-text.ts";
 
 /** Any event a module emits: a union member keyed on `kind` (see src/core/events.ts). */
@@ -134,7 +135,9 @@ export class Output {
   }
 
   #status(raw: string): void {
-    const text = escapeControls(raw, { oneLine: true });
+    const columns = (this.options.stderr as { columns?: number }).columns ?? 0;
+    // One terminal row, spinner included: a wrapped status is where redraws go wrong (wide names, resizes).
+    const text = fitColumns(escapeControls(raw, { oneLine: true }), this.isTTY ? columns - 3 : Infinity);
     if (this.isTTY) {
       if (this.#spinner === undefined)
         this.#spinner = ora({ text, stream: this.options.stderr, discardStdin: false }).start();
@@ -150,6 +153,20 @@ export class Output {
   #now(): number {
     return (this.options.now ?? Date.now)();
   }
+}
+
+/** `text` cut to at most `columns` terminal columns (wide characters count two), ending in "…" when cut. */
+export function fitColumns(text: string, columns: number): string {
+  if (stringWidth(text) <= columns) return text;
+  let out = "";
+  let width = 0;
+  for (const { segment } of new Intl.Segmenter().segment(text)) {
+    const w = stringWidth(segment);
+    if (width + w > columns - 1) break;
+    out += segment;
+    width += w;
+  }
+  return `${out}…`;
 }
 
 function jsonReplacer(_key: string, value: unknown): unknown {

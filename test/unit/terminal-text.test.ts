@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Writable } from "node:stream";
 import { stripVTControlCharacters } from "node:util";
-import { Output } from "../../src/cli/output.ts";
+import { fitColumns, Output } from "../../src/cli/output.ts";
 import { escapeControls, escapeJsonControls } from "../../src/core/terminal-text.ts";
 
 const HOSTILE = "bad\u001b[2J\u001b]0;pwned\u0007 \u009b31m red\r\u202eevil\u007f";
@@ -73,4 +73,11 @@ test("stopStatus ends a TTY spinner (its timer kept a finished command alive) an
   out.stopStatus(true);
   assert.equal(process.getActiveResourcesInfo().filter((r) => r === "Timeout").length, before);
   assert.match(stripVTControlCharacters(err.text()), /✖ iam: checking\n$/);
+});
+
+test("a status is cut to one terminal row (wide characters count two), so redraws never wrap", () => {
+  assert.equal(fitColumns("short", 10), "short");
+  assert.equal(fitColumns("abcdefghijkl", 10), "abcdefghi…");
+  assert.equal(fitColumns("漢字漢字漢字", 7), "漢字漢…");
+  assert.equal(fitColumns("e\u0301e\u0301e\u0301e\u0301", 3), "e\u0301e\u0301…");
 });
