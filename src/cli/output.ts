@@ -136,8 +136,9 @@ export class Output {
 
   #status(raw: string): void {
     const columns = (this.options.stderr as { columns?: number }).columns ?? 0;
-    // One terminal row, spinner included: a wrapped status is where redraws go wrong (wide names, resizes).
-    const text = fitColumns(escapeControls(raw, { oneLine: true }), this.isTTY ? columns - 3 : Infinity);
+    // One terminal row, with room for the spinner and for the "^C" the terminal echoes on Ctrl-C: a
+    // status that wraps (or that the echo wraps) is redrawn one row off and left on the screen.
+    const text = fitColumns(escapeControls(raw, { oneLine: true }), this.isTTY ? columns - 5 : Infinity);
     if (this.isTTY) {
       if (this.#spinner === undefined)
         this.#spinner = ora({ text, stream: this.options.stderr, discardStdin: false }).start();

@@ -1,5 +1,5 @@
 import yargs from "yargs";
-import { ExitCode, HcexportError, InterruptedError, exitCodeOf } from "../core/errors.ts";
+import { ExitCode, HcexportError, exitCodeOf, interruptionOf } from "../core/errors.ts";
 import { commands } from "./commands/index.ts";
 import { Output } from "./output.ts";
 import { closeOutputs, type CliIo } from "./context.ts";
@@ -70,11 +70,6 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     reportFailure(err, argv, io);
   }
   return exitCode;
-}
-
-/** The InterruptedError the CLI's signal was aborted with, if any. */
-export function interruptionOf(signal: AbortSignal): InterruptedError | undefined {
-  return signal.aborted && signal.reason instanceof InterruptedError ? signal.reason : undefined;
 }
 
 /** Prints a failure the one way every command does: `error: …` + `fix: …`, or an `error` event with --json. */

@@ -95,6 +95,11 @@ export class InterruptedError extends HcexportError {
   }
 }
 
+/** The InterruptedError a signal was aborted with (the CLI's SIGINT/SIGTERM), if any. */
+export function interruptionOf(signal: AbortSignal | undefined): InterruptedError | undefined {
+  return signal?.aborted === true && signal.reason instanceof InterruptedError ? signal.reason : undefined;
+}
+
 /**
  * An HTTP response that was not a success. `retryAfterMs` carries a parsed `Retry-After`.
  * `url` must already be free of credentials (see `redactUrl`).

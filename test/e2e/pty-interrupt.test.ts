@@ -30,7 +30,7 @@ const STEPS: ReadonlyArray<{ step: string; faults: Partial<FaultConfig>; status:
   { step: "annotations", faults: { latencyMs: 5000, pathFilter: "/fhir/" }, status: /annotations: / },
 ];
 
-describe("Ctrl-C and SIGTERM during each step of run", { skip }, () => {
+describe("Ctrl-C and SIGTERM during each step of run", { skip, concurrency: 2 }, () => {
   const clouds: LocalCloud[] = [];
   const dirs: string[] = [];
   after(async () => {
@@ -79,6 +79,12 @@ describe("Ctrl-C and SIGTERM during each step of run", { skip }, () => {
         assert.doesNotMatch(exit.screen, SPINNER_FRAME, where);
         assert.deepEqual(await tempFiles(path.join(dir, "out")), [], where);
         assert.equal(await lockPresent(stateDir), false, `the lock is left after ${how} at ${step}`);
+        // `status` and the report tell the interruption from a failure.
+        const { lastRun } = JSON.parse(await readFile(path.join(stateDir, "state.json"), "utf8")) as {
+          lastRun: { exitCode: number; error: string };
+        };
+        assert.equal(lastRun.exitCode, code, where);
+        assert.match(lastRun.error, /^interrupted by /);
       }
 
       cloud.faults = { ...noFaults };

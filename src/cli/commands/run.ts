@@ -2,7 +2,7 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import { loadConfig, type LoadedConfig } from "../../config/load.ts";
-import { DestinationError, exitCodeOf, PartialFailureError, UsageError } from "../../core/errors.ts";
+import { DestinationError, exitCodeOf, interruptionOf, PartialFailureError, UsageError } from "../../core/errors.ts";
 import { planRun, runPipeline, type PipelineResult, type PipelineSpec } from "../../pipeline/export-and-mirror.ts";
 import { acquireLock, DEFAULT_STALE_AFTER_MS } from "../../workflow/lock.ts";
 import { adoptEndpoint, FileStateStore } from "../../workflow/state.ts";
@@ -159,7 +159,8 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
           hint: "run again to retry what failed; refused names are listed above",
         });
     } catch (err) {
-      failure = err;
+      // Recorded (state, report) as the interruption it was, whatever the step threw while unwinding.
+      failure = interruptionOf(io.signal) ?? err;
       throw err;
     } finally {
       if (!args["dry-run"]) {
