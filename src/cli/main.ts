@@ -11,8 +11,12 @@ const argv = process.argv.slice(2);
 const io = { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd() };
 const controller = new AbortController();
 let interrupted: InterruptedError | undefined;
+let cutOffTimer: NodeJS.Timeout | undefined;
+let finished: number | undefined = undefined;
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.on(sig, () => {
+    // The result is out: nothing left to stop.
+    if (finished !== undefined) process.exit(finished);
     if (interrupted !== undefined) {
       // A second signal: exit at once; the next run sweeps what this one could not.
       process.stderr.write(`\ninterrupted again by ${sig}: exiting at once\n`);
@@ -22,13 +26,15 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
     // Every wait (HTTP, poll and backoff sleeps, the mirror's pool) listens to this signal and unwinds.
     controller.abort(interrupted);
     const cutOff = interrupted;
-    setTimeout(() => {
+    cutOffTimer = setTimeout(() => {
       reportFailure(cutOff, argv, io);
       process.exit(cutOff.exitCode);
     }, UNWIND_MS).unref();
   });
 }
 const code = await runCli(argv, { ...io, signal: controller.signal });
+finished = code;
+clearTimeout(cutOffTimer);
 process.exitCode = code;
 // The result is out: nothing may keep a finished command alive (issue #10: a spinner once did).
 setTimeout(() => process.exit(code), LINGER_MS).unref();
