@@ -8,6 +8,7 @@ import { SIIM, SIIM_FHIR_STORE, SIIM_TRAIN_STORE } from "../../src/emulator/data
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
 import { startPty, ptySkip, type PtyExit, type PtySession } from "../support/pty.ts";
 import { demoConfig, SPINNER_FRAME } from "../support/pty-fixtures.ts";
+import { requireBuiltCli, spawnCli } from "../support/chaos.ts";
 
 /**
  * Issue #10, finding 1: on a real terminal (tmux, 120×30) every command family exits within 1 s of
@@ -17,6 +18,8 @@ import { demoConfig, SPINNER_FRAME } from "../support/pty-fixtures.ts";
 const skip = ptySkip("pty-exits");
 /** The screen's lines joined: a long line wraps at 120 columns. */
 const unwrap = (screen: string) => screen.replace(/\n/g, "");
+// eslint-disable-next-line no-control-regex
+const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
 const HOSTILE = "\u001b[2J\u001b]0;pwned\u0007denied \u009b31mred";
 
 describe("a finished command exits at once on a terminal", { skip }, () => {
@@ -36,6 +39,10 @@ describe("a finished command exits at once on a terminal", { skip }, () => {
       req.resume();
       const op = "projects/p/locations/l/datasets/d/operations/1";
       if (req.method === "POST" && req.url?.includes(":export")) return void res.end(JSON.stringify({ name: op }));
+      if (req.url?.endsWith("/fhir/DocumentReference/evil"))
+        return void res.end(
+          JSON.stringify({ resourceType: "DocumentReference", id: "evil", status: "current", description: HOSTILE }),
+        );
       if (req.url?.endsWith(op))
         return void res.end(JSON.stringify({ name: op, done: true, error: { code: 7, message: HOSTILE } }));
       res.writeHead(400, { "content-type": "application/json" });
@@ -140,5 +147,19 @@ describe("a finished command exits at once on a terminal", { skip }, () => {
       4,
     );
     assert.match(unwrap(op.screen), /\\u001b\[2J\\u001b\]0;pwned\\u0007denied \\u009b31mred/);
+  });
+
+  test("FHIR text reaches the screen escaped, and the NDJSON carries it escaped but intact", async () => {
+    const dir = await tmp();
+    const args = ["fhir", "get", SIIM_FHIR_STORE, "DocumentReference/evil", "--emulator", hostileUrl];
+    const t = await startPty(args, { cwd: dir });
+    const exit = await t.exited(20_000).finally(() => t.close());
+    assert.equal(exit.code, 0, exit.history);
+    assert.match(unwrap(exit.screen), /"description": "\\u001b\[2J\\u001b\]0;pwned\\u0007denied \\u009b31mred"/);
+    const json = await spawnCli(requireBuiltCli(), [...args, "--json"], { cwd: dir });
+    assert.equal(json.code, 0, json.stderr);
+    assert.doesNotMatch(json.stdout + json.stderr, RAW_CONTROL);
+    const result = JSON.parse(json.stdout.trim().split("\n").at(-1)!) as { resource: { description: string } };
+    assert.equal(result.resource.description, HOSTILE);
   });
 });
