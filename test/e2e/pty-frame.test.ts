@@ -35,7 +35,7 @@ describe("the progress display on a 120×30 terminal", { skip }, () => {
     // Longer than the terminal is wide: the listing status would wrap if it were not cut.
     const dest = path.join(dir, "a-destination-directory-whose-name-is-long".repeat(3), "m");
     await mkdir(dest, { recursive: true });
-    cloud.faults = { ...noFaults, latencyMs: 150, pathFilter: "/o/" };
+    cloud.faults = { ...noFaults, latencyMs: 250, pathFilter: "/o/" };
     const t = await startPty(["mirror", "gs://pty-frame/p", dest, "--concurrency", "4", "--emulator", cloud.baseUrl], {
       cwd: dir,
     });
