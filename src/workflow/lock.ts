@@ -19,6 +19,12 @@ export interface HeldLock {
   readonly owner: LockOwner;
   /** Set when a stale lock was taken over: whose, and why it was judged gone. */
   readonly tookOver: string | undefined;
+  /**
+   * Aborted (with a LockHeldError, exit 6) when a heartbeat finds the lock is no longer ours: another
+   * run judged it stale (this process was frozen longer than the bound) and took it over. The run
+   * should stop, so two runs never write the same state.
+   */
+  readonly lost: AbortSignal;
   /** Stops the heartbeat and removes the lock if it is still ours. */
   release(): Promise<void>;
 }
@@ -152,10 +158,19 @@ function held(
   beatMs: number,
 ): HeldLock {
   const ours = async () => (await readFile(lockPath, "utf8").catch(() => undefined)) === text;
+  const lost = new AbortController();
   // The heartbeat: the lock file's mtime, refreshed while the lock is still ours. Unref'd: it never keeps a process alive.
   const timer = setInterval(() => {
     void (async () => {
-      if (!(await ours())) return clearInterval(timer);
+      if (!(await ours())) {
+        clearInterval(timer);
+        lost.abort(
+          new LockHeldError(`the lock ${lockPath} was taken over by another run while this one held it`, {
+            hint: "this process was stopped or frozen longer than the lock's stale bound (--lock-stale-after); the other run carries on",
+          }),
+        );
+        return;
+      }
       const t = new Date();
       await utimes(lockPath, t, t).catch(() => {});
     })();
@@ -165,6 +180,7 @@ function held(
     path: lockPath,
     owner,
     tookOver,
+    lost: lost.signal,
     async release() {
       clearInterval(timer);
       if (await ours()) await unlink(lockPath).catch(() => {});

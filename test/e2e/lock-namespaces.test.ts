@@ -107,11 +107,11 @@ describe("stale locks across pid and UTS namespaces (unshare)", { skip }, () => 
     await Promise.all(clouds.map((c) => c.close()));
     await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
   });
-  const setup = async () => {
+  const setup = async (train: number, perSecond: number) => {
     // A slow export keeps the holder in `wait` (holding the lock) for seconds.
     const cloud = await startLocalCloud({
-      dataset: { train: 16, test: 1, instanceBytes: 1024 },
-      exportInstancesPerSecond: 3,
+      dataset: { train, test: 1, instanceBytes: 1024 },
+      exportInstancesPerSecond: perSecond,
     });
     clouds.push(cloud);
     const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-lockns-"));
@@ -126,7 +126,7 @@ describe("stale locks across pid and UTS namespaces (unshare)", { skip }, () => 
   };
 
   test("7a: a restarted container (same hostname, new pid namespace, the same pid 1) takes the dead holder's lock", async () => {
-    const { dir, args, lock } = await setup();
+    const { dir, args, lock } = await setup(16, 3);
     const holder = await holderInWait("ctr-1", args, dir);
     const held = JSON.parse(await readFile(lock, "utf8")) as { pid: number; host: string; pidNs: string };
     assert.equal(held.pid, 1);
@@ -143,7 +143,7 @@ describe("stale locks across pid and UTS namespaces (unshare)", { skip }, () => 
   });
 
   test("7b: another pod (another hostname) gets exit 6 while the holder beats, and takes over once it is gone", async () => {
-    const { dir, args, lock } = await setup();
+    const { dir, args, lock } = await setup(14, 1); // ~14 s of export: the holder outlives the 3 s wait and a slow start of the second run
     const bound = ["--lock-stale-after", "2"];
     const holder = await holderInWait("cron-a", [...args, ...bound], dir);
     // Longer than the bound: only the holder's heartbeat keeps its lock fresh.

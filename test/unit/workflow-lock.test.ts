@@ -62,6 +62,20 @@ describe("acquireLock", async () => {
     await lock.release();
   });
 
+  test("a holder whose lock was taken over meanwhile learns it at the next heartbeat, and leaves the new lock alone", async () => {
+    const lockPath = path.join(dir, "e", "lock");
+    const lock = await acquireLock(lockPath, { staleAfterMs: 200 }); // heartbeat every 50 ms
+    await new Promise((r) => setTimeout(r, 120));
+    assert.equal(lock.lost.aborted, false, "its own heartbeats do not count as a loss");
+    const theirs = `${JSON.stringify({ pid: 1, host: "other-host", startedAt: new Date().toISOString(), command: "x" })}\n`;
+    await writeFile(lockPath, theirs);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(lock.lost.aborted, true);
+    assert.ok(lock.lost.reason instanceof LockHeldError);
+    await lock.release();
+    assert.equal(await readFile(lockPath, "utf8"), theirs);
+  });
+
   test("many concurrent contenders: exactly one wins", async () => {
     const lockPath = path.join(dir, "d", "lock");
     await acquireLock(lockPath, { pid: 999_999_998 }); // stale: that pid does not exist

@@ -2,6 +2,7 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import { loadConfig, type LoadedConfig } from "../../config/load.ts";
+import { eitherSignal } from "../../core/abort.ts";
 import { DestinationError, exitCodeOf, interruptionOf, PartialFailureError, UsageError } from "../../core/errors.ts";
 import { planRun, runPipeline, type PipelineResult, type PipelineSpec } from "../../pipeline/export-and-mirror.ts";
 import { acquireLock, DEFAULT_STALE_AFTER_MS } from "../../workflow/lock.ts";
@@ -125,7 +126,7 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
       await state.update((s) => void (s.lastRun = { startedAt: startedAt.toISOString() }));
       result = await runPipeline(spec, services.ports, {
         onEvent: out.emit,
-        signal: io.signal,
+        signal: eitherSignal(io.signal, lock?.lost) ?? io.signal,
         state,
         force: args.force,
         freshExport: args["fresh-export"],
@@ -160,8 +161,8 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
         });
     } catch (err) {
       // Recorded (state, report) as the interruption it was, whatever the step threw while unwinding.
-      failure = interruptionOf(io.signal) ?? err;
-      throw err;
+      failure = interruptionOf(io.signal) ?? (lock?.lost.aborted === true ? lock.lost.reason : err);
+      throw failure;
     } finally {
       if (!args["dry-run"]) {
         const finishedAt = new Date().toISOString();
