@@ -30,8 +30,12 @@ export class MultipartParser {
   #seen = 0;
   #parts = 0;
 
-  constructor(boundary: string) {
-    if (!/^[\x20-\x7e]{1,70}$/.test(boundary) || boundary.endsWith(" "))
+  /**
+   * @param maxBoundary longest boundary accepted: RFC 2046 allows 70 characters, but a server may
+   *   accept longer ones from real clients (Orthanc's STOW-RS client sends 73).
+   */
+  constructor(boundary: string, maxBoundary = 70) {
+    if (boundary.length > maxBoundary || !/^[\x20-\x7e]+$/.test(boundary) || boundary.endsWith(" "))
       throw new MultipartError(`invalid multipart boundary ${JSON.stringify(boundary)}`);
     this.#dashBoundary = Buffer.from(`--${boundary}`, "latin1");
     this.#delimiter = Buffer.concat([CRLF, this.#dashBoundary]);

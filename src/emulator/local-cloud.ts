@@ -5,6 +5,10 @@ import path from "node:path";
 import { seededRandom } from "./faults.ts";
 import { createHealthcareService, resumeExports, type HealthcareServiceOptions } from "./healthcare/service.ts";
 import { HealthcareModel } from "./healthcare/model.ts";
+import { createHealthcareResourcesService } from "./healthcare/resources.ts";
+import { abortUnfinished, createHealthcareDataService } from "./healthcare/data-service.ts";
+import { loadLocalStores, type LoadResult, type LoadSpec } from "./healthcare/load-local.ts";
+import { siimPatient } from "./dataset/patients.ts";
 import { sendMedia } from "./media.ts";
 import { createResourceManagerService } from "./resource-manager.ts";
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from "./server.ts";
@@ -23,6 +27,8 @@ export interface LocalCloudOptions extends EmulatorOptions {
   readonly dataset?: DatasetOptions;
   /** How fast exports write instances (default 100/s: ~1 s per 100 instances, so progress is visible). */
   readonly exportInstancesPerSecond?: number;
+  /** Preload DICOM stores from local directories (`hcexport emulator --load STORE=DIR`). */
+  readonly load?: readonly LoadSpec[];
 }
 
 export interface LocalCloud extends RunningEmulator {
@@ -31,6 +37,8 @@ export interface LocalCloud extends RunningEmulator {
   readonly annotationsCsv: string;
   /** Where the attachment is served. */
   readonly annotationsUrl: string;
+  /** What `load` put into each store. */
+  readonly loaded: readonly LoadResult[];
 }
 
 /** Where the annotations CSV is served (the DocumentReference's attachment URL points here). */
@@ -45,7 +53,9 @@ export const DEFAULT_EXPORT_RATE = 100;
  */
 export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<LocalCloud> {
   const model = new HealthcareModel(
-    options.dataDir === undefined ? {} : { journal: path.join(options.dataDir, OPERATIONS_JOURNAL) },
+    options.dataDir === undefined
+      ? {}
+      : { journal: path.join(options.dataDir, OPERATIONS_JOURNAL), resourceDir: options.dataDir },
   );
   const extra = options.services;
   let hc: HealthcareServiceOptions | undefined;
@@ -64,6 +74,8 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
         faults,
       };
       return [
+        createHealthcareResourcesService(model),
+        createHealthcareDataService(hc),
         createHealthcareService(hc),
         createResourceManagerService(projects),
         filesService(() => model.annotationsCsv()),
@@ -74,11 +86,21 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
   live.emulator = emulator;
   if (options.dataset !== undefined) model.setAnnotationsCsv(loadSiim(model, options.dataset, emulator.baseUrl));
   resumeExports(hc!, seededRandom(options.faults?.seed ?? 1), faults);
+  abortUnfinished(model);
+  let loaded: LoadResult[];
+  try {
+    loaded = await loadLocalStores(model, emulator.projects, options.load ?? []);
+  } catch (err) {
+    await model.stop();
+    await emulator.close();
+    throw err;
+  }
   const close = emulator.close;
   return Object.assign(emulator, {
     healthcare: model,
     annotationsCsv: model.annotationsCsv(),
     annotationsUrl: `${emulator.baseUrl}${ANNOTATIONS_PATH}`,
+    loaded,
     close: async () => {
       await model.stop();
       await close();
@@ -114,6 +136,8 @@ export function loadSiim(model: HealthcareModel, d: DatasetOptions, baseUrl: str
       },
     ],
   });
+  for (const inst of train) fhir.resources.set(`Patient/${inst.patientId}`, siimPatient(inst));
+  for (const name of [SIIM_TRAIN_STORE, SIIM_TEST_STORE, SIIM_FHIR_STORE]) model.generated.add(name);
   return csv;
 }
 

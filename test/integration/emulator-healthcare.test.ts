@@ -6,6 +6,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { request } from "undici";
+import type { GeneratedInstance } from "../../src/emulator/dataset/instances.ts";
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
 import {
   SIIM,
@@ -454,7 +455,7 @@ describe("QIDO limits, metadata and operations.list over HTTP", () => {
 
   test("includefield over HTTP; /metadata; nested searches; operations.list pages", async () => {
     const web = `/v1/${SIIM_TRAIN_STORE}/dicomWeb`;
-    const inst = cloud.healthcare.instances(SIIM_TRAIN_STORE)[2]!;
+    const inst = cloud.healthcare.instances(SIIM_TRAIN_STORE)[2] as GeneratedInstance;
     const rows = (
       await call(
         "GET",

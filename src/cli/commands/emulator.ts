@@ -2,6 +2,8 @@ import type { CommandModule } from "yargs";
 import { UsageError } from "../../core/errors.ts";
 import { SIIM, SIIM_TEST_STORE, SIIM_TRAIN_STORE } from "../../emulator/dataset/siim.ts";
 import { startLocalCloud } from "../../emulator/local-cloud.ts";
+import { parseLoadSpec, type LoadSpec } from "../../emulator/healthcare/load-local.ts";
+import { statSync } from "node:fs";
 import type { FaultConfig } from "../../emulator/types.ts";
 import type { CliIo, GlobalArgs } from "../context.ts";
 
@@ -23,6 +25,7 @@ interface EmulatorArgs extends GlobalArgs {
   "fault-latency": number;
   "fault-export-failure": number;
   "retry-after"?: number;
+  load?: string[];
 }
 
 /** `hcexport emulator`: the local cloud in the foreground until SIGINT/SIGTERM. */
@@ -41,6 +44,12 @@ export const emulatorCommand = (io: CliIo): CommandModule<GlobalArgs, EmulatorAr
         type: "string",
         choices: ["siim"],
         describe: "load the SIIM-shaped dataset (stores, FHIR annotations)",
+      })
+      .option("load", {
+        type: "string",
+        array: true,
+        describe:
+          "preload a DICOM store from your own files: STORE=DIR (STORE = projects/P/locations/L/datasets/D/dicomStores/S; DIR walked recursively; repeatable)",
       })
       .option("train", { type: "number", default: 200, describe: "train instances (the real store has 10,712)" })
       .option("test", { type: "number", default: 50, describe: "test instances (the real store has 1,377)" })
@@ -96,7 +105,21 @@ export const emulatorCommand = (io: CliIo): CommandModule<GlobalArgs, EmulatorAr
       exportFailureRate: args["fault-export-failure"],
       ...(args["retry-after"] === undefined ? {} : { retryAfterSeconds: args["retry-after"] }),
     };
+    const load: LoadSpec[] = [];
+    for (const raw of args.load ?? []) {
+      const spec = parseLoadSpec(raw);
+      if (typeof spec === "string") throw new UsageError(spec);
+      let isDir = false;
+      try {
+        isDir = statSync(spec.dir).isDirectory();
+      } catch {
+        // reported below
+      }
+      if (!isDir) throw new UsageError(`--load ${raw}: ${spec.dir} is not a directory`);
+      load.push(spec);
+    }
     const cloud = await startLocalCloud({
+      load,
       port: args.port,
       host: args.host,
       faults,
@@ -113,6 +136,7 @@ export const emulatorCommand = (io: CliIo): CommandModule<GlobalArgs, EmulatorAr
         `@google-cloud/storage: new Storage({ apiEndpoint: "${cloud.baseUrl}", projectId: "my-project" })`,
         `rclone:              rclone lsf :gcs:BUCKET --gcs-anonymous --gcs-endpoint ${cloud.baseUrl}/storage/v1/`,
         `gcloud:              CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE=${cloud.baseUrl}/ CLOUDSDK_AUTH_DISABLE_CREDENTIALS=True gcloud storage ls gs://BUCKET`,
+        `gcloud healthcare:   CLOUDSDK_API_ENDPOINT_OVERRIDES_HEALTHCARE=${cloud.baseUrl}/ CLOUDSDK_AUTH_DISABLE_CREDENTIALS=True gcloud healthcare datasets list --location=us-central1 --project=P`,
         `faults:              curl -X POST ${cloud.baseUrl}/_emulator/faults -d '{"rate503":0.05}'`,
       ];
       if (args.dataset === "siim") {
@@ -122,6 +146,17 @@ export const emulatorCommand = (io: CliIo): CommandModule<GlobalArgs, EmulatorAr
           `  ${SIIM_TEST_STORE}`,
           `  service agent that needs roles/storage.objectAdmin on your bucket: ${SIIM.serviceAgent}`,
         );
+      }
+      for (const l of cloud.loaded) {
+        lines.push(
+          `loaded:              ${l.loaded} instances (${l.bytes} bytes) from ${l.dir} into`,
+          `  ${l.store}`,
+          `  service agent that needs roles/storage.objectAdmin on your bucket: ${l.serviceAgent}`,
+        );
+        if (l.skipped.length > 0)
+          lines.push(
+            `  skipped ${l.skipped.length} files that are not DICOM, e.g. ${l.skipped[0]!.file}: ${l.skipped[0]!.reason}`,
+          );
       }
       io.stderr.write(`${lines.join("\n")}\n`);
     }

@@ -1,17 +1,32 @@
 import type { GeneratedInstance } from "../dataset/instances.ts";
+import { IamPolicies } from "./iam-policies.ts";
+import { loadResources, saveResources } from "./resource-journal.ts";
 import { loadOperations, saveOperations } from "./operation-journal.ts";
+import type { StoredInstance } from "./stored-instance.ts";
 
-/** An emulated DICOM store: its instances (UIDs in memory, bytes generated on demand). */
+/** An instance of a store: generated (SIIM, bytes made on demand) or stored (a user's own bytes). */
+export type StoreInstance = GeneratedInstance | StoredInstance;
+
+/** An emulated DICOM store: its instances and its resource fields (labels, notificationConfig, streamConfigs). */
 export interface DicomStoreRecord {
   readonly name: string;
-  readonly instances: GeneratedInstance[];
-  readonly bySop: Map<string, GeneratedInstance>;
+  readonly instances: StoreInstance[];
+  readonly bySop: Map<string, StoreInstance>;
+  /** The DicomStore resource's fields other than `name`, as the client set them. */
+  config: Record<string, unknown>;
 }
 
-/** A FHIR store: resources by `Type/id`. */
+/** A FHIR store: resources by `Type/id`, and its resource fields (version, labels, …). */
 export interface FhirStoreRecord {
   readonly name: string;
   readonly resources: Map<string, Record<string, unknown>>;
+  config: Record<string, unknown>;
+}
+
+/** A dataset: its resource fields other than `name` (timeZone, encryptionSpec). */
+export interface DatasetRecord {
+  readonly name: string;
+  config: Record<string, unknown>;
 }
 
 export interface OperationCounter {
@@ -36,12 +51,21 @@ export interface OperationRecord {
   /** The export's source store and destination, for tests. */
   readonly source: string;
   readonly destination: string;
+  /** The `response` of a finished operation (default: ExportDicomDataResponse). */
+  response?: Record<string, unknown>;
+  /** `error.details` (e.g. ImportDicomDataErrorDetails). */
+  errorDetails?: unknown[];
 }
 
 /** The state of the emulated Healthcare API: stores, operations and the annotations CSV. */
 export class HealthcareModel {
   readonly dicomStores = new Map<string, DicomStoreRecord>();
   readonly fhirStores = new Map<string, FhirStoreRecord>();
+  readonly datasets = new Map<string, DatasetRecord>();
+  /** Stores the dataset generator made (`--dataset siim`): made again at each start, so never saved. */
+  readonly generated = new Set<string>();
+  /** IAM policies of datasets and stores. */
+  readonly iam = new IamPolicies();
   readonly #operations = new Map<string, OperationRecord>();
   #nextOperation = 1_000_000_000_000_000_000n;
   #csv = "";
@@ -51,9 +75,17 @@ export class HealthcareModel {
   /** Aborted when the emulator closes: running exports stop where they are (as if the process died). */
   readonly shutdown = new AbortController();
 
-  /** @param journal a JSON file keeping the operations across restarts (omit: in memory only) */
-  constructor(options: { journal?: string } = {}) {
+  readonly #resourceDir: string | undefined;
+  #resourceTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * @param journal a JSON file keeping the operations across restarts (omit: in memory only)
+   * @param resourceDir a directory keeping datasets, stores, IAM policies and stored instances
+   */
+  constructor(options: { journal?: string; resourceDir?: string } = {}) {
     this.#journal = options.journal;
+    this.#resourceDir = options.resourceDir;
+    if (this.#resourceDir !== undefined) loadResources(this.#resourceDir, this);
     if (this.#journal === undefined) return;
     for (const op of loadOperations(this.#journal)) {
       this.#operations.set(op.name, op);
@@ -61,20 +93,41 @@ export class HealthcareModel {
     }
   }
 
-  addDicomStore(name: string, instances: GeneratedInstance[]): DicomStoreRecord {
-    const rec = { name, instances, bySop: new Map(instances.map((i) => [i.sopInstanceUid, i])) };
+  /** Records that datasets, stores, policies or instances changed: saved within 200 ms (and on stop). */
+  resourcesChanged(): void {
+    if (this.#resourceDir === undefined) return;
+    this.#resourceTimer ??= setTimeout(() => this.#saveResources(), 200).unref();
+  }
+
+  #saveResources(): void {
+    if (this.#resourceTimer !== undefined) clearTimeout(this.#resourceTimer);
+    this.#resourceTimer = undefined;
+    if (this.#resourceDir !== undefined) saveResources(this.#resourceDir, this);
+  }
+
+  addDicomStore(name: string, instances: StoreInstance[], config: Record<string, unknown> = {}): DicomStoreRecord {
+    this.ensureDataset(datasetOf(name));
+    const rec = { name, instances, bySop: new Map(instances.map((i) => [i.sopInstanceUid, i])), config };
     this.dicomStores.set(name, rec);
     return rec;
   }
 
-  addFhirStore(name: string): FhirStoreRecord {
-    const rec = { name, resources: new Map<string, Record<string, unknown>>() };
+  addFhirStore(name: string, config: Record<string, unknown> = { version: "R4" }): FhirStoreRecord {
+    this.ensureDataset(datasetOf(name));
+    const rec = { name, resources: new Map<string, Record<string, unknown>>(), config };
     this.fhirStores.set(name, rec);
     return rec;
   }
 
+  /** The dataset of that name, created (with no fields set) if absent. */
+  ensureDataset(name: string): DatasetRecord {
+    let rec = this.datasets.get(name);
+    if (rec === undefined) this.datasets.set(name, (rec = { name, config: { timeZone: "UTC" } }));
+    return rec;
+  }
+
   /** Instances of a store (by full resource name), for tests that compare bytes. */
-  instances(storeName: string): readonly GeneratedInstance[] {
+  instances(storeName: string): readonly StoreInstance[] {
     return this.dicomStores.get(storeName)?.instances ?? [];
   }
 
@@ -140,8 +193,9 @@ export class HealthcareModel {
     this.flush();
   }
 
-  /** Writes the journal now (also on close). */
+  /** Writes the journals now (also on close). */
   flush(): void {
+    if (this.#resourceTimer !== undefined) this.#saveResources();
     if (this.#saveTimer !== undefined) clearTimeout(this.#saveTimer);
     this.#saveTimer = undefined;
     if (this.#journal !== undefined) saveOperations(this.#journal, this.operations());
@@ -167,8 +221,14 @@ export function operationJson(op: OperationRecord): Record<string, unknown> {
   const out: Record<string, unknown> = { name: op.name, metadata };
   if (op.done) {
     out["done"] = true;
-    if (op.error !== undefined) out["error"] = op.error;
-    else out["response"] = { "@type": `type.googleapis.com/${pkg}.dicom.ExportDicomDataResponse` };
+    if (op.error !== undefined)
+      out["error"] = op.errorDetails === undefined ? op.error : { ...op.error, details: op.errorDetails };
+    else out["response"] = op.response ?? { "@type": `type.googleapis.com/${pkg}.dicom.ExportDicomDataResponse` };
   }
   return out;
+}
+
+/** `projects/P/locations/L/datasets/D` of a store name. */
+export function datasetOf(storeName: string): string {
+  return storeName.split("/").slice(0, 6).join("/");
 }

@@ -1,5 +1,6 @@
-import { SOP_CLASS_SECONDARY_CAPTURE, type GeneratedInstance } from "../dataset/instances.ts";
+import { SOP_CLASS_SECONDARY_CAPTURE } from "../dataset/instances.ts";
 import { ApiError } from "../http-util.ts";
+import type { StoreInstance } from "./model.ts";
 
 export type QidoLevel = "studies" | "series" | "instances";
 
@@ -49,7 +50,8 @@ export interface DicomJsonAttribute {
 export type DicomJson = Record<string, DicomJsonAttribute>;
 
 /** Every attribute of an instance that QIDO can return or match on (no Pixel Data). */
-export function instanceAttributes(i: GeneratedInstance): DicomJson {
+export function instanceAttributes(i: StoreInstance): DicomJson {
+  if ("kind" in i) return { ...i.attributes };
   return {
     "00080016": { vr: "UI", Value: [SOP_CLASS_SECONDARY_CAPTURE] },
     "00080018": { vr: "UI", Value: [i.sopInstanceUid] },
@@ -174,7 +176,7 @@ function wildcard(pattern: string): RegExp {
  * row onto the level's attributes plus `includefield`.
  */
 export function qidoSearch(
-  instances: Iterable<GeneratedInstance>,
+  instances: Iterable<StoreInstance>,
   level: QidoLevel,
   scope: { study?: string; series?: string },
   params: URLSearchParams,
@@ -189,6 +191,7 @@ export function qidoSearch(
   const seen = new Set<string>();
   const out: DicomJson[] = [];
   let skipped = 0;
+  const counts = level === "instances" ? undefined : relatedCounts(instances);
   for (const inst of instances) {
     const attrs = instanceAttributes(inst);
     if (!filters.every(([tag, accepted]) => matches(attrs[tag], accepted))) continue;
@@ -200,9 +203,11 @@ export function qidoSearch(
       continue;
     }
     if (out.length >= limit) break;
-    // One study → one series → one instance, as in SIIM: the related counts are all 1.
-    if (level === "studies") attrs["00201206"] = attrs["00201208"] = { vr: "IS", Value: [1] };
-    if (level === "series") attrs["00201209"] = { vr: "IS", Value: [1] };
+    if (level === "studies") {
+      attrs["00201206"] = { vr: "IS", Value: [counts!.studySeries.get(inst.studyUid)!.size] };
+      attrs["00201208"] = { vr: "IS", Value: [counts!.studyInstances.get(inst.studyUid)!] };
+    }
+    if (level === "series") attrs["00201209"] = { vr: "IS", Value: [counts!.seriesInstances.get(inst.seriesUid)!] };
     const tags = new Set(LEVEL_TAGS[level]);
     for (const tag of include === "all" ? Object.keys(attrs) : include)
       if (LEVEL_SCOPE[level](tag) || include !== "all") tags.add(tag);
@@ -211,6 +216,21 @@ export function qidoSearch(
     out.push(row);
   }
   return out;
+}
+
+/** Series and instances per study, instances per series (one pass over the store). */
+function relatedCounts(instances: Iterable<StoreInstance>) {
+  const studySeries = new Map<string, Set<string>>();
+  const studyInstances = new Map<string, number>();
+  const seriesInstances = new Map<string, number>();
+  for (const i of instances) {
+    let s = studySeries.get(i.studyUid);
+    if (s === undefined) studySeries.set(i.studyUid, (s = new Set()));
+    s.add(i.seriesUid);
+    studyInstances.set(i.studyUid, (studyInstances.get(i.studyUid) ?? 0) + 1);
+    seriesInstances.set(i.seriesUid, (seriesInstances.get(i.seriesUid) ?? 0) + 1);
+  }
+  return { studySeries, studyInstances, seriesInstances };
 }
 
 function parseCount(v: string | null, dflt: number, name: string): number {

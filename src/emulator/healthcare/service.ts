@@ -131,7 +131,7 @@ async function testIamPermissions(
     ? o.model.dicomStores.has(resource)
     : resource.includes("/fhirStores/")
       ? o.model.fhirStores.has(resource)
-      : [...o.model.dicomStores.keys(), ...o.model.fhirStores.keys()].some((name) => name.startsWith(`${resource}/`));
+      : o.model.datasets.has(resource);
   const granted = exists ? [...new Set((asked as string[]).filter((p) => HEALTHCARE_PERMISSION.test(p)))] : [];
   sendJson(res, 200, granted.length === 0 ? {} : { permissions: granted });
   return true;

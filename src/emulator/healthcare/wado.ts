@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { GeneratedInstance } from "../dataset/instances.ts";
 import { decideFault, faultsApply } from "../faults.ts";
 import { ApiError } from "../http-util.ts";
 import { sendMedia } from "../media.ts";
 import type { RequestContext } from "../types.ts";
+import type { StoreInstance } from "./model.ts";
 
 const STORED_TS = "1.2.840.10008.1.2.1";
 
@@ -35,7 +35,7 @@ export function negotiate(accept: string | undefined, single: boolean): "single"
 export async function retrieve(
   req: IncomingMessage,
   res: ServerResponse,
-  instances: readonly GeneratedInstance[],
+  instances: readonly StoreInstance[],
   single: boolean,
   ctx: RequestContext,
 ): Promise<void> {
@@ -48,7 +48,7 @@ export async function retrieve(
       res,
       data,
       {
-        "content-type": `application/dicom; transfer-syntax=${STORED_TS}`,
+        "content-type": `application/dicom; transfer-syntax=${syntaxOf(instances[0]!)}`,
         ...reprDigest(req.headers["want-repr-digest"], data),
       },
       ctx,
@@ -64,7 +64,7 @@ export async function retrieve(
   const boundary = randomBytes(12).toString("hex");
   res.writeHead(200, { "content-type": `multipart/related; type="application/dicom"; boundary=${boundary}` });
   for (const [i, inst] of instances.entries()) {
-    const head = `--${boundary}\r\nContent-Type: application/dicom; transfer-syntax=${STORED_TS}\r\n\r\n`;
+    const head = `--${boundary}\r\nContent-Type: application/dicom; transfer-syntax=${syntaxOf(inst)}\r\n\r\n`;
     if (!res.write(head)) await drain(res);
     const data = inst.data();
     if (i === cutAt) {
@@ -80,6 +80,11 @@ export async function retrieve(
     if (!res.write("\r\n")) await drain(res);
   }
   res.end(`--${boundary}--\r\n`);
+}
+
+/** The transfer syntax an instance is stored in (generated ones: explicit VR little endian). */
+function syntaxOf(i: StoreInstance): string {
+  return "kind" in i ? i.transferSyntax : STORED_TS;
 }
 
 /**
