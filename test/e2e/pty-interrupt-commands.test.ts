@@ -8,7 +8,7 @@ import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud
 import { noFaults, type FaultConfig } from "../../src/emulator/types.ts";
 import { listFiles } from "../support/chaos.ts";
 import { startPty, ptySkip, type PtyExit } from "../support/pty.ts";
-import { demoConfig, lockPresent, SPINNER_FRAME, tempFiles } from "../support/pty-fixtures.ts";
+import { demoConfig, lockPresent, SPINNER_FRAME, STOP_BOUND_MS, tempFiles } from "../support/pty-fixtures.ts";
 
 /**
  * Issue #10, finding 1, for the commands besides `run`: Ctrl-C and SIGTERM during `mirror`,
@@ -69,7 +69,7 @@ describe("Ctrl-C and SIGTERM during mirror, dicomweb pull and fhir get", { skip 
     }
     const where = `${args[0]} ${how}:\n${stopped.history}`;
     assert.equal(stopped.code, how === "C-c" ? 130 : 143, where);
-    assert.ok(stopped.at - sent < 2000, `${Math.round(stopped.at - sent)} ms to stop; ${where}`);
+    assert.ok(stopped.at - sent < STOP_BOUND_MS, `${Math.round(stopped.at - sent)} ms to stop; ${where}`);
     assert.match(
       stopped.screen.replace(/\n/g, ""),
       new RegExp(`error: interrupted by ${how === "C-c" ? "SIGINT \\(Ctrl-C\\)" : "SIGTERM"}: stopped cleanly`),
@@ -155,7 +155,8 @@ describe("Ctrl-C and SIGTERM during mirror, dicomweb pull and fhir get", { skip 
       cloud.faults = { ...noFaults };
     }
     assert.equal(exit.code, 130, exit.history);
-    assert.ok(exit.at - second < 1000, `${Math.round(exit.at - second)} ms after the second Ctrl-C`);
+    // Sooner than the 1.5 s cut-off of an unwinding run: the second signal does not wait for it.
+    assert.ok(exit.at - second < 1400, `${Math.round(exit.at - second)} ms after the second Ctrl-C`);
     assert.match(exit.history, /interrupted again by SIGINT: exiting at once/);
     const again = await startPty(args, { cwd: dir });
     const rerun = await again.exited(30_000).finally(() => again.close());

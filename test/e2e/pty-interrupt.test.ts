@@ -7,7 +7,7 @@ import { SIIM_TEST_STORE, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/si
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
 import { noFaults, type FaultConfig } from "../../src/emulator/types.ts";
 import { startPty, ptySkip, type PtyExit } from "../support/pty.ts";
-import { demoConfig, lockPresent, SPINNER_FRAME, tempFiles } from "../support/pty-fixtures.ts";
+import { demoConfig, lockPresent, SPINNER_FRAME, STOP_BOUND_MS, tempFiles } from "../support/pty-fixtures.ts";
 
 /**
  * Issue #10, finding 1: Ctrl-C (SIGINT from the terminal) and SIGTERM (to the pid, as a
@@ -20,16 +20,39 @@ const skip = ptySkip("pty-interrupt");
 const TRAIN = 24;
 const TEST = 2;
 
-/** Where each run is stopped: the fault that holds the step, and the status line that shows it is running. */
-const STEPS: ReadonlyArray<{ step: string; faults: Partial<FaultConfig>; status: RegExp }> = [
-  { step: "bucket", faults: { latencyMs: 5000, pathFilter: "/storage/v1/b" }, status: /bucket: gs:\/\// },
-  { step: "iam", faults: { latencyMs: 5000, pathFilter: "/iam" }, status: /iam: service-/ },
-  { step: "export", faults: { latencyMs: 5000, pathFilter: ":export" }, status: /export: projects\// },
-  { step: "wait", faults: {}, status: /wait: siim-pneumothorax\/op\// },
-  { step: "mirror", faults: { latencyMs: 700, pathFilter: "/o/" }, status: /mirror: [1-9]\d* downloaded/ },
-  { step: "annotations", faults: { latencyMs: 5000, pathFilter: "/fhir/" }, status: /annotations: / },
+/**
+ * Where each run is stopped: the fault that holds the step, the status line that shows it is
+ * running, and the request that shows it is in flight (so the signal meets a pending call, not the
+ * loading of a module).
+ */
+const STEPS: ReadonlyArray<{ step: string; faults: Partial<FaultConfig>; status: RegExp; request: string }> = [
+  {
+    step: "bucket",
+    faults: { latencyMs: 5000, pathFilter: "/storage/v1/b" },
+    status: /bucket: gs:\/\//,
+    request: "/storage/v1/b",
+  },
+  { step: "iam", faults: { latencyMs: 5000, pathFilter: "/iam" }, status: /iam: service-/, request: "/iam" },
+  {
+    step: "export",
+    faults: { latencyMs: 5000, pathFilter: ":export" },
+    status: /export: projects\//,
+    request: ":export",
+  },
+  { step: "wait", faults: {}, status: /wait: siim-pneumothorax\/op\//, request: "/operations/" },
+  {
+    step: "mirror",
+    faults: { latencyMs: 700, pathFilter: "/o/" },
+    status: /mirror: [1-9]\d* downloaded/,
+    request: "/o/",
+  },
+  {
+    step: "annotations",
+    faults: { latencyMs: 5000, pathFilter: "/fhir/" },
+    status: /annotations: /,
+    request: "/fhir/",
+  },
 ];
-
 describe("Ctrl-C and SIGTERM during each step of run", { skip, concurrency: 2 }, () => {
   const clouds: LocalCloud[] = [];
   const dirs: string[] = [];
@@ -54,13 +77,16 @@ describe("Ctrl-C and SIGTERM during each step of run", { skip, concurrency: 2 },
       const code = how === "C-c" ? 130 : 143;
       const name = how === "C-c" ? "SIGINT \\(Ctrl-C\\)" : "SIGTERM";
 
-      for (const { step, faults, status } of STEPS) {
+      for (const { step, faults, status, request } of STEPS) {
         cloud.faults = { ...noFaults, ...faults };
+        const seen = cloud.requests.entries.length;
         const t = await startPty(args, { cwd: dir });
         let exit: PtyExit;
         let sent: number;
         try {
           await t.waitFor(new RegExp(`${SPINNER_FRAME.source} ${status.source}`), 30_000);
+          while (!cloud.requests.entries.slice(seen).some((e) => e.path.includes(request)))
+            await new Promise((r) => setTimeout(r, 10));
           sent = performance.now();
           if (how === "C-c") await t.keys("C-c");
           else t.signal("SIGTERM");
@@ -71,7 +97,7 @@ describe("Ctrl-C and SIGTERM during each step of run", { skip, concurrency: 2 },
         const where = `${how} at ${step}:\n${exit.history}`;
         ctx.diagnostic(`${how} at ${step}: exit ${exit.code} ${Math.round(exit.at - sent)} ms after the signal`);
         assert.equal(exit.code, code, where);
-        assert.ok(exit.at - sent < 2000, `${Math.round(exit.at - sent)} ms to stop; ${where}`);
+        assert.ok(exit.at - sent < STOP_BOUND_MS, `${Math.round(exit.at - sent)} ms to stop; ${where}`);
         // One wording for every command; the step it stopped is marked on the last frame.
         assert.match(exit.screen.replace(/\n/g, ""), new RegExp(`error: interrupted by ${name}: stopped cleanly`));
         assert.match(exit.screen, /fix: run the same command again to resume where it stopped/);

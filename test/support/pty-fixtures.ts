@@ -39,3 +39,12 @@ export async function lockPresent(stateDir: string): Promise<boolean> {
 
 /** The braille frames of ora's default spinner: none may be left on a finished command's last frame. */
 export const SPINNER_FRAME = /[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]/;
+
+/**
+ * The contracts are 2 s from a signal to the exit and 1 s from a result to the exit (measured on
+ * an idle machine: 0.1–1 s and under 0.3 s). The bounds add 0.5 s for the harness's polling and a
+ * machine loaded far past its cores; what they guard against — a swallowed signal, a spinner
+ * keeping the process alive, an SDK's retries — takes 5 s or forever.
+ */
+export const STOP_BOUND_MS = 2500;
+export const RESULT_BOUND_MS = 1500;
