@@ -6,18 +6,19 @@
  *   - `hcexport run` (export to a bucket, then mirror), with the emulated export as fast as it
  *     goes so that the figure is the tool's own work, not an invented export duration.
  *
- * The local cloud runs as its own process (`hcexport emulator`). Writes bench-out/dicomweb.{md,json}.
+ * The local cloud runs as its own process (`hcexport emulator`). Each row has hcexport's peak RSS.
+ * Writes bench-out/dicomweb.{md,json}.
  *
  *   npm run bench:dicomweb                       # 5,000 × 150 KB
  *   npm run bench:dicomweb -- --instances 1000   # quicker
  */
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { parseArgs, promisify } from "node:util";
+import { parseArgs } from "node:util";
+import { measure } from "./bench-lib.ts";
 
-const exec = promisify(execFile);
 const { values } = parseArgs({
   options: {
     instances: { type: "string", default: "5000" },
@@ -33,10 +34,9 @@ const cli = path.resolve("dist/cli/main.js");
 const STORE =
   "projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/dicomStores/dicom-images-train";
 
-async function timed(args: string[]): Promise<number> {
-  const t = process.hrtime.bigint();
-  await exec(process.execPath, [cli, ...args], { maxBuffer: 64 * 1024 * 1024 });
-  return Number(process.hrtime.bigint() - t) / 1e9;
+/** Wall seconds and peak RSS (MiB, when /usr/bin/time is there) of one hcexport run. */
+async function timed(args: string[]): Promise<{ seconds: number; rssMiB?: number }> {
+  return measure(process.execPath, [cli, ...args]);
 }
 
 async function main(): Promise<void> {
@@ -71,10 +71,12 @@ async function main(): Promise<void> {
     emulator.once("exit", (code) => reject(new Error(`emulator exited ${code}`)));
   });
   try {
-    const rows: Array<[string, number, string]> = [];
-    const add = (what: string, secs: number, note = "") => {
-      rows.push([what, secs, note]);
-      process.stderr.write(`${what}: ${secs.toFixed(2)} s (${(N / secs).toFixed(0)} instances/s)\n`);
+    const rows: Array<[string, number, number | undefined, string]> = [];
+    const add = (what: string, m: { seconds: number; rssMiB?: number }, note = "") => {
+      rows.push([what, m.seconds, m.rssMiB, note]);
+      process.stderr.write(
+        `${what}: ${m.seconds.toFixed(2)} s (${(N / m.seconds).toFixed(0)} instances/s), peak RSS ${m.rssMiB?.toFixed(0) ?? "?"} MiB\n`,
+      );
     };
     add(
       `dicomweb pull, per instance (c=${C})`,
@@ -152,9 +154,12 @@ async function main(): Promise<void> {
       "",
       `${N} instances × ${values.size} bytes on the local cloud (its own process). Machine: ${os.cpus().length} cores, ${os.cpus()[0]?.model ?? "?"}. Node ${process.version}. Date: ${new Date().toISOString()}.`,
       "",
-      "| path | seconds | instances/s | note |",
-      "|---|---|---|---|",
-      ...rows.map(([what, secs, note]) => `| ${what} | ${secs.toFixed(2)} | ${(N / secs).toFixed(0)} | ${note} |`),
+      "| path | seconds | instances/s | peak RSS | note |",
+      "|---|---|---|---|---|",
+      ...rows.map(
+        ([what, secs, rss, note]) =>
+          `| ${what} | ${secs.toFixed(2)} | ${(N / secs).toFixed(0)} | ${rss === undefined ? "?" : `${rss.toFixed(0)} MiB`} | ${note} |`,
+      ),
       "",
     ].join("\n");
     await writeFile(path.resolve(values.out, "dicomweb.md"), md);

@@ -2,7 +2,8 @@
  * Starts the local cloud in its own process (so a benchmark's client and server do not share an
  * event loop on a 2-core machine) with one bucket of N objects of SIZE bytes under PREFIX.
  * Usage: node scripts/bench-server.ts --objects 10000 --size 150000 [--bucket B] [--prefix P]
- * Prints `listening on URL` when ready.
+ *        [--latency MS] [--tls]
+ * Prints `listening on URL` when ready (and, with --tls, `ca certificate FILE`).
  */
 import { parseArgs } from "node:util";
 import { startEmulator } from "../src/emulator/server.ts";
@@ -13,9 +14,11 @@ const { values } = parseArgs({
     size: { type: "string", default: "150000" },
     bucket: { type: "string", default: "bench-bucket" },
     prefix: { type: "string", default: "train" },
+    latency: { type: "string", default: "0" },
+    tls: { type: "boolean", default: false },
   },
 });
-const emu = await startEmulator();
+const emu = await startEmulator({ tls: values.tls, faults: { latencyMs: Number(values.latency) } });
 emu.store.createBucket({ name: values.bucket, projectNumber: "1" });
 const n = Number(values.objects);
 const size = Number(values.size);
@@ -26,4 +29,5 @@ for (let i = 0; i < n; i++) {
   emu.store.putObject(values.bucket, `${values.prefix}/${uid}/${uid}.3/${uid}.4.dcm`, data, "application/dicom");
 }
 process.stdout.write(`listening on ${emu.baseUrl}\n`);
+if (emu.tls !== undefined) process.stdout.write(`ca certificate ${emu.tls.caPath}\n`);
 process.on("SIGTERM", () => void emu.close().then(() => process.exit(0)));

@@ -1,21 +1,22 @@
 /**
  * `npm run bench`: hcexport's mirror vs rclone vs `gcloud storage rsync` on the local cloud, side
- * by side in one run, plus the local cloud's raw serving rate (the ceiling) and hcexport's peak
- * RSS for a listing of many objects. Writes bench-out/results.{md,json} and prints the table.
+ * by side in one run, plus the local cloud's raw serving rate (the ceiling): cold copy (plain, with
+ * added latency per response, over HTTPS), no-op and 1 % re-syncs, big objects, start-up, and
+ * hcexport's peak RSS for a dry run and a real mirror at two object counts. Writes
+ * bench-out/results.{md,json} and prints the table.
  *
- *   npm run bench                      # 10,000 × 150 KB, 3 × 100 MB, RSS at 10k and 1M objects
- *   npm run bench -- --objects 2000 --big 0 --rss-objects 100000 --no-gcloud   # a quicker run
+ *   npm run bench                      # 10,000 × 150 KB, 3 × 100 MB, RSS at 10k/1M (dry) and 2k/20k (real)
+ *   npm run bench -- --objects 500 --big 0 --rss-objects 20000 --real-rss 200,2000 --no-gcloud   # reduced
  */
-import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
+import { existsSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { parseArgs, promisify } from "node:util";
+import { parseArgs } from "node:util";
 import { request } from "undici";
+import { measure, measureStartup, startServer, stopServer, type Measured, type Server } from "./bench-lib.ts";
 import { measureServeRate } from "./serve-rate.ts";
 
-const exec = promisify(execFile);
 const { values } = parseArgs({
   options: {
     objects: { type: "string", default: "10000" },
@@ -24,6 +25,11 @@ const { values } = parseArgs({
     big: { type: "string", default: "3" },
     "big-size": { type: "string", default: String(100 * 1024 * 1024) },
     "rss-objects": { type: "string", default: "1000000" },
+    "real-rss": { type: "string", default: "2000,20000" },
+    "rss-size": { type: "string", default: "16000" },
+    latency: { type: "string", default: "20" },
+    tls: { type: "boolean", default: true },
+    "startup-runs": { type: "string", default: "20" },
     gcloud: { type: "boolean", default: true },
     rclone: { type: "boolean", default: true },
     out: { type: "string", default: "bench-out" },
@@ -34,62 +40,52 @@ const { values } = parseArgs({
 const C = Number(values.concurrency);
 const work = path.resolve(values.out);
 const cli = path.resolve("dist/cli/main.js");
+const launcher = path.resolve("bin/hcexport.js");
 const has = (bin: string) => (process.env["PATH"] ?? "").split(":").some((d) => existsSync(path.join(d, bin)));
 const useRclone = values.rclone && has("rclone");
 const useGcloud = values.gcloud && has("gcloud");
 
-interface Server {
-  url: string;
-  child: ChildProcess;
-}
-
-async function startServer(args: string[]): Promise<Server> {
-  const child = spawn(process.execPath, ["scripts/bench-server.ts", ...args], { stdio: ["ignore", "pipe", "inherit"] });
-  let out = "";
-  child.stdout!.setEncoding("utf8");
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout!.on("data", (d: string) => {
-      out += d;
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.once("exit", (code) => reject(new Error(`bench server exited ${code}`)));
-  });
-  return { url, child };
-}
-
-async function stopServer(s: Server): Promise<void> {
-  s.child.kill("SIGTERM");
-  await new Promise((r) => s.child.once("exit", r));
-}
-
-async function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const t = performance.now();
-  await exec(cmd, args, { env, maxBuffer: 256 * 1024 * 1024, timeout: 3_600_000 });
-  return (performance.now() - t) / 1000;
-}
+const gcloudEnv = (s: Server): NodeJS.ProcessEnv => {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    CLOUDSDK_CONFIG: path.join(work, "gcloud-config"),
+    CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE: `${s.url}/`,
+    CLOUDSDK_AUTH_DISABLE_CREDENTIALS: "True",
+    CLOUDSDK_CORE_DISABLE_PROMPTS: "1",
+    CLOUDSDK_CORE_PROJECT: "bench",
+  };
+  if (s.ca !== undefined) {
+    env["CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE"] = s.ca;
+    // requests (inside gcloud) would let these win over custom_ca_certs_file.
+    delete env["REQUESTS_CA_BUNDLE"];
+    delete env["CURL_CA_BUNDLE"];
+  }
+  return env;
+};
 
 const tools = {
-  hcexport: (url: string, prefix: string, dir: string) =>
-    timed(process.execPath, [
+  hcexport: (s: Server, prefix: string, dir: string) =>
+    measure(process.execPath, [
       cli,
       "mirror",
       `gs://bench-bucket/${prefix}`,
       dir,
       "--emulator",
-      url,
+      s.url,
+      ...(s.ca === undefined ? [] : ["--ca-cert", s.ca]),
       "--concurrency",
       String(C),
       "--quiet",
     ]),
-  rclone: (url: string, prefix: string, dir: string) =>
-    timed("rclone", [
+  rclone: (s: Server, prefix: string, dir: string) =>
+    measure("rclone", [
       "copy",
       `:gcs:bench-bucket/${prefix}`,
       dir,
       "--gcs-anonymous",
       "--gcs-endpoint",
-      `${url}/storage/v1/`,
+      `${s.url}/storage/v1/`,
+      ...(s.ca === undefined ? [] : ["--ca-cert", s.ca]),
       "--transfers",
       String(C),
       "--checkers",
@@ -97,18 +93,10 @@ const tools = {
       "--config",
       "/dev/null",
     ]),
-  gcloud: (url: string, prefix: string, dir: string) =>
-    timed("gcloud", ["storage", "rsync", "-r", `gs://bench-bucket/${prefix}`, dir], {
-      ...process.env,
-      CLOUDSDK_CONFIG: path.join(work, "gcloud-config"),
-      CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE: `${url}/`,
-      CLOUDSDK_AUTH_DISABLE_CREDENTIALS: "True",
-      CLOUDSDK_CORE_DISABLE_PROMPTS: "1",
-      CLOUDSDK_CORE_PROJECT: "bench",
-    }),
+  gcloud: (s: Server, prefix: string, dir: string) =>
+    measure("gcloud", ["storage", "rsync", "-r", `gs://bench-bucket/${prefix}`, dir], gcloudEnv(s)),
 };
 type Tool = keyof typeof tools;
-
 /** Rewrites `fraction` of the objects under a prefix with new bytes, through the real upload API. */
 async function changeSome(url: string, prefix: string, fraction: number): Promise<number> {
   const names: string[] = [];
@@ -138,14 +126,38 @@ async function changeSome(url: string, prefix: string, fraction: number): Promis
   return changed;
 }
 
-async function peakRss(args: string[]): Promise<number | undefined> {
-  if (!existsSync("/usr/bin/time")) return undefined;
-  const { stderr } = await exec("/usr/bin/time", ["-f", "MAXRSS_KB=%M", process.execPath, ...args], {
-    maxBuffer: 512 * 1024 * 1024,
-    timeout: 3_600_000,
-  });
-  const m = /MAXRSS_KB=(\d+)/.exec(stderr);
-  return m ? Number(m[1]) / 1024 : undefined;
+const secs = (m: Measured | undefined) => m?.seconds ?? NaN;
+const rate = (n: number, seconds: number) => `${seconds.toFixed(2)} s (${Math.round(n / seconds)} obj/s)`;
+const mib = (x: number | undefined) => (x === undefined ? "?" : `${x.toFixed(0)} MiB`);
+
+/** One cold copy of `n` objects by every selected tool, and the raw client's ceiling, on one server. */
+async function coldCopy(
+  label: string,
+  serverArgs: readonly string[],
+  n: number,
+  selected: readonly Tool[],
+): Promise<{ row: string[]; result: Record<string, unknown> }> {
+  const server = await startServer(["--objects", String(n), "--size", values.size, "--prefix", "train", ...serverArgs]);
+  try {
+    const ca = server.ca === undefined ? undefined : readFileSync(server.ca, "utf8");
+    const ceiling = await measureServeRate(server.url, "bench-bucket", "train", C, ca);
+    const times: Record<string, Measured> = {};
+    for (const t of selected) {
+      times[t] = await tools[t](server, "train", path.join(work, `${label}-${t}`));
+      process.stderr.write(`${label}: ${t} ${times[t]!.seconds.toFixed(2)} s\n`);
+      await rm(path.join(work, `${label}-${t}`), { recursive: true, force: true });
+    }
+    return {
+      row: [
+        `cold copy, ${n} × ${Math.round(Number(values.size) / 1000)} KB, ${label}`,
+        ...selected.map((t) => rate(n, secs(times[t]))),
+        rate(n, ceiling.seconds),
+      ],
+      result: { seconds: Object.fromEntries(Object.entries(times).map(([t, m]) => [t, m.seconds])), ceiling },
+    };
+  } finally {
+    await stopServer(server);
+  }
 }
 
 async function main(): Promise<void> {
@@ -156,16 +168,30 @@ async function main(): Promise<void> {
     ...(useRclone ? (["rclone"] as const) : []),
     ...(useGcloud ? (["gcloud"] as const) : []),
   ];
+  const others = () => selected.slice(1).map(() => "–");
   const n = Number(values.objects);
   const sizeKB = Math.round(Number(values.size) / 1000);
   const results: Record<string, unknown> = {
     machine: `${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.cpus()[0]?.model ?? "?"}, node ${process.version}`,
+    loadAverage: os.loadavg(),
     date: new Date().toISOString(),
     objects: n,
     objectBytes: Number(values.size),
     concurrency: C,
   };
   const rows: string[][] = [["scenario", ...selected, "ceiling (raw client)"]];
+
+  // Start-up: the installed launcher (bin/hcexport.js) against a bare node.
+  const startup = measureStartup(launcher, Number(values["startup-runs"]));
+  results["startup"] = startup;
+  const beyond = (ms: number) => `${ms.toFixed(0)} ms (+${(ms - startup.nodeMs).toFixed(0)})`;
+  rows.push([
+    `start-up, median of ${startup.runs}: --version / --help (node -e 0: ${startup.nodeMs.toFixed(0)} ms)`,
+    `${beyond(startup.versionMs)} / ${beyond(startup.helpMs)}`,
+    ...others(),
+    "–",
+  ]);
+  process.stderr.write(`start-up: ${JSON.stringify(startup)}\n`);
 
   // Small objects: ceiling, cold copy, no-op, 1 % changed.
   let server = await startServer(["--objects", String(n), "--size", values.size, "--prefix", "train"]);
@@ -175,20 +201,32 @@ async function main(): Promise<void> {
     const cold: Record<string, number> = {};
     const noop: Record<string, number> = {};
     for (const t of selected) {
-      cold[t] = await tools[t](server.url, "train", path.join(work, t));
-      noop[t] = await tools[t](server.url, "train", path.join(work, t));
+      cold[t] = (await tools[t](server, "train", path.join(work, t))).seconds;
+      noop[t] = (await tools[t](server, "train", path.join(work, t))).seconds;
       process.stderr.write(`${t}: cold ${cold[t]!.toFixed(2)} s, no-op ${noop[t]!.toFixed(2)} s\n`);
     }
     const changedCount = await changeSome(server.url, "train", 0.01);
     const changed: Record<string, number> = {};
-    for (const t of selected) changed[t] = await tools[t](server.url, "train", path.join(work, t));
+    for (const t of selected) changed[t] = (await tools[t](server, "train", path.join(work, t))).seconds;
     results["small"] = { cold, noop, changed, changedCount };
-    const rate = (s: number) => `${s.toFixed(2)} s (${Math.round(n / s)} obj/s)`;
-    rows.push([`cold copy, ${n} × ${sizeKB} KB`, ...selected.map((t) => rate(cold[t]!)), rate(ceiling.seconds)]);
+    rows.push([`cold copy, ${n} × ${sizeKB} KB`, ...selected.map((t) => rate(n, cold[t]!)), rate(n, ceiling.seconds)]);
     rows.push([`no-op re-sync`, ...selected.map((t) => `${noop[t]!.toFixed(2)} s`), "–"]);
     rows.push([`re-sync, ${changedCount} changed (1 %)`, ...selected.map((t) => `${changed[t]!.toFixed(2)} s`), "–"]);
   } finally {
     await stopServer(server);
+  }
+  for (const t of selected) await rm(path.join(work, t), { recursive: true, force: true });
+
+  // Realistic network: latency added to every response, then HTTPS.
+  if (Number(values.latency) > 0) {
+    const r = await coldCopy(`${values.latency} ms added per response`, ["--latency", values.latency], n, selected);
+    rows.push(r.row);
+    results["latency"] = { latencyMs: Number(values.latency), ...r.result };
+  }
+  if (values.tls) {
+    const r = await coldCopy("HTTPS", ["--tls"], n, selected);
+    rows.push(r.row);
+    results["tls"] = r.result;
   }
 
   // A few large objects.
@@ -198,7 +236,7 @@ async function main(): Promise<void> {
     try {
       const bigTools = selected.filter((t) => t !== "gcloud" || big * Number(values["big-size"]) <= 2 ** 30);
       const times: Record<string, number> = {};
-      for (const t of bigTools) times[t] = await tools[t](server.url, "big", path.join(work, `${t}-big`));
+      for (const t of bigTools) times[t] = (await tools[t](server, "big", path.join(work, `${t}-big`))).seconds;
       const ceiling = await measureServeRate(server.url, "bench-bucket", "big", Math.min(C, big));
       const mb = (big * Number(values["big-size"])) / 2 ** 20;
       results["big"] = { objects: big, bytes: Number(values["big-size"]), times, ceiling };
@@ -212,40 +250,60 @@ async function main(): Promise<void> {
     } finally {
       await stopServer(server);
     }
+    for (const t of selected) await rm(path.join(work, `${t}-big`), { recursive: true, force: true });
   }
 
-  // Peak RSS of a listing-only run (dry run) at two object counts.
+  // Peak RSS of hcexport: a listing-only run (dry run), then a real mirror, each at two object counts.
+  const hcx = (s: Server, dir: string, ...extra: string[]) =>
+    measure(process.execPath, [cli, "mirror", "gs://bench-bucket/many", dir, "--emulator", s.url, "--quiet", ...extra]);
   const rss: Record<string, number | undefined> = {};
-  for (const count of [10_000, Number(values["rss-objects"])]) {
+  const dryCounts = [10_000, Number(values["rss-objects"])];
+  for (const count of dryCounts) {
     server = await startServer(["--objects", String(count), "--size", "16", "--prefix", "many"]);
     try {
-      rss[count] = await peakRss([
-        cli,
-        "mirror",
-        "gs://bench-bucket/many",
-        path.join(work, `rss-${count}`),
-        "--emulator",
-        server.url,
-        "--dry-run",
-        "--quiet",
-      ]);
+      rss[count] = (await hcx(server, path.join(work, `rss-${count}`), "--dry-run")).rssMiB;
     } finally {
       await stopServer(server);
     }
   }
   results["dryRunPeakRssMiB"] = rss;
   rows.push([
-    `peak RSS, dry run (listing + plan) of 10,000 / ${Number(values["rss-objects"]).toLocaleString("en")} objects`,
-    `${rss[10_000]?.toFixed(0) ?? "?"} MiB / ${rss[Number(values["rss-objects"])]?.toFixed(0) ?? "?"} MiB`,
-    ...selected.slice(1).map(() => "–"),
+    `peak RSS, dry run (listing + plan) of ${dryCounts.map((c) => c.toLocaleString("en")).join(" / ")} objects`,
+    dryCounts.map((c) => mib(rss[c])).join(" / "),
+    ...others(),
+    "–",
+  ]);
+  const realCounts = values["real-rss"].split(",").map(Number);
+  const real: Record<string, { rssMiB?: number; seconds: number }> = {};
+  for (const count of realCounts) {
+    server = await startServer(["--objects", String(count), "--size", values["rss-size"], "--prefix", "many"]);
+    try {
+      const dir = path.join(work, `real-rss-${count}`);
+      const m = await hcx(server, dir, "--concurrency", String(C));
+      real[count] = { seconds: m.seconds, ...(m.rssMiB === undefined ? {} : { rssMiB: m.rssMiB }) };
+      await rm(dir, { recursive: true, force: true });
+    } finally {
+      await stopServer(server);
+    }
+  }
+  results["mirrorPeakRssMiB"] = { objectBytes: Number(values["rss-size"]), ...real };
+  rows.push([
+    `peak RSS, real mirror of ${realCounts.map((c) => c.toLocaleString("en")).join(" / ")} × ${Math.round(Number(values["rss-size"]) / 1000)} KB`,
+    realCounts.map((c) => mib(real[c]?.rssMiB)).join(" / "),
+    ...others(),
     "–",
   ]);
 
   const md = [
     `# hcexport benchmark`,
     ``,
-    `Machine: ${results["machine"] as string}. Date: ${results["date"] as string}. Concurrency ${C} for every tool (rclone: --transfers/--checkers ${C}; gcloud chooses its own).`,
-    `The local cloud runs in its own process; each tool runs as a separate process, one after the other.`,
+    `Machine: ${results["machine"] as string}; load average at start ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(
+        " ",
+      )}. Date: ${results["date"] as string}. Concurrency ${C} for every tool (rclone: --transfers/--checkers ${C}; gcloud chooses its own).`,
+    `The local cloud runs in its own process; each tool runs as a separate process, one after the other. HTTPS: a generated CA (rclone --ca-cert, gcloud core/custom_ca_certs_file, hcexport --ca-cert, the raw client undici connect.ca).`,
     ``,
     `| ${rows[0]!.join(" | ")} |`,
     `|${rows[0]!.map(() => "---").join("|")}|`,

@@ -29,6 +29,8 @@ export async function measureServeRate(
   bucket: string,
   prefix: string,
   concurrency: number,
+  /** PEM CA to trust when `baseUrl` is an `https://` local cloud. */
+  ca?: string,
 ): Promise<{
   objects: number;
   bytes: number;
@@ -37,7 +39,11 @@ export async function measureServeRate(
   mibPerSecond: number;
   listSeconds: number;
 }> {
-  const agent = new Agent({ connections: concurrency, keepAliveTimeout: 30_000 });
+  const agent = new Agent({
+    connections: concurrency,
+    keepAliveTimeout: 30_000,
+    ...(ca === undefined ? {} : { connect: { ca } }),
+  });
   const names: string[] = [];
   const listStart = performance.now();
   let token: string | undefined;

@@ -1,4 +1,5 @@
 import type { Writable } from "node:stream";
+import { registerOutput } from "./open-outputs.ts";
 import { Output } from "./output.ts";
 
 /** Options every command accepts (DESIGN §2). */
@@ -30,9 +31,6 @@ export interface CliContext {
   readonly out: Output;
 }
 
-/** The outputs each invocation opened, so the CLI can close them whatever the command did. */
-const opened = new WeakMap<CliIo, Set<Output>>();
-
 export function createContext(args: GlobalArgs, io: CliIo): CliContext {
   const out = new Output({
     json: args.json,
@@ -41,18 +39,6 @@ export function createContext(args: GlobalArgs, io: CliIo): CliContext {
     stdout: io.stdout,
     stderr: io.stderr,
   });
-  let set = opened.get(io);
-  if (set === undefined) opened.set(io, (set = new Set()));
-  set.add(out);
+  registerOutput(io, out);
   return { io, out };
-}
-
-/**
- * Stops every spinner the invocation's outputs started (marked ✖ when `failed`). Called by runCli
- * after every command, so a command that throws mid-step can never leave a spinner's timer
- * keeping the process alive.
- */
-export function closeOutputs(io: CliIo, failed: boolean): void {
-  for (const out of opened.get(io) ?? []) out.stopStatus(failed);
-  opened.delete(io);
 }

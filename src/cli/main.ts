@@ -27,8 +27,7 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
     controller.abort(interrupted);
     const cutOff = interrupted;
     cutOffTimer = setTimeout(() => {
-      reportFailure(cutOff, argv, io);
-      process.exit(cutOff.exitCode);
+      void reportFailure(cutOff, argv, io).finally(() => process.exit(cutOff.exitCode));
     }, UNWIND_MS).unref();
   });
 }

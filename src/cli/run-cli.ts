@@ -1,14 +1,24 @@
-import yargs from "yargs";
+import { readFileSync } from "node:fs";
 import { ExitCode, HcexportError, exitCodeOf, interruptionOf } from "../core/errors.ts";
-import { commands } from "./commands/index.ts";
-import { Output } from "./output.ts";
-import { closeOutputs, type CliIo } from "./context.ts";
+import { commands, lazyCommandModule } from "./commands/index.ts";
+import type { CliIo } from "./context.ts";
+
+/** The package's version (package.json sits two levels above both src/cli and dist/cli). */
+const VERSION = (
+  JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
+).version;
 
 /**
  * Parses `argv` and runs one command with the given process edges. Returns the exit code instead
  * of exiting, so tests can run the CLI in-process.
  */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  // `hcexport --version` alone needs no parser (start-up, issue #14.5).
+  if (argv.length === 1 && argv[0] === "--version") {
+    io.stdout.write(`${VERSION}\n`);
+    return ExitCode.Ok;
+  }
+  const { default: yargs } = await import("yargs");
   let exitCode: number = ExitCode.Ok;
   const parser = yargs([...argv])
     .scriptName("hcexport")
@@ -34,6 +44,14 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       type: "string",
       describe: "base URL of a running `hcexport emulator`: sets all three endpoints, no auth",
     })
+    .option("ca-cert", {
+      type: "string",
+      describe: "also trust the CA certificates in this PEM file (e.g. from `hcexport emulator --tls`)",
+    })
+    .middleware(async (args) => {
+      const file = args["ca-cert"];
+      if (typeof file === "string" && file !== "") await (await import("../net/trust.ts")).trustCaFile(file);
+    })
     .group(
       [
         "json",
@@ -44,6 +62,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         "storage-endpoint",
         "resource-manager-endpoint",
         "emulator",
+        "ca-cert",
       ],
       "Global options:",
     )
@@ -52,13 +71,15 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     .recommendCommands()
     .help()
     .alias("help", "h")
-    .version()
+    .version(VERSION)
     .wrap(Math.min(110, (io.stdout as { columns?: number }).columns ?? 100))
     .exitProcess(false)
     .fail((msg, err) => {
       throw err ?? new HcexportError(msg, ExitCode.Usage);
     });
-  for (const make of commands) parser.command(make(io));
+  for (const entry of commands) parser.command(lazyCommandModule(entry, io));
+  // Tiny and import-free, but kept off the start-up path like everything else here.
+  const { closeOutputs } = await import("./open-outputs.ts");
   try {
     await parser.parseAsync();
     closeOutputs(io, false);
@@ -67,13 +88,19 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     // Whatever a step threw while it unwound (an AbortError, a cut stream), a signal is the news.
     const err = interruptionOf(io.signal) ?? thrown;
     exitCode = exitCodeOf(err);
-    reportFailure(err, argv, io);
+    await reportFailure(err, argv, io);
   }
   return exitCode;
 }
 
 /** Prints a failure the one way every command does: `error: …` + `fix: …`, or an `error` event with --json. */
-export function reportFailure(err: unknown, argv: readonly string[], io: Pick<CliIo, "stdout" | "stderr">): void {
+export async function reportFailure(
+  err: unknown,
+  argv: readonly string[],
+  io: Pick<CliIo, "stdout" | "stderr">,
+): Promise<void> {
+  // Loaded here, not at the top: `--version` and `--help` never need the output layer (ora).
+  const { Output } = await import("./output.ts");
   const out = new Output({
     json: argv.includes("--json"),
     quiet: false,

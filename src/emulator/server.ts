@@ -1,5 +1,6 @@
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { decideFault, faultsApply, mergeFaults, seededRandom } from "./faults.ts";
 import { EmulatorObjectStore } from "./gcs/object-store.ts";
@@ -7,6 +8,7 @@ import { createStorageService } from "./gcs/storage-service.ts";
 import { ApiError, errorBody, readJson, sendError, sendJson } from "./http-util.ts";
 import { ProjectRegistry } from "./projects.ts";
 import { RequestLog } from "./request-log.ts";
+import type { TlsMaterial } from "./tls.ts";
 import { noFaults, type EmulatorService, type FaultConfig, type ObjectStore, type RequestContext } from "./types.ts";
 
 export { RequestLog, routeKind, type RequestEntry } from "./request-log.ts";
@@ -22,6 +24,12 @@ export interface EmulatorOptions {
   readonly services?: (store: ObjectStore, projects: ProjectRegistry) => EmulatorService[];
   /** Known projects: id → number. */
   readonly projects?: Record<string, string>;
+  /**
+   * Serve HTTPS on the same port: `true` generates a CA and a server certificate for 127.0.0.1,
+   * ::1 and localhost (kept under `dataDir/tls` when there is one, else in a temporary directory);
+   * or give the material.
+   */
+  readonly tls?: boolean | TlsMaterial;
 }
 
 export interface RunningEmulator {
@@ -32,6 +40,8 @@ export interface RunningEmulator {
   /** Mutable: tests and the admin endpoint change faults at run time. */
   faults: FaultConfig;
   readonly requests: RequestLog;
+  /** With `tls`: the CA clients must trust, as PEM and as the file it was written to. */
+  readonly tls?: { readonly caPem: string; readonly caPath: string };
   close(): Promise<void>;
 }
 
@@ -53,9 +63,15 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   };
   let baseUrl = "";
 
-  const server = createServer({ keepAlive: true, keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => {
+  const tls = await tlsMaterial(options);
+  const serverOptions = { keepAlive: true, keepAliveTimeout: 65_000, requestTimeout: 0 };
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     handle(req, res).catch(() => res.destroy());
-  });
+  };
+  const server: Server =
+    tls === undefined
+      ? createServer(serverOptions, onRequest)
+      : (await import("node:https")).createServer({ ...serverOptions, key: tls.key, cert: tls.cert }, onRequest);
   server.headersTimeout = 60_000;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -154,7 +170,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
   });
   const { port } = server.address() as AddressInfo;
   const host = options.host ?? "127.0.0.1";
-  baseUrl = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  baseUrl = `${tls === undefined ? "http" : "https"}://${host.includes(":") ? `[${host}]` : host}:${port}`;
   const running: RunningEmulator = {
     baseUrl,
     port,
@@ -168,6 +184,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       if (f.seed !== undefined) random = seededRandom(f.seed);
     },
     requests,
+    ...(tls === undefined ? {} : { tls: { caPem: tls.caPem, caPath: tls.caPath } }),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -175,6 +192,13 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       }),
   };
   return running;
+}
+
+async function tlsMaterial(options: EmulatorOptions): Promise<TlsMaterial | undefined> {
+  if (options.tls === undefined || options.tls === false) return undefined;
+  if (options.tls !== true) return options.tls;
+  const { loadOrCreateTls } = await import("./tls.ts");
+  return loadOrCreateTls(options.dataDir === undefined ? undefined : path.join(options.dataDir, "tls"));
 }
 
 /**

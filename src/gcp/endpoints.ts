@@ -36,7 +36,8 @@ export interface EndpointInputs {
 /**
  * Resolves endpoints with precedence flags/`HCEXPORT_*` env (already merged by yargs) >
  * `STORAGE_EMULATOR_HOST` (storage only) > config file > Google's defaults. An emulator URL sets
- * all three. Credentials are skipped when every endpoint is plain HTTP on loopback.
+ * all three. Credentials are skipped when every endpoint is on loopback (HTTP, or HTTPS as served by
+ * `hcexport emulator --tls`): Google credentials never go to a local server.
  */
 export function resolveEndpoints(inputs: EndpointInputs, env: NodeJS.ProcessEnv = {}): Endpoints {
   const emulator = inputs.emulator ?? inputs.config?.emulator;
@@ -55,16 +56,16 @@ export function resolveEndpoints(inputs: EndpointInputs, env: NodeJS.ProcessEnv 
   const resourceManager = trimSlash(
     inputs.resourceManagerEndpoint ?? inputs.config?.resourceManager ?? base.resourceManager,
   );
-  const anonymous = [storage, healthcare, resourceManager].every(isLoopbackHttp);
+  const anonymous = [storage, healthcare, resourceManager].every(isLoopbackUrl);
   return { storage, healthcare, resourceManager, anonymous };
 }
 
-/** `http://127.0.0.1:…`, `http://localhost:…`, `http://[::1]:…`. */
-export function isLoopbackHttp(url: string): boolean {
+/** `http(s)://127.0.0.1:…`, `http(s)://localhost:…`, `http(s)://[::1]:…`. */
+export function isLoopbackUrl(url: string): boolean {
   try {
     const u = new URL(url);
     return (
-      u.protocol === "http:" &&
+      (u.protocol === "http:" || u.protocol === "https:") &&
       (u.hostname === "localhost" || u.hostname === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(u.hostname))
     );
   } catch {

@@ -140,24 +140,31 @@ describe("Ctrl-C and SIGTERM during mirror, dicomweb pull and fhir get", { skip 
     const dir = await tmp();
     const cfg = await demoConfig(dir, { mirror: { concurrency: 2, delete: false } });
     const args = ["run", cfg, "--emulator", cloud.baseUrl];
-    cloud.faults = { ...noFaults, latencyMs: 600, pathFilter: "/o/" };
-    const t = await startPty(args, { cwd: dir });
-    let exit: PtyExit;
-    let second: number;
-    try {
-      await t.waitFor(new RegExp(`${SPINNER_FRAME.source} mirror: [1-9]\\d* downloaded`), 30_000);
-      await t.keys("C-c");
-      await t.keys("C-c");
-      second = performance.now();
-      exit = await t.exited(second - t.startedAt + 10_000);
-    } finally {
-      await t.close();
-      cloud.faults = { ...noFaults };
+    // A clean unwind can finish before the second key arrives; then the run simply ended with 130,
+    // and the next attempt (resuming the mirror) tries again. One attempt must show the at-once exit.
+    let caught: PtyExit | undefined;
+    for (let attempt = 0; attempt < 4 && caught === undefined; attempt++) {
+      cloud.faults = { ...noFaults, latencyMs: 600, pathFilter: "/o/" };
+      const t = await startPty(args, { cwd: dir });
+      let exit: PtyExit;
+      let second: number;
+      try {
+        await t.waitFor(new RegExp(`${SPINNER_FRAME.source} mirror: [1-9]\\d* downloaded`), 30_000);
+        await t.keys("C-c");
+        await t.keys("C-c");
+        second = performance.now();
+        exit = await t.exited(second - t.startedAt + 10_000);
+      } finally {
+        await t.close();
+        cloud.faults = { ...noFaults };
+      }
+      assert.equal(exit.code, 130, exit.history);
+      if (!/interrupted again by SIGINT: exiting at once/.test(exit.history)) continue;
+      // Sooner than the 1.5 s cut-off of an unwinding run: the second signal does not wait for it.
+      assert.ok(exit.at - second < 1400, `${Math.round(exit.at - second)} ms after the second Ctrl-C`);
+      caught = exit;
     }
-    assert.equal(exit.code, 130, exit.history);
-    // Sooner than the 1.5 s cut-off of an unwinding run: the second signal does not wait for it.
-    assert.ok(exit.at - second < 1400, `${Math.round(exit.at - second)} ms after the second Ctrl-C`);
-    assert.match(exit.history, /interrupted again by SIGINT: exiting at once/);
+    assert.ok(caught !== undefined, "no attempt saw the second Ctrl-C exit at once");
     const again = await startPty(args, { cwd: dir });
     const rerun = await again.exited(30_000).finally(() => again.close());
     assert.equal(rerun.code, 0, rerun.history);

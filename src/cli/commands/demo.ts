@@ -10,6 +10,7 @@ import { gcsSource } from "../../gcp/gcs-objects.ts";
 import { healthcareApi } from "../../gcp/healthcare.ts";
 import { storageAdmin } from "../../gcp/storage-admin.ts";
 import { HttpClient } from "../../net/http-client.ts";
+import { trustCaPems } from "../../net/trust.ts";
 import { runPipeline, type PipelineSpec } from "../../pipeline/export-and-mirror.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { formatPipelineEvent, table } from "../format.ts";
@@ -20,6 +21,7 @@ interface DemoArgs extends GlobalArgs {
   test: number;
   "instance-bytes": number;
   concurrency: number;
+  tls: boolean;
 }
 
 /**
@@ -36,7 +38,12 @@ export const demoCommand = (io: CliIo): CommandModule<GlobalArgs, DemoArgs> => (
       .option("train", { type: "number", default: 200, describe: "train instances" })
       .option("test", { type: "number", default: 50, describe: "test instances" })
       .option("instance-bytes", { type: "number", default: 16384, describe: "approximate size of each DICOM file" })
-      .option("concurrency", { type: "number", default: 32, describe: "parallel downloads" }) as never,
+      .option("concurrency", { type: "number", default: 32, describe: "parallel downloads" })
+      .option("tls", {
+        type: "boolean",
+        default: false,
+        describe: "serve the local cloud over HTTPS (a generated CA)",
+      }) as never,
   handler: async (args) => {
     const { out } = createContext(args, io);
     out.use(formatPipelineEvent);
@@ -44,7 +51,9 @@ export const demoCommand = (io: CliIo): CommandModule<GlobalArgs, DemoArgs> => (
     const cloud = await startLocalCloud({
       dataset: { train: args.train, test: args.test, instanceBytes: args["instance-bytes"] },
       exportInstancesPerSecond: 2000,
+      tls: args.tls,
     });
+    if (cloud.tls !== undefined) trustCaPems([cloud.tls.caPem]);
     const client = new HttpClient({ signal: io.signal });
     try {
       out.line(

@@ -25,7 +25,26 @@ interface EmulatorArgs extends GlobalArgs {
   "fault-latency": number;
   "fault-export-failure": number;
   "retry-after"?: number;
+  tls: boolean;
   load?: string[];
+}
+
+function plainHints(url: string): string[] {
+  return [
+    `hcexport:            hcexport --emulator ${url} …   (or HCEXPORT_EMULATOR=${url})`,
+    `@google-cloud/storage: new Storage({ apiEndpoint: "${url}", projectId: "my-project" })`,
+    `rclone:              rclone lsf :gcs:BUCKET --gcs-anonymous --gcs-endpoint ${url}/storage/v1/`,
+    `gcloud:              CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE=${url}/ CLOUDSDK_AUTH_DISABLE_CREDENTIALS=True gcloud storage ls gs://BUCKET`,
+  ];
+}
+
+function tlsHints(url: string, ca: string): string[] {
+  return [
+    `hcexport:            hcexport --emulator ${url} --ca-cert ${ca} …   (or NODE_EXTRA_CA_CERTS=${ca})`,
+    `@google-cloud/storage: NODE_EXTRA_CA_CERTS=${ca} node …  with new Storage({ apiEndpoint: "${url}" })`,
+    `rclone:              rclone lsf :gcs:BUCKET --ca-cert ${ca} --gcs-anonymous --gcs-endpoint ${url}/storage/v1/`,
+    `gcloud:              CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE=${ca} CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE=${url}/ CLOUDSDK_AUTH_DISABLE_CREDENTIALS=True gcloud storage ls gs://BUCKET`,
+  ];
 }
 
 /** `hcexport emulator`: the local cloud in the foreground until SIGINT/SIGTERM. */
@@ -36,6 +55,11 @@ export const emulatorCommand = (io: CliIo): CommandModule<GlobalArgs, EmulatorAr
     y
       .option("port", { type: "number", default: 0, describe: "port (0 picks a free one)" })
       .option("host", { type: "string", default: "127.0.0.1", describe: "address to listen on (keep it loopback)" })
+      .option("tls", {
+        type: "boolean",
+        default: false,
+        describe: "serve HTTPS on the port, with a generated CA (its file is printed; kept under --data)",
+      })
       .option("data", {
         type: "string",
         describe: "keep buckets and objects in this directory so they survive a restart",
@@ -124,21 +148,21 @@ export const emulatorCommand = (io: CliIo): CommandModule<GlobalArgs, EmulatorAr
       host: args.host,
       faults,
       exportInstancesPerSecond: args["export-rate"],
+      tls: args.tls,
       ...(args.data === undefined ? {} : { dataDir: args.data }),
       ...(args.dataset === "siim"
         ? { dataset: { train: args.train, test: args.test, seed: args.seed, instanceBytes: args["instance-bytes"] } }
         : {}),
     });
     io.stdout.write(`listening on ${cloud.baseUrl}\n`);
+    const ca = cloud.tls?.caPath;
+    if (ca !== undefined) io.stdout.write(`ca certificate ${ca}\n`);
     if (!args.quiet) {
-      const lines = [
-        `hcexport:            hcexport --emulator ${cloud.baseUrl} …   (or HCEXPORT_EMULATOR=${cloud.baseUrl})`,
-        `@google-cloud/storage: new Storage({ apiEndpoint: "${cloud.baseUrl}", projectId: "my-project" })`,
-        `rclone:              rclone lsf :gcs:BUCKET --gcs-anonymous --gcs-endpoint ${cloud.baseUrl}/storage/v1/`,
-        `gcloud:              CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE=${cloud.baseUrl}/ CLOUDSDK_AUTH_DISABLE_CREDENTIALS=True gcloud storage ls gs://BUCKET`,
-        `gcloud healthcare:   CLOUDSDK_API_ENDPOINT_OVERRIDES_HEALTHCARE=${cloud.baseUrl}/ CLOUDSDK_AUTH_DISABLE_CREDENTIALS=True gcloud healthcare datasets list --location=us-central1 --project=P`,
-        `faults:              curl -X POST ${cloud.baseUrl}/_emulator/faults -d '{"rate503":0.05}'`,
-      ];
+      const lines = ca === undefined ? plainHints(cloud.baseUrl) : tlsHints(cloud.baseUrl, ca);
+      lines.push(
+        `gcloud healthcare:   CLOUDSDK_API_ENDPOINT_OVERRIDES_HEALTHCARE=${cloud.baseUrl}/ CLOUDSDK_AUTH_DISABLE_CREDENTIALS=True${ca === undefined ? "" : ` CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE=${ca}`} gcloud healthcare datasets list --location=us-central1 --project=P`,
+        `faults:              curl${ca === undefined ? "" : ` --cacert ${ca}`} -X POST ${cloud.baseUrl}/_emulator/faults -d '{"rate503":0.05}'`,
+      );
       if (args.dataset === "siim") {
         lines.push(
           `dataset:             ${args.train} train + ${args.test} test instances`,
