@@ -11,8 +11,10 @@ export interface GlobalArgs {
   readonly healthcareEndpoint?: string | undefined;
   readonly storageEndpoint?: string | undefined;
   readonly resourceManagerEndpoint?: string | undefined;
-  /** One base URL for all three services, e.g. a running `hcexport emulator`. */
+  /** One base URL for all three services, e.g. a running `hcexport emulator`: never any credentials. */
   readonly emulator?: string | undefined;
+  /** Send credentials to a configured plain-http, non-loopback endpoint anyway (with a warning). */
+  readonly allowInsecureAuth?: boolean | undefined;
 }
 
 /** The process edges, injected so the whole CLI can run in-process in tests. */

@@ -1,6 +1,7 @@
 import type { Writable } from "node:stream";
 import ora, { type Ora } from "ora";
 import stringWidth from "string-width";
+import { redactSecrets } from "../core/redact.ts";
 import { escapeControls, escapeJsonControls } from "../core/terminal-text.ts";
 
 /** Any event a module emits: a union member keyed on `kind` (see src/core/events.ts). */
@@ -32,7 +33,8 @@ export interface OutputOptions {
 }
 
 /**
- * The one place that writes to the terminal. `--json`: every event as one NDJSON line on stdout
+ * The one place that writes to the terminal, and the output edge of credential redaction
+ * (`redactSecrets` on every line, status, result and event). `--json`: every event as one NDJSON line on stdout
  * and nothing else. Otherwise: human lines on stderr (results on stdout), an ora spinner for the
  * status on a TTY, and status lines at most every 2 s when not a TTY. Every text passes through
  * `escapeControls` here, the output edge: remote text never reaches the terminal raw.
@@ -89,7 +91,7 @@ export class Output {
   /** A human line on stderr (kept out of stdout so results stay pipeable). */
   line(raw: string): void {
     if (this.options.json) return;
-    const text = escapeControls(raw);
+    const text = escapeControls(redactSecrets(raw));
     if (this.#spinner !== undefined && this.isTTY) {
       this.#spinner.clear();
       this.options.stderr.write(`${text}\n`);
@@ -103,7 +105,8 @@ export class Output {
   result(text: string, json: unknown): void {
     this.stopStatus();
     if (this.options.json) this.#json({ kind: "result", ...(json as object) });
-    else if (text !== "") this.options.stdout.write(escapeControls(text.endsWith("\n") ? text : `${text}\n`));
+    else if (text !== "")
+      this.options.stdout.write(escapeControls(redactSecrets(text.endsWith("\n") ? text : `${text}\n`)));
   }
 
   /** An error, always shown (as an `error` event with --json). */
@@ -111,8 +114,9 @@ export class Output {
     this.stopStatus();
     if (this.options.json) this.#json({ kind: "error", message, ...details });
     else {
-      this.options.stderr.write(`error: ${escapeControls(message)}\n`);
-      if (typeof details["hint"] === "string") this.options.stderr.write(`  fix: ${escapeControls(details["hint"])}\n`);
+      this.options.stderr.write(`error: ${escapeControls(redactSecrets(message))}\n`);
+      if (typeof details["hint"] === "string")
+        this.options.stderr.write(`  fix: ${escapeControls(redactSecrets(details["hint"]))}\n`);
     }
   }
 
@@ -131,14 +135,14 @@ export class Output {
   }
 
   #json(value: object): void {
-    this.options.stdout.write(`${escapeJsonControls(JSON.stringify(value, jsonReplacer))}\n`);
+    this.options.stdout.write(`${escapeJsonControls(redactSecrets(JSON.stringify(value, jsonReplacer)))}\n`);
   }
 
   #status(raw: string): void {
     const columns = (this.options.stderr as { columns?: number }).columns ?? 0;
     // One terminal row, with room for the spinner and for the "^C" the terminal echoes on Ctrl-C: a
     // status that wraps (or that the echo wraps) is redrawn one row off and left on the screen.
-    const text = fitColumns(escapeControls(raw, { oneLine: true }), this.isTTY ? columns - 5 : Infinity);
+    const text = fitColumns(escapeControls(redactSecrets(raw), { oneLine: true }), this.isTTY ? columns - 5 : Infinity);
     if (this.isTTY) {
       if (this.#spinner === undefined)
         this.#spinner = ora({ text, stream: this.options.stderr, discardStdin: false }).start();

@@ -42,7 +42,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     })
     .option("emulator", {
       type: "string",
-      describe: "base URL of a running `hcexport emulator`: sets all three endpoints, no auth",
+      describe: "base URL of a running `hcexport emulator`: sets all three endpoints, never sends credentials",
+    })
+    .option("allow-insecure-auth", {
+      type: "boolean",
+      describe: "send Google credentials to a plain http:// endpoint that is not loopback (clear text; warns)",
     })
     .option("ca-cert", {
       type: "string",
@@ -62,6 +66,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         "storage-endpoint",
         "resource-manager-endpoint",
         "emulator",
+        "allow-insecure-auth",
         "ca-cert",
       ],
       "Global options:",
@@ -100,7 +105,7 @@ export async function reportFailure(
   io: Pick<CliIo, "stdout" | "stderr">,
 ): Promise<void> {
   // Loaded here, not at the top: `--version` and `--help` never need the output layer (ora).
-  const { Output } = await import("./output.ts");
+  const [{ Output }, { redactSecrets }] = await Promise.all([import("./output.ts"), import("../core/redact.ts")]);
   const out = new Output({
     json: argv.includes("--json"),
     quiet: false,
@@ -112,5 +117,5 @@ export async function reportFailure(
   const hint = err instanceof HcexportError ? err.hint : undefined;
   out.error(message, { exitCode: exitCodeOf(err), ...(hint === undefined ? {} : { hint }) });
   if (!(err instanceof HcexportError) && argv.includes("--verbose") && err instanceof Error && err.stack !== undefined)
-    io.stderr.write(`${err.stack}\n`);
+    io.stderr.write(`${redactSecrets(err.stack)}\n`);
 }

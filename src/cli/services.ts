@@ -1,6 +1,6 @@
 import { parseStoreName, serviceAgentFor } from "../core/resource-names.ts";
 import { fetchAnnotations } from "../fhir/annotations.ts";
-import { authFor } from "../gcp/auth.ts";
+import type { GoogleCredentials } from "../gcp/auth.ts";
 import { resolveEndpoints, type Endpoints } from "../gcp/endpoints.ts";
 import { gcsSource } from "../gcp/gcs-objects.ts";
 import { healthcareApi } from "../gcp/healthcare.ts";
@@ -10,6 +10,7 @@ import { HttpClient } from "../net/http-client.ts";
 import type { PipelinePorts } from "../pipeline/export-and-mirror.ts";
 import type { Config } from "../config/schema.ts";
 import type { CliIo, GlobalArgs } from "./context.ts";
+import { commandCredentials } from "./credentials.ts";
 
 /** The real adapters for one invocation (Google, or the local cloud with `--emulator`). */
 export interface Services {
@@ -19,15 +20,29 @@ export interface Services {
   close(): Promise<void>;
 }
 
-export function createServices(args: GlobalArgs, io: CliIo, config?: Config): Services {
+/**
+ * Resolves endpoints and — unless `credentials: false` (plan, doctor) — the credentials, up front
+ * and once (src/cli/credentials.ts), then builds the adapters on them.
+ */
+export async function createServices(
+  args: GlobalArgs,
+  io: CliIo,
+  config?: Config,
+  options: { readonly credentials?: boolean } = {},
+): Promise<Services> {
   const endpoints = resolveEndpoints({ ...args, config: config?.endpoints }, io.env);
+  const project = config?.project ?? args.project;
+  const auth = await commandCredentials(args, io, endpoints, {
+    projectId: project,
+    resolve: options.credentials !== false,
+  });
   const client = new HttpClient({
-    auth: authFor(endpoints),
+    auth,
     connections: Math.max(8, config?.mirror.concurrency ?? 32),
     signal: io.signal,
   });
   const ports: PipelinePorts = {
-    buckets: storageAdmin(endpoints, config?.project ?? args.project, io.signal),
+    buckets: storageAdmin(endpoints, project, "library" in auth ? (auth as GoogleCredentials) : undefined, io.signal),
     healthcare: healthcareApi(client, endpoints.healthcare),
     source: gcsSource(client, endpoints.storage),
     fetchAnnotations: (a) =>

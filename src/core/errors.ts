@@ -19,6 +19,10 @@ export const ExitCode = {
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
+/** The fix for every missing or unusable Google credential, worded once for every command. */
+export const CREDENTIALS_HINT =
+  "run 'gcloud auth application-default login', or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file";
+
 export interface HcexportErrorOptions {
   /** How the user can fix it, shown after the message. */
   readonly hint?: string;
@@ -184,6 +188,50 @@ export class DestinationError extends HcexportError {
       },
     );
   }
+}
+
+/** DNS answers that mean "this host does not exist here" (NXDOMAIN, no such name). */
+const UNKNOWN_HOST_CODES = new Set(["ENOTFOUND", "EAI_NONAME", "EAI_FAIL"]);
+
+/** The host name and code when `err` (or a cause) is a failed name lookup, else undefined. */
+export function unknownHost(err: unknown): { code: string; host: string | undefined } | undefined {
+  for (let e: unknown = err, depth = 0; typeof e === "object" && e !== null && depth < 6; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && UNKNOWN_HOST_CODES.has(code)) {
+      const host = (e as { hostname?: unknown }).hostname;
+      return { code, host: typeof host === "string" ? host : undefined };
+    }
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/** An endpoint's host name does not resolve: exit 1, never retried, stops a mirror at once. */
+export class UnreachableError extends HcexportError {
+  constructor(host: string, code: string, cause?: unknown) {
+    super(`cannot reach ${host}: ${code} (the host name does not resolve)`, ExitCode.Failure, {
+      hint: "check the endpoint (--emulator, --storage-endpoint, --healthcare-endpoint) and the network (DNS, proxy), then run the same command again",
+      ...(cause === undefined ? {} : { cause }),
+    });
+  }
+}
+
+/**
+ * Errors that no other object of the same run can escape — missing or refused credentials
+ * (exit 3), a bucket that does not exist or a bad endpoint (exit 2), a host that does not
+ * resolve — so a mirror stops at the first and reports it, instead of failing every object the
+ * same way and calling the result "partial". Undefined for per-object failures. For one object's
+ * download (`scope: "object"`) a 403 is that object's own (an ACL, a CMEK key) and only counted;
+ * a 403 on the listing, and a 401 anywhere, is fatal.
+ */
+export function fatalFault(err: unknown, scope: "listing" | "object" = "listing"): HcexportError | undefined {
+  if (err instanceof UnreachableError) return err;
+  if (scope === "object" && err instanceof HttpError && err.status === 403) return undefined;
+  if (err instanceof HcexportError && (err.exitCode === ExitCode.Permission || err.exitCode === ExitCode.Usage))
+    return err;
+  const dns = unknownHost(err);
+  if (dns !== undefined) return new UnreachableError(dns.host ?? "the endpoint", dns.code, err);
+  return undefined;
 }
 
 /** The exit code for any thrown value. */

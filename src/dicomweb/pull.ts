@@ -18,6 +18,7 @@ import {
   type WadoPort,
 } from "./retrieve.ts";
 import { listInstances, type InstanceRef, type QidoPort, type SearchEvent } from "./search.ts";
+import { listSubset, type Subset } from "./subset.ts";
 
 export type DicomwebSource = QidoPort & WadoPort;
 
@@ -67,6 +68,8 @@ export interface PullOptions {
   readonly concurrency?: number;
   readonly mode?: RetrieveMode;
   readonly search?: "auto" | "instances" | "studies";
+  /** Only these studies/series/instances (and filters): listed per scope instead of the whole store. */
+  readonly subset?: Subset;
   readonly fsync?: boolean;
   readonly clock?: Clock;
   readonly retry?: RetryPolicy;
@@ -178,12 +181,15 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
   };
   const groups = new Map<string, { path: string; scope: InstanceRef; missing: Map<string, InstanceRef> }>();
 
-  for await (const listed of listInstances(o.source, {
+  const listOptions = {
     pageSize: o.pageSize ?? DEFAULT_PAGE_SIZE,
     strategy: o.search ?? "auto",
     onEvent: emit,
     ...(o.signal === undefined ? {} : { signal: o.signal }),
-  })) {
+  };
+  const listing =
+    o.subset === undefined ? listInstances(o.source, listOptions) : listSubset(o.source, o.subset, listOptions);
+  for await (const listed of listing) {
     if (!listed.ok) {
       s.refused++;
       note(listed.name, listed.reason);

@@ -126,13 +126,13 @@ export async function retrieveGroup(
     throw new IntegrityError(`${wadoPath}: ${missing.size} listed instance(s) missing from the server's answer`);
 }
 
-function headerOf(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
+export function headerOf(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
   const v = headers[name];
   return Array.isArray(v) ? v[0] : v;
 }
 
 /** Runs `onPart` for each part of a multipart body, streaming; a malformed or cut body is an IntegrityError (retried). */
-async function eachPart(
+export async function eachPart(
   body: AsyncIterable<Uint8Array>,
   boundary: string | undefined,
   onPart: (headers: Readonly<Record<string, string>>, body: AsyncIterable<Buffer>) => Promise<void>,

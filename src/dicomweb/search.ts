@@ -78,13 +78,16 @@ export function refOf(row: unknown, scope: { study?: string } = {}): Listed {
   return { ok: true, ref: { study: study as string, series: series as string, instance: instance as string } };
 }
 
-/** Pages one search until an empty page; yields each page's rows. */
-async function* pages(
+/**
+ * Pages one search until an empty page; yields each page's rows. Shared by `pull` (its listing),
+ * `pull`'s subsets (`subset.ts`) and `dicomweb search`.
+ */
+export async function* pages(
   port: QidoPort,
   path: string,
   query: QidoQuery,
   limit: number,
-  o: ListOptions,
+  o: Pick<ListOptions, "onEvent" | "signal">,
 ): AsyncGenerator<unknown[]> {
   let offset = 0;
   let capped = false;

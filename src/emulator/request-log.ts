@@ -5,6 +5,8 @@ export interface RequestEntry {
   readonly query: string;
   /** What the request was for, e.g. `object.media`, `object.list`, `upload`, `iam` (see {@link routeKind}). */
   readonly kind: string;
+  /** Whether the request carried an `Authorization` header (never its value): `--emulator` must send none. */
+  readonly authorized: boolean;
   status: number;
 }
 
@@ -46,8 +48,8 @@ export class RequestLog {
   #total = 0;
 
   /** Records a request; its status is filled in by {@link RequestLog.finished}. */
-  add(method: string, path: string, query: string): RequestEntry {
-    const entry: RequestEntry = { method, path, query, kind: routeKind(path, query), status: 0 };
+  add(method: string, path: string, query: string, authorized = false): RequestEntry {
+    const entry: RequestEntry = { method, path, query, kind: routeKind(path, query), authorized, status: 0 };
     this.#total++;
     const key = `${method} ${entry.kind}`;
     this.#counts.set(key, (this.#counts.get(key) ?? 0) + 1);

@@ -78,7 +78,12 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
     req.on("error", () => {});
     res.on("error", () => {});
     const url = parseRequestUrl(req.url ?? "/", baseUrl);
-    const entry = requests.add(req.method ?? "GET", url?.pathname ?? req.url ?? "", url?.search.slice(1) ?? "");
+    const entry = requests.add(
+      req.method ?? "GET",
+      url?.pathname ?? req.url ?? "",
+      url?.search.slice(1) ?? "",
+      req.headers.authorization !== undefined,
+    );
     res.on("finish", () => requests.finished(entry, res.statusCode));
     try {
       if (url === undefined) throw new ApiError(400, "invalid", `malformed request target "${req.url}"`);

@@ -1,6 +1,6 @@
 import { writeFileAtomic } from "../core/atomic-file.ts";
 import { HcexportError, UsageError } from "../core/errors.ts";
-import { anonymousAuth, HttpClient } from "../net/http-client.ts";
+import type { HttpClient } from "../net/http-client.ts";
 import { summarizeAnnotations, type AnnotationsSummary } from "./annotations-csv.ts";
 
 export interface FhirTarget {
@@ -95,8 +95,9 @@ export function attachmentsOf(resource: unknown): Attachment[] {
 
 /**
  * Writes an attachment atomically into `dest` under its title (when the title is a plain file
- * name) or `fallbackName`. Google credentials only go to Google's own hosts (and the configured
- * endpoints); any other host gets an anonymous request. A SIIM annotations CSV is summarised.
+ * name) or `fallbackName`. Google credentials go only where `mayCarryGoogleCredentials` allows
+ * (https Google hosts, the exact origin of a configured endpoint): the client's auth asks it for
+ * every URL, so any other attachment host gets an anonymous request. A SIIM annotations CSV is summarised.
  */
 export async function downloadAttachment(
   t: FhirTarget,
@@ -137,13 +138,10 @@ export async function downloadAttachment(
       "data:",
     );
   }
-  const { client, target } = downloadTarget(att.url, t);
-  try {
-    const res = await client.stream("GET", target, t.signal === undefined ? {} : { signal: t.signal });
-    return finish(await writeFileAtomic(dest, name, keep(res.body as AsyncIterable<Buffer>)), att.url);
-  } finally {
-    if (client !== t.client) await client.close();
-  }
+  // The client's auth decides per URL whether credentials go along (src/gcp/credential-destination.ts).
+  const target = downloadTarget(att.url, t);
+  const res = await t.client.stream("GET", target, t.signal === undefined ? {} : { signal: t.signal });
+  return finish(await writeFileAtomic(dest, name, keep(res.body as AsyncIterable<Buffer>)), att.url);
 }
 
 /**
@@ -160,13 +158,11 @@ export async function fetchAnnotations(o: FetchAnnotationsOptions): Promise<Fetc
   return { ...got, summary: got.summary };
 }
 
-function downloadTarget(attachmentUrl: string, t: FhirTarget): { client: HttpClient; target: string } {
+/** Where to GET an attachment: `gs://` through the storage endpoint, http(s) URLs as they are. */
+function downloadTarget(attachmentUrl: string, t: FhirTarget): string {
   const gs = /^gs:\/\/([^/]+)\/(.+)$/.exec(attachmentUrl);
   if (gs !== null)
-    return {
-      client: t.client,
-      target: `${t.storageBase.replace(/\/+$/, "")}/download/storage/v1/b/${gs[1]}/o/${encodeURIComponent(gs[2]!)}?alt=media`,
-    };
+    return `${t.storageBase.replace(/\/+$/, "")}/download/storage/v1/b/${encodeURIComponent(gs[1]!)}/o/${encodeURIComponent(gs[2]!)}?alt=media`;
   let u: URL;
   try {
     u = new URL(attachmentUrl);
@@ -175,8 +171,5 @@ function downloadTarget(attachmentUrl: string, t: FhirTarget): { client: HttpCli
   }
   if (u.protocol !== "https:" && u.protocol !== "http:")
     throw new HcexportError(`unsupported attachment URL scheme: ${u.protocol}`);
-  const trusted =
-    [t.healthcareBase, t.storageBase].some((b) => new URL(b).host === u.host) ||
-    (u.protocol === "https:" && u.hostname.endsWith(".googleapis.com"));
-  return { client: trusted ? t.client : new HttpClient({ auth: anonymousAuth }), target: attachmentUrl };
+  return attachmentUrl;
 }

@@ -1,3 +1,8 @@
+import { UsageError } from "../core/errors.ts";
+import { isLoopbackUrl } from "./credential-destination.ts";
+
+export { isLoopbackHttp } from "./credential-destination.ts";
+
 /** Where the three Google APIs live, and whether requests carry credentials. */
 export interface Endpoints {
   /** Cloud Storage base, without `/storage/v1` (e.g. `https://storage.googleapis.com`). */
@@ -6,7 +11,7 @@ export interface Endpoints {
   readonly healthcare: string;
   /** Resource Manager base (e.g. `https://cloudresourcemanager.googleapis.com`). */
   readonly resourceManager: string;
-  /** True against the local cloud: no credentials are looked up or sent. */
+  /** True with `--emulator` or all-loopback endpoints: no credentials are looked up or sent. */
   readonly anonymous: boolean;
 }
 
@@ -36,11 +41,12 @@ export interface EndpointInputs {
 /**
  * Resolves endpoints with precedence flags/`HCEXPORT_*` env (already merged by yargs) >
  * `STORAGE_EMULATOR_HOST` (storage only) > config file > Google's defaults. An emulator URL sets
- * all three. Credentials are skipped when every endpoint is on loopback (HTTP, or HTTPS as served by
- * `hcexport emulator --tls`): Google credentials never go to a local server.
+ * all three and means "no credentials", whatever its host (`http://emulator:8080` in a compose
+ * file, `http://0.0.0.0:P`…). Without one, credentials are skipped only when every endpoint is
+ * on loopback (HTTP, or HTTPS as served by `hcexport emulator --tls`). A URL that does not parse as http(s) is a usage error (exit 2).
  */
 export function resolveEndpoints(inputs: EndpointInputs, env: NodeJS.ProcessEnv = {}): Endpoints {
-  const emulator = inputs.emulator ?? inputs.config?.emulator;
+  const emulator = checkUrl("--emulator", inputs.emulator ?? inputs.config?.emulator);
   const base =
     emulator === undefined
       ? GOOGLE_ENDPOINTS
@@ -56,21 +62,26 @@ export function resolveEndpoints(inputs: EndpointInputs, env: NodeJS.ProcessEnv 
   const resourceManager = trimSlash(
     inputs.resourceManagerEndpoint ?? inputs.config?.resourceManager ?? base.resourceManager,
   );
-  const anonymous = [storage, healthcare, resourceManager].every(isLoopbackUrl);
+  checkUrl("the storage endpoint", storage);
+  checkUrl("the Healthcare endpoint", healthcare);
+  checkUrl("the Resource Manager endpoint", resourceManager);
+  const anonymous = emulator !== undefined || [storage, healthcare, resourceManager].every(isLoopbackUrl);
   return { storage, healthcare, resourceManager, anonymous };
 }
 
-/** `http(s)://127.0.0.1:…`, `http(s)://localhost:…`, `http(s)://[::1]:…`. */
-export function isLoopbackUrl(url: string): boolean {
+function checkUrl(what: string, url: string | undefined): string | undefined {
+  if (url === undefined) return undefined;
+  let u: URL | undefined;
   try {
-    const u = new URL(url);
-    return (
-      (u.protocol === "http:" || u.protocol === "https:") &&
-      (u.hostname === "localhost" || u.hostname === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(u.hostname))
-    );
+    u = new URL(url);
   } catch {
-    return false;
+    u = undefined;
   }
+  if (u === undefined || (u.protocol !== "http:" && u.protocol !== "https:") || u.hostname === "")
+    throw new UsageError(`${what} ${JSON.stringify(url.slice(0, 200))} is not an http(s):// URL`, {
+      hint: "give a base URL such as http://127.0.0.1:8080 (the local cloud) or https://storage.googleapis.com",
+    });
+  return url;
 }
 
 function withScheme(host: string): string {

@@ -1,3 +1,4 @@
+import { HttpError, UsageError } from "../core/errors.ts";
 import type { HttpClient } from "../net/http-client.ts";
 import type { RemoteObject, RemoteSource } from "../mirror/ports.ts";
 
@@ -17,15 +18,19 @@ export function gcsSource(client: HttpClient, storageBase: string): RemoteSource
       let pageToken: string | undefined;
       do {
         const page = checkPage(
-          await client.json<unknown>("GET", `${base}/storage/v1/b/${encodeURIComponent(bucket)}/o`, {
-            query: {
-              prefix,
-              maxResults: 1000,
-              pageToken,
-              fields: "nextPageToken,items(name,size,generation,crc32c,md5Hash)",
-            },
-            ...(signal === undefined ? {} : { signal }),
-          }),
+          await client
+            .json<unknown>("GET", `${base}/storage/v1/b/${encodeURIComponent(bucket)}/o`, {
+              query: {
+                prefix,
+                maxResults: 1000,
+                pageToken,
+                fields: "nextPageToken,items(name,size,generation,crc32c,md5Hash)",
+              },
+              ...(signal === undefined ? {} : { signal }),
+            })
+            .catch((err: unknown) => {
+              throw err instanceof HttpError && err.status === 404 ? noSuchBucket(bucket, err) : err;
+            }),
           pageToken,
         );
         yield (page.items ?? []).map(toRemote);
@@ -44,6 +49,17 @@ export function gcsSource(client: HttpClient, storageBase: string): RemoteSource
       return res.body;
     },
   };
+}
+
+/** Listing a bucket that does not exist (404): a configuration error naming the bucket, exit 2. */
+function noSuchBucket(bucket: string, err: HttpError): UsageError {
+  return new UsageError(
+    `gs://${bucket} does not exist (listing it answered HTTP 404: ${err.message.split(": ").pop()})`,
+    {
+      hint: `check the bucket name; create it with 'hcexport bucket ensure gs://${bucket} --project PROJECT'`,
+      cause: err,
+    },
+  );
 }
 
 /**

@@ -1,7 +1,12 @@
+import { lookup } from "node:dns/promises";
+import type * as StorageSdk from "@google-cloud/storage";
 import type { Storage } from "@google-cloud/storage";
 import { abortable } from "../core/abort.ts";
-import { HcexportError, PermissionError, UsageError } from "../core/errors.ts";
+import { HcexportError, PermissionError, UnreachableError, unknownHost, UsageError } from "../core/errors.ts";
+import { redactSecrets } from "../core/redact.ts";
 import type { Policy } from "../workflow/iam-policy.ts";
+import { configuredEndpoints, type GoogleCredentials } from "./auth.ts";
+import { mayCarryGoogleCredentials } from "./credential-destination.ts";
 import type { Endpoints } from "./endpoints.ts";
 
 /** What the workflow needs from Cloud Storage's admin surface (a port; fakes in unit tests). */
@@ -32,20 +37,38 @@ export class StorageAdminError extends HcexportError {
 
 /**
  * BucketAdmin over @google-cloud/storage. Against the local cloud (anonymous endpoints) no
- * credentials are looked up; against Google, Application Default Credentials. The SDK takes no
- * abort signal, so each call is raced against `signal` (a Ctrl-C never waits for its retries).
+ * credentials are looked up; otherwise the invocation's already-resolved credentials (`auth`),
+ * sent only where `mayCarryGoogleCredentials` allows. The SDK takes no abort signal, so each call
+ * is raced against `signal` (a Ctrl-C never waits for its retries).
  */
-export function storageAdmin(endpoints: Endpoints, projectId?: string, signal?: AbortSignal): BucketAdmin {
+export function storageAdmin(
+  endpoints: Endpoints,
+  projectId?: string,
+  auth?: GoogleCredentials,
+  signal?: AbortSignal,
+): BucketAdmin {
   // The SDK is loaded on first use (~0.25 s of startup): mirror, dicomweb and fhir never need it.
-  let sdk: Promise<{ Storage: typeof Storage }> | undefined;
-  const client = async (project?: string): Promise<Storage> =>
-    new (await (sdk ??= import("@google-cloud/storage"))).Storage({
+  let sdk: Promise<typeof StorageSdk> | undefined;
+  const withAuth = !endpoints.anonymous && mayCarryGoogleCredentials(endpoints.storage, configuredEndpoints(endpoints));
+  // The SDK retries network errors (a host that does not resolve included) for a minute whatever
+  // retryableErrorFn says: look the host up once first, and fail at once if it does not exist.
+  let resolvable: Promise<void> | undefined;
+  const client = async (project?: string): Promise<Storage> => {
+    await (resolvable ??= hostResolves(endpoints.storage));
+    const m = await (sdk ??= import("@google-cloud/storage"));
+    return new m.Storage({
       apiEndpoint: endpoints.storage,
       ...(project === undefined ? {} : { projectId: project }),
-      // Custom endpoints get credentials only when they are not the local cloud.
-      useAuthWithCustomEndpoint: !endpoints.anonymous,
-      retryOptions: { autoRetry: true, maxRetries: 5 },
+      ...(withAuth && auth !== undefined ? { authClient: await auth.library() } : {}),
+      useAuthWithCustomEndpoint: withAuth,
+      // A host that does not resolve stays unresolvable: fail now (exit 1), not after a minute of backoff.
+      retryOptions: {
+        autoRetry: true,
+        maxRetries: 5,
+        retryableErrorFn: (err) => unknownHost(err) === undefined && m.RETRYABLE_ERR_FN_DEFAULT(err),
+      },
     });
+  };
   let shared: Promise<Storage> | undefined;
   const storageFor = (project?: string): Promise<Storage> =>
     project === projectId ? (shared ??= client(projectId)) : client(project);
@@ -67,7 +90,7 @@ export function storageAdmin(endpoints: Endpoints, projectId?: string, signal?: 
       } catch (err) {
         if (signal?.aborted === true) throw err;
         const status = statusOf(err);
-        const message = err instanceof Error ? err.message : String(err);
+        const message = redactSecrets(err instanceof Error ? err.message : String(err));
         if (status === 409 && /already own it/i.test(message)) return { created: false };
         if (status === 409)
           throw new UsageError(`bucket name "${spec.name}" is taken by someone else: ${message}`, {
@@ -99,14 +122,28 @@ export function storageAdmin(endpoints: Endpoints, projectId?: string, signal?: 
   };
 }
 
+/** Rejects with `UnreachableError` when the URL's host name does not resolve (NXDOMAIN); other lookup errors pass. */
+async function hostResolves(url: string): Promise<void> {
+  const host = new URL(url).hostname.replace(/^\[(.*)\]$/, "$1");
+  try {
+    await lookup(host);
+  } catch (err) {
+    const dns = unknownHost(err);
+    if (dns !== undefined) throw new UnreachableError(new URL(url).host, dns.code, err);
+  }
+}
+
 function statusOf(err: unknown): number {
   const code = (err as { code?: unknown }).code;
   return typeof code === "number" ? code : 0;
 }
 
 function wrap(err: unknown, what: string): Error {
+  if (err instanceof HcexportError) return err;
+  const dns = unknownHost(err);
+  if (dns !== undefined) return new UnreachableError(dns.host ?? "the storage endpoint", dns.code, err);
   const status = statusOf(err);
-  const message = `could not ${what}: ${err instanceof Error ? err.message : String(err)}`;
+  const message = redactSecrets(`could not ${what}: ${err instanceof Error ? err.message : String(err)}`);
   if (status === 403 || status === 401) {
     return new PermissionError(message, {
       hint: "the caller needs storage.buckets.get/create and storage.buckets.getIamPolicy/setIamPolicy (e.g. roles/storage.admin) on the destination bucket",

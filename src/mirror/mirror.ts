@@ -3,7 +3,7 @@ import path from "node:path";
 import { DirectoryGuard, tempWriterGone } from "../core/atomic-file.ts";
 import { systemClock, type Clock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";
-import { DestinationError, destinationFault, UnsafeNameError } from "../core/errors.ts";
+import { DestinationError, destinationFault, fatalFault, UnsafeNameError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import { isRetryable, type RetryPolicy } from "../core/retry.ts";
 import { downloadObject, type DownloadContext } from "./download.ts";
@@ -163,6 +163,8 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     return undefined;
   };
   let closeError: unknown;
+  /** A credentials/permission/bucket/DNS failure (`fatalFault`): every other object would fail alike. */
+  let fatal: Error | undefined;
   const pool = new TaskPool(concurrency);
   const filter = new NameFilter(listPrefix, options.shard);
   const ctx: DownloadContext = {
@@ -314,6 +316,11 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
         s.complete = false;
         return;
       }
+      const stop = fatalFault(err, "object");
+      if (stop !== undefined) {
+        fatal ??= stop;
+        return;
+      }
       if (err instanceof UnsafeNameError)
         refuse(obj.name, err.message.replace(/^refusing unsafe name "(?:[^"\\]|\\.)*": /, ""));
       else fail(obj.name, `${messageOf(err)}${isRetryable(err) ? " (gave up after retries)" : ""}`);
@@ -347,7 +354,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     try {
       for await (const pair of march(accepted(), walkLocal(options.dest, signal))) {
         signal?.throwIfAborted();
-        if (s.destinationFault !== undefined) break;
+        if (s.destinationFault !== undefined || fatal !== undefined) break;
         if (pair.remote === undefined) await extra(pair.local);
         else {
           const { remote, local } = pair;
@@ -358,10 +365,13 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
       await pool.drain();
       if (signal?.aborted === true) throw signal.reason ?? err;
       s.complete = false;
+      fatal ??= fatalFault(err);
+      if (fatal !== undefined) throw fatal;
       fail(`gs://${options.bucket}/${listPrefix}`, `listing or local walk stopped: ${messageOf(err)}`);
     }
     await pool.drain();
     signal?.throwIfAborted();
+    if (fatal !== undefined) throw fatal;
     if (options.delete === true && pendingDeletes > 0 && !dryRun)
       await applyDeletes(manifest, options, s, pendingDeletes, emit);
   } finally {

@@ -2,7 +2,8 @@ import { Agent, request, type Dispatcher } from "undici";
 import { eitherSignal } from "../core/abort.ts";
 import { parseRetryAfter } from "../core/backoff.ts";
 import { systemClock, type Clock } from "../core/clock.ts";
-import { HttpError } from "../core/errors.ts";
+import { HttpError, UnreachableError, unknownHost } from "../core/errors.ts";
+import { redactSecrets } from "../core/redact.ts";
 import { withRetry, type RetryNotice, type RetryPolicy, defaultRetryPolicy } from "../core/retry.ts";
 
 /** Supplies request headers (e.g. `Authorization`). Implementations: anonymous, basic, bearer, Google ADC. */
@@ -184,6 +185,10 @@ export class HttpClient {
       dispatcher: this.#dispatcher,
       ...(body === undefined ? {} : { body }),
       ...(signal === undefined ? {} : { signal }),
+    }).catch((err: unknown) => {
+      // A host that does not resolve is a wrong endpoint or no network: say so, don't retry.
+      const dns = unknownHost(err);
+      throw dns === undefined ? err : new UnreachableError(target.host, dns.code, err);
     });
     return { res, secrets: secretsOf(auth) };
   }
@@ -261,8 +266,9 @@ function secretsOf(headers: Record<string, string>): string[] {
   return out.filter((v) => v.length >= 8).sort((a, b) => b.length - a.length);
 }
 
+/** The exact credential values this request carried, then anything credential-shaped (src/core/redact.ts). */
 function scrub(text: string, secrets: readonly string[]): string {
   let out = text;
   for (const s of secrets) out = out.split(s).join("REDACTED");
-  return out;
+  return redactSecrets(out);
 }

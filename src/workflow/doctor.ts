@@ -5,8 +5,9 @@
  * injected ports (no I/O here): each check yields ok / warn / fail / skip with a detail and a fix,
  * one failing check never stops the others, and every check has its own deadline.
  */
+import { redactSecrets } from "../core/redact.ts";
 import { systemClock, type Clock } from "../core/clock.ts";
-import { ExitCode } from "../core/errors.ts";
+import { CREDENTIALS_HINT, ExitCode } from "../core/errors.ts";
 import { EXPORT_ROLE, hasExportRole, memberOf, type Policy } from "./iam-policy.ts";
 
 export type CheckStatus = "ok" | "warn" | "fail" | "skip";
@@ -137,8 +138,11 @@ export function doctorChecks(spec: DoctorSpec, ports: DoctorPorts): Check[] {
           return {
             status: "fail",
             reason: "permission",
-            detail: `no usable Google credentials: ${safeMessage(err)}`,
-            hint: "run 'gcloud auth application-default login', or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file",
+            detail: safeMessage(err).replace(
+              /^(?!no (?:usable )?Google credentials)/,
+              "no usable Google credentials: ",
+            ),
+            hint: CREDENTIALS_HINT,
           };
         }
       },
@@ -487,11 +491,7 @@ function statusText(err: unknown): string {
 
 /** An error's message with anything that looks like a credential masked (defence in depth). */
 export function safeMessage(err: unknown): string {
-  const raw = err instanceof Error ? err.message : String(err);
-  return raw
-    .replace(/(bearer\s+)[^\s"',]+/gi, "$1REDACTED")
-    .replace(/ya29\.[\w.-]+/g, "ya29.REDACTED")
-    .replace(/("?(?:access_token|refresh_token|client_secret|private_key)"?\s*[:=]\s*"?)[^\s"',}]+/gi, "$1REDACTED");
+  return redactSecrets(err instanceof Error ? err.message : String(err));
 }
 
 function shortStore(store: string): string {

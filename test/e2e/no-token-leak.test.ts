@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { SIIM, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
 import { startLocalCloud } from "../../src/emulator/local-cloud.ts";
-import { startFakeAdc } from "../support/fake-adc.ts";
+import { credentialedEndpointEnv, startFakeAdc } from "../support/fake-adc.ts";
 
 const TOKEN = "ya29.FAKE-SECRET-TOKEN-must-never-be-printed-7f3a9c";
 
@@ -16,7 +16,7 @@ test("credentials are used but the access token never appears in any output, eve
   const adc = await startFakeAdc(TOKEN, dir);
   try {
     const creds = adc.file;
-    // 0.0.0.0 reaches the loopback server but is not "the local cloud", so credentials are looked up and sent.
+    // 0.0.0.0 reaches the loopback server; as plain endpoints (not --emulator) they get credentials.
     const endpoint = cloud.baseUrl.replace("127.0.0.1", "0.0.0.0");
     const demo = JSON.parse(await readFile(path.resolve("config/demo.json"), "utf8")) as Record<string, unknown>;
     const cfg = path.join(dir, "c.json");
@@ -31,7 +31,7 @@ test("credentials are used but the access token never appears in any output, eve
         stateDir: "./state",
       }),
     );
-    const env = { ...process.env, GOOGLE_APPLICATION_CREDENTIALS: creds, HCEXPORT_EMULATOR: endpoint };
+    const env = { ...process.env, GOOGLE_APPLICATION_CREDENTIALS: creds, ...credentialedEndpointEnv(endpoint) };
     const runs: Array<[string[], number]> = [
       [["run", cfg, "--verbose"], 3],
       [["run", cfg, "--json", "--verbose"], 3],

@@ -9,7 +9,7 @@ import path from "node:path";
 import { PassThrough } from "node:stream";
 import { request } from "undici";
 import { runCli } from "../../src/cli/run-cli.ts";
-import { startFakeAdc } from "../support/fake-adc.ts";
+import { credentialedEndpointEnv, startFakeAdc } from "../support/fake-adc.ts";
 import {
   SIIM,
   SIIM_DATASET_PATH,
@@ -252,11 +252,11 @@ describe("hcexport doctor against the local cloud", () => {
     try {
       const creds = adc.file;
       const cfg = await writeConfig("c", { grantIam: true, serviceAgent: SIIM.serviceAgent });
-      // 0.0.0.0 reaches the loopback server but is not "the local cloud", so credentials are looked up and sent.
+      // 0.0.0.0 reaches the loopback server; as plain endpoints (not --emulator) they get credentials.
       const env = {
         ...process.env,
         GOOGLE_APPLICATION_CREDENTIALS: creds,
-        HCEXPORT_EMULATOR: cloud.baseUrl.replace("127.0.0.1", "0.0.0.0"),
+        ...credentialedEndpointEnv(cloud.baseUrl.replace("127.0.0.1", "0.0.0.0")),
       };
       // One spawn (google-auth-library needs the real process env); --verbose shows the most.
       for (const extra of [["--verbose"]]) {

@@ -253,7 +253,7 @@ describe("DICOMweb", () => {
           "GET",
           `${web}/studies/${inst.studyUid}/series/${inst.seriesUid}/instances/${inst.sopInstanceUid}`,
           undefined,
-          { accept: "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.50" },
+          { accept: "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.90" },
         )
       ).status,
       406,

@@ -10,6 +10,7 @@ import { runCli } from "../../src/cli/run-cli.ts";
 import { SIIM, SIIM_FHIR_STORE, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
 import { formatPath } from "../../src/config/schema.ts";
 import { listFiles, prng, requireBuiltCli, seedFor, spawnCli, STACK_TRACE } from "../support/chaos.ts";
+import { credentialedEndpointArgs } from "../support/fake-adc.ts";
 
 /**
  * Hostile input suite (issue #6):
@@ -499,7 +500,7 @@ describe("(b)+(c) malformed server responses, with credentials that must never l
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const port = (server.address() as AddressInfo).port;
     base = `http://127.0.0.1:${port}`;
-    // 0.0.0.0 reaches the loopback server but is not "the local cloud": credentials are looked up and sent.
+    // 0.0.0.0 reaches the loopback server; as plain endpoints (not --emulator) they get credentials.
     endpoint = `http://0.0.0.0:${port}`;
     const creds = path.join(tmp, "adc.json");
     await writeFile(
@@ -543,7 +544,7 @@ describe("(b)+(c) malformed server responses, with credentials that must never l
   ): Promise<CliResult> {
     Object.assign(routes, defaults, set);
     const dir = path.join(tmp, "dest", name.replace(/\W+/g, "-"));
-    const r = await cli([...argv(dir), "--emulator", endpoint]);
+    const r = await cli([...argv(dir), ...credentialedEndpointArgs(endpoint)]);
     Object.assign(routes, defaults);
     assert.notEqual(r.code, 0, `${name}: exit 0\n${r.stdout}\n${r.stderr}`);
     const line = assertOneLineError(r, name);
@@ -603,7 +604,7 @@ describe("(b)+(c) malformed server responses, with credentials that must never l
       await writeFile(path.join(dir, "precious.dcm"), "local data");
       for (const responder of [raw(200, "application/json", ""), json(200, "null"), json(200, { items: "nope" })]) {
         Object.assign(routes, defaults, { list: responder });
-        const r = await cli(["mirror", `gs://${BUCKET}/train`, dir, "--delete", "--emulator", endpoint]);
+        const r = await cli(["mirror", `gs://${BUCKET}/train`, dir, "--delete", ...credentialedEndpointArgs(endpoint)]);
         Object.assign(routes, defaults);
         assert.notEqual(r.code, 0, r.stderr);
         assert.equal(
@@ -720,7 +721,7 @@ describe("(b)+(c) malformed server responses, with credentials that must never l
       );
       const report = path.join(dir, "report.json");
       for (const extra of [[], ["--json"], ["--verbose"]]) {
-        const r = await cli(["run", cfg, "--emulator", endpoint, "--report", report, ...extra], dir);
+        const r = await cli(["run", cfg, ...credentialedEndpointArgs(endpoint), "--report", report, ...extra], dir);
         assert.notEqual(r.code, 0, r.stderr);
         if (!extra.includes("--json"))
           assert.match(assertOneLineError(r, "run"), /train-rle\.csv\?access_token=REDACTED/);
@@ -767,7 +768,7 @@ describe("(b)+(c) malformed server responses, with credentials that must never l
       await Promise.all(
         cases.map(async ([name, set, argv]) => {
           Object.assign(routes, set);
-          const r = await spawnCli(bin, [...argv, "--emulator", endpoint], { cwd: tmp, env });
+          const r = await spawnCli(bin, [...argv, ...credentialedEndpointArgs(endpoint)], { cwd: tmp, env });
           assert.ok(r.code !== 0 && r.code !== null, `${name}: exit ${r.code} ${r.signal}\n${r.stderr}`);
           assertOneLineError({ code: r.code, stdout: r.stdout, stderr: r.stderr }, name);
           leakCheck(`${r.stdout}\n${r.stderr}`, name);

@@ -9,6 +9,7 @@ import { inspectPart10 } from "../../src/dicomweb/part10.ts";
 import { writePart10 } from "../../src/emulator/dataset/dicom-writer.ts";
 import { SOP_CLASS_SECONDARY_CAPTURE } from "../../src/emulator/dataset/instances.ts";
 import { cliIn, type CliResult } from "../support/cli.ts";
+import { PNG } from "pngjs";
 import { peer } from "../support/peers.ts";
 
 /**
@@ -244,5 +245,119 @@ describe("dicomweb pull against Orthanc + DICOMweb plugin", { skip: orthanc.skip
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /401/);
     assert.ok(!(r.stdout + r.stderr).includes("wrong-pw-123"));
+  });
+});
+
+describe("dicomweb search, pull --study and get against Orthanc", { skip: orthanc.skip }, () => {
+  const env = { HCEXPORT_DICOMWEB_USER: USER, HCEXPORT_DICOMWEB_PASSWORD: PASSWORD };
+  const uid = (study: number, series?: number, n?: number) =>
+    `1.2.826.0.1.3680043.10.1511.9.${series === undefined ? "1" : n === undefined ? "2" : "3"}.${study + 1}${series === undefined ? "" : `.${series + 1}`}${n === undefined ? "" : `.${n + 1}`}`;
+  let expected: Map<string, Buffer>;
+  before(async () => {
+    expected = await orthancFiles();
+  });
+
+  test("search: every instance across pages of 25; study filters matched as Orthanc matches them", async () => {
+    const r = await cli(
+      ["dicomweb", "search", `${http}/dicom-web`, "--level", "instances", "--page-size", "25", "--format", "ndjson"],
+      env,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const sops = r.stdout
+      .trimEnd()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as Record<string, { Value: string[] }>)["00080018"]!.Value[0]!);
+    assert.deepEqual(sops.sort(), [...expected.keys()].map((k) => path.basename(k, ".dcm")).sort());
+    const one = await cli(
+      ["dicomweb", "search", `${http}/dicom-web`, "--filter", "PatientID=P3", "--format", "json"],
+      env,
+    );
+    assert.equal(one.code, 0, one.stderr);
+    const rows = JSON.parse(one.stdout) as Array<Record<string, { Value: string[] }>>;
+    assert.deepEqual(
+      rows.map((x) => x["0020000D"]!.Value[0]),
+      [uid(2)],
+    );
+    const all = await cli(
+      [
+        "dicomweb",
+        "search",
+        `${http}/dicom-web`,
+        "--filter",
+        "PatientID=P*",
+        "--page-size",
+        "3",
+        "--format",
+        "csv",
+        "--include",
+        "PatientID",
+      ],
+      env,
+    );
+    assert.equal(all.code, 0, all.stderr);
+    const lines = all.stdout.split("\r\n").filter((l) => l !== "");
+    assert.equal(lines.length, 1 + STUDIES);
+  });
+
+  test("pull --study: exactly that study, byte-identical to Orthanc's /instances/{id}/file", async () => {
+    const dest = path.join(tmp, "orthanc-pull-study");
+    const r = await cli(["dicomweb", "pull", `${http}/dicom-web`, dest, "--study", uid(4), "--page-size", "7"], env);
+    assert.equal(r.code, 0, r.stderr);
+    const want = [...expected.keys()].filter((k) => k.startsWith(`${uid(4)}/`)).sort();
+    assert.equal(want.length, SERIES * PER_SERIES);
+    assert.deepEqual(await pulledFiles(dest), want);
+    for (const rel of want) assert.deepEqual(await readFile(path.join(dest, rel)), expected.get(rel), rel);
+  });
+
+  test("get: a series (each part its own file) and a frame, raw bytes equal to Orthanc's /instances/{id}/frames/0/raw", async () => {
+    const dest = path.join(tmp, "orthanc-get");
+    const series = await cli(
+      ["dicomweb", "get", `${http}/dicom-web`, `studies/${uid(1)}/series/${uid(1, 1)}`, dest, "--metadata"],
+      env,
+    );
+    assert.equal(series.code, 0, series.stderr);
+    const want = [...expected.keys()].filter((k) => k.startsWith(`${uid(1)}/${uid(1, 1)}/`)).sort();
+    const got = await pulledFiles(dest);
+    assert.deepEqual(
+      got.filter((f) => f.endsWith(".dcm")),
+      want,
+    );
+    for (const rel of want) assert.deepEqual(await readFile(path.join(dest, rel)), expected.get(rel), rel);
+    assert.ok(got.includes(`${uid(1)}/${uid(1, 1)}/metadata.json`));
+
+    const [st, se, n] = [5, 0, 7];
+    const target = `studies/${uid(st)}/series/${uid(st, se)}/instances/${uid(st, se, n)}/frames/1`;
+    const frame = await cli(["dicomweb", "get", `${http}/dicom-web`, target, dest], env);
+    assert.equal(frame.code, 0, frame.stderr);
+    const lookup = (await (await api("/tools/lookup", { method: "POST", body: uid(st, se, n) })).json()) as Array<{
+      ID: string;
+      Type: string;
+    }>;
+    const id = lookup.find((x) => x.Type === "Instance")!.ID;
+    const raw = Buffer.from(await (await api(`/instances/${id}/frames/0/raw`)).arrayBuffer());
+    const side = 48 + ((st * 7 + n) % 16);
+    assert.equal(raw.length, side * side);
+    assert.deepEqual(await readFile(path.join(dest, uid(st), uid(st, se), uid(st, se, n), "frames", "1.raw")), raw);
+  });
+
+  test("get --rendered png of an instance: Orthanc's rendering, a whole PNG of the image's size", async () => {
+    const dest = path.join(tmp, "orthanc-rendered");
+    const [st, se, n] = [2, 1, 3];
+    const r = await cli(
+      [
+        "dicomweb",
+        "get",
+        `${http}/dicom-web`,
+        `studies/${uid(st)}/series/${uid(st, se)}/instances/${uid(st, se, n)}`,
+        dest,
+        "--rendered",
+        "png",
+      ],
+      env,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const png = PNG.sync.read(await readFile(path.join(dest, uid(st), uid(st, se), `${uid(st, se, n)}.png`)));
+    const side = 48 + ((st * 7 + n) % 16);
+    assert.deepEqual([png.width, png.height], [side, side]);
   });
 });

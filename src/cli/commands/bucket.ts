@@ -45,7 +45,7 @@ const bucketEnsure = (io: CliIo): CommandModule<GlobalArgs, BucketArgs> => ({
         hint: "pass --project PROJECT (or set HCEXPORT_PROJECT)",
       });
     const { out } = createContext(args, io);
-    const services = createServices(args, io);
+    const services = await createServices(args, io);
     try {
       const name = uri.value.bucket;
       const { created } = await services.ports.buckets.ensureBucket({

@@ -85,7 +85,7 @@ export const demoCommand = (io: CliIo): CommandModule<GlobalArgs, DemoArgs> => (
       const result = await runPipeline(
         spec,
         {
-          buckets: storageAdmin(endpoints, "my-demo-project", io.signal),
+          buckets: storageAdmin(endpoints, "my-demo-project", undefined, io.signal),
           healthcare: healthcareApi(client, endpoints.healthcare),
           source: gcsSource(client, endpoints.storage),
           fetchAnnotations: (a) =>

@@ -1,15 +1,20 @@
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import { DestinationError, PartialFailureError, UsageError } from "../../core/errors.ts";
 import { dicomwebSource, resolveDicomwebBase } from "../../dicomweb/client.ts";
 import { DEFAULT_DICOMWEB_CONCURRENCY, DEFAULT_PAGE_SIZE, pull, type RetrieveMode } from "../../dicomweb/pull.ts";
-import { authFor } from "../../gcp/auth.ts";
 import { resolveEndpoints } from "../../gcp/endpoints.ts";
-import { basicAuth, bearerAuth } from "../../net/auth.ts";
-import { anonymousAuth, HttpClient, type AuthHeaders } from "../../net/http-client.ts";
+import { HttpClient } from "../../net/http-client.ts";
+import { dicomwebAuth } from "../dicomweb-connect.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
+import { commandCredentials } from "../credentials.ts";
 import { table } from "../format.ts";
 import { formatDicomwebEvent } from "../format-dicomweb.ts";
+import { parseFilters } from "../../dicomweb/query.ts";
+import { parseUidsFile, scopesOf, type Subset } from "../../dicomweb/subset.ts";
+import { getCommand } from "./dicomweb-get.ts";
+import { searchCommand } from "./dicomweb-search.ts";
 
 interface PullArgs extends GlobalArgs {
   source: string;
@@ -18,21 +23,13 @@ interface PullArgs extends GlobalArgs {
   concurrency: number;
   mode: RetrieveMode;
   search: "auto" | "instances" | "studies";
+  study: string[];
+  series: string[];
+  filter: string[];
+  uids?: string;
 }
 
-/**
- * Credentials for a DICOMweb URL: `HCEXPORT_DICOMWEB_TOKEN` (bearer), `HCEXPORT_DICOMWEB_USER` +
- * `HCEXPORT_DICOMWEB_PASSWORD` (basic), or `user:password@` in the URL; from the environment so
- * that they never sit in shell history or process listings.
- */
-export function dicomwebAuth(env: NodeJS.ProcessEnv, userinfo?: { user: string; password: string }): AuthHeaders {
-  const token = env["HCEXPORT_DICOMWEB_TOKEN"];
-  if (token !== undefined && token !== "") return bearerAuth(token);
-  const user = env["HCEXPORT_DICOMWEB_USER"];
-  if (user !== undefined && user !== "") return basicAuth(user, env["HCEXPORT_DICOMWEB_PASSWORD"] ?? "");
-  if (userinfo !== undefined) return basicAuth(userinfo.user, userinfo.password);
-  return anonymousAuth;
-}
+export { dicomwebAuth } from "../dicomweb-connect.ts";
 
 const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
   command: "pull <source> <dir>",
@@ -65,6 +62,28 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
         default: "auto" as const,
         describe: "auto: instance-level search checked against per-study counts; studies: per-study searches only",
       })
+      .option("study", {
+        type: "string",
+        array: true,
+        default: [] as string[],
+        describe: "only this study (repeatable)",
+      })
+      .option("series", {
+        type: "string",
+        array: true,
+        default: [] as string[],
+        describe: "only this series (repeatable)",
+      })
+      .option("filter", {
+        type: "string",
+        array: true,
+        default: [] as string[],
+        describe: "only instances matching KEY=VALUE (keyword or tag; QIDO-RS matching, e.g. Modality=CR)",
+      })
+      .option("uids", {
+        type: "string",
+        describe: "a file of study UIDs or studies/S[/series/SE[/instances/I]] paths, one per line (# comments)",
+      })
       .epilog(
         "Auth for URLs: HCEXPORT_DICOMWEB_TOKEN (bearer) or HCEXPORT_DICOMWEB_USER/HCEXPORT_DICOMWEB_PASSWORD (basic). Stores use Google Application Default Credentials.",
       ) as never,
@@ -73,11 +92,15 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
     if (!(Number.isInteger(pageSize) && pageSize >= 1)) throw new UsageError("--page-size must be a whole number ≥ 1");
     if (!(Number.isInteger(args.concurrency) && args.concurrency >= 1 && args.concurrency <= 256))
       throw new UsageError("--concurrency must be an integer between 1 and 256");
+    const subset = await subsetOf(args, io);
     const endpoints = resolveEndpoints(args, io.env);
     const target = resolveDicomwebBase(args.source, endpoints.healthcare);
     const { out } = createContext(args, io);
     out.use(formatDicomwebEvent);
-    const auth = target.kind === "store" ? authFor(endpoints) : dicomwebAuth(io.env, target.userinfo);
+    const auth =
+      target.kind === "store"
+        ? await commandCredentials(args, io, endpoints, { projectId: args.project })
+        : dicomwebAuth(io.env, target.userinfo);
     const client = new HttpClient({ auth, connections: args.concurrency + 1, signal: io.signal });
     try {
       const summary = await pull({
@@ -88,6 +111,7 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
         concurrency: args.concurrency,
         mode: args.mode,
         search: args.search,
+        ...(subset === undefined ? {} : { subset }),
         onEvent: out.emit,
         signal: io.signal,
       });
@@ -119,7 +143,7 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
             hint:
               summary.failed > 0
                 ? "run the same command again: only what is missing is retrieved"
-                : "refused names are UIDs that cannot be file names; see the messages above",
+                : "refused: UIDs that cannot be file names, or subset entries the server lists nothing for; see the messages above",
           },
         );
       }
@@ -129,10 +153,31 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
   },
 });
 
+/** The subset `--study/--series/--filter/--uids` ask for, or undefined for the whole store. */
+async function subsetOf(args: PullArgs, io: CliIo): Promise<Subset | undefined> {
+  if (args.study.length + args.series.length + args.filter.length === 0 && args.uids === undefined) return undefined;
+  const scopes = scopesOf(args.study, args.series);
+  if (args.uids !== undefined) {
+    const file = path.resolve(io.cwd, args.uids);
+    const text = await readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
+      throw new UsageError(`--uids ${args.uids}: ${err.code ?? err.message}`);
+    });
+    const listed = parseUidsFile(text, args.uids);
+    if (listed.length === 0) throw new UsageError(`--uids ${args.uids}: no UIDs in the file`);
+    scopes.push(...listed);
+  }
+  return { scopes, filters: parseFilters(args.filter) };
+}
+
 /** `hcexport dicomweb pull …` (the seed's Method 1, done properly). */
 export const dicomwebCommand = (io: CliIo): CommandModule<GlobalArgs, GlobalArgs> => ({
   command: "dicomweb <command>",
   describe: "direct DICOMweb download (QIDO-RS + WADO-RS) from a Healthcare DICOM store or any DICOMweb server",
-  builder: (y: Argv<GlobalArgs>) => y.command(pullCommand(io) as never).demandCommand(1) as never,
+  builder: (y: Argv<GlobalArgs>) =>
+    y
+      .command(pullCommand(io) as never)
+      .command(searchCommand(io) as never)
+      .command(getCommand(io) as never)
+      .demandCommand(1) as never,
   handler: () => {},
 });

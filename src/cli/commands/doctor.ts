@@ -51,7 +51,8 @@ export const doctorCommand = (io: CliIo): CommandModule<GlobalArgs, DoctorArgs> 
       grantIam: args["grant-iam"],
     });
     const config = loaded.config;
-    const services = createServices(args, io, config);
+    // Doctor reports credentials as one of its checks instead of stopping at them.
+    const services = await createServices(args, io, config, { credentials: false });
     const probes = new Agent({ connections: 4, headersTimeout: args.timeout * 1000, bodyTimeout: args.timeout * 1000 });
     // Short retries: every check has its own deadline, and doctor should answer quickly.
     const client = new HttpClient({
@@ -99,10 +100,13 @@ function doctorPorts(services: Services, client: HttpClient, probes: Agent, conf
   const bucketUrl = (b: string) => `${storage}/storage/v1/b/${encodeURIComponent(b)}`;
   return {
     async credentials() {
-      const auth = services.client.auth as AuthHeaders & { kind?: () => Promise<string> };
+      const auth = services.client.auth as AuthHeaders & {
+        kind?: () => Promise<string>;
+        resolve?: () => Promise<void>;
+      };
+      // Resolving mints (or refreshes) a token, exactly as every other command does up front; it is never shown.
+      await auth.resolve?.();
       const kind = auth.kind === undefined ? auth.description : await auth.kind();
-      // Obtaining headers mints (or refreshes) a token; it is used for nothing and never shown.
-      await auth.headers(new URL(storage));
       return { kind };
     },
     async probe(url, signal) {

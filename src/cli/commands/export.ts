@@ -38,7 +38,7 @@ export const exportCommand = (io: CliIo): CommandModule<GlobalArgs, ExportArgs> 
       });
     const { out } = createContext(args, io);
     out.use(formatWorkflowEvent).use(formatPipelineEvent);
-    const services = createServices(args, io);
+    const services = await createServices(args, io);
     try {
       const uri = `gs://${dest.value.bucket}/${dest.value.prefix}`;
       const name = await startExportOnce(services.ports.healthcare, args.store, uri, {

@@ -3,10 +3,10 @@ import type { CommandModule } from "yargs";
 import { HcexportError, UsageError } from "../../core/errors.ts";
 import { parseStoreName } from "../../core/resource-names.ts";
 import { attachmentsOf, downloadAttachment, parseResourceRef, readFhirResource } from "../../fhir/annotations.ts";
-import { authFor } from "../../gcp/auth.ts";
 import { resolveEndpoints } from "../../gcp/endpoints.ts";
 import { HttpClient } from "../../net/http-client.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
+import { commandCredentials } from "../credentials.ts";
 
 interface FhirGetArgs extends GlobalArgs {
   store: string;
@@ -35,7 +35,10 @@ const fhirGet = (io: CliIo): CommandModule<GlobalArgs, FhirGetArgs> => ({
     const { type, id } = parseResourceRef(args.resource);
     const { out } = createContext(args, io);
     const endpoints = resolveEndpoints(args, io.env);
-    const client = new HttpClient({ auth: authFor(endpoints), signal: io.signal });
+    const client = new HttpClient({
+      auth: await commandCredentials(args, io, endpoints, { projectId: args.project }),
+      signal: io.signal,
+    });
     try {
       const target = {
         client,

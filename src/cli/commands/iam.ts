@@ -54,7 +54,7 @@ const iamCheck = (io: CliIo): CommandModule<GlobalArgs, IamArgs> => ({
   builder: (y) => iamOptions(y) as never,
   handler: async (args) => {
     const { out } = createContext(args, io);
-    const services = createServices(args, io);
+    const services = await createServices(args, io);
     try {
       const { bucket, agent } = await target(args, services);
       // Without grant, the mechanism `run` uses throws the exit-3 error with the fix.
@@ -77,7 +77,7 @@ const iamGrant = (io: CliIo): CommandModule<GlobalArgs, IamArgs> => ({
   builder: (y) => iamOptions(y) as never,
   handler: async (args) => {
     const { out } = createContext(args, io);
-    const services = createServices(args, io);
+    const services = await createServices(args, io);
     try {
       const { bucket, agent } = await target(args, services);
       const granted = await ensureExportRole(services.ports.buckets, bucket, agent, true);

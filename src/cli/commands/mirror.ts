@@ -2,13 +2,13 @@ import path from "node:path";
 import type { CommandModule } from "yargs";
 import { DestinationError, HcexportError, PartialFailureError, UsageError } from "../../core/errors.ts";
 import { parseGsUri } from "../../core/resource-names.ts";
-import { authFor } from "../../gcp/auth.ts";
 import { resolveEndpoints } from "../../gcp/endpoints.ts";
 import { gcsSource } from "../../gcp/gcs-objects.ts";
 import { DEFAULT_CONCURRENCY, mirror } from "../../mirror/mirror.ts";
 import { parseShard } from "../../mirror/shard.ts";
 import { HttpClient } from "../../net/http-client.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
+import { commandCredentials } from "../credentials.ts";
 import { table } from "../format.ts";
 import { formatMirrorEvent } from "../format-mirror.ts";
 
@@ -65,8 +65,9 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
     const { out } = createContext(args, io);
     out.use(formatMirrorEvent);
     const endpoints = resolveEndpoints(args, io.env);
+    const auth = await commandCredentials(args, io, endpoints, { projectId: args.project });
     // One keep-alive pool sized to the concurrency (+1 for the listing running alongside).
-    const client = new HttpClient({ auth: authFor(endpoints), connections: args.concurrency + 1, signal: io.signal });
+    const client = new HttpClient({ auth, connections: args.concurrency + 1, signal: io.signal });
     try {
       const summary = await mirror({
         source: gcsSource(client, endpoints.storage),

@@ -27,7 +27,7 @@ const operationsWait = (io: CliIo): CommandModule<GlobalArgs, WaitArgs> => ({
     if (!parsed.ok) throw new UsageError(parsed.error);
     const { out } = createContext(args, io);
     out.use(formatPipelineEvent);
-    const services = createServices(args, io);
+    const services = await createServices(args, io);
     try {
       const op = await pollOperation((n) => services.ports.healthcare.getOperation(n), args.operation, {
         onEvent: out.emit,
@@ -52,7 +52,7 @@ const operationsList = (io: CliIo): CommandModule<GlobalArgs, GlobalArgs & { dat
     if (!/^projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+$/.test(args.dataset))
       throw new UsageError(`"${args.dataset}" is not a dataset name of the form projects/P/locations/L/datasets/D`);
     const { out } = createContext(args, io);
-    const services = createServices(args, io);
+    const services = await createServices(args, io);
     try {
       const ops = await services.ports.healthcare.listOperations(args.dataset);
       const rows = [

@@ -4,6 +4,7 @@ import type { Argv, CommandModule } from "yargs";
 import { loadConfig, type LoadedConfig } from "../../config/load.ts";
 import { eitherSignal } from "../../core/abort.ts";
 import { DestinationError, exitCodeOf, interruptionOf, PartialFailureError, UsageError } from "../../core/errors.ts";
+import { redactSecrets } from "../../core/redact.ts";
 import { planRun, runPipeline, type PipelineResult, type PipelineSpec } from "../../pipeline/export-and-mirror.ts";
 import { acquireLock, DEFAULT_STALE_AFTER_MS } from "../../workflow/lock.ts";
 import { adoptEndpoint, FileStateStore } from "../../workflow/state.ts";
@@ -85,7 +86,8 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
       grantIam: args["grant-iam"],
       concurrency: args.concurrency,
     });
-    const services = createServices(args, io, loaded.config);
+    // Credentials are resolved up front (exit 3 within seconds, with the fix), except for a plan.
+    const services = await createServices(args, io, loaded.config, { credentials: !args["dry-run"] });
     const startedAt = new Date();
     let result: PipelineResult | undefined;
     let failure: unknown;
@@ -167,7 +169,7 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
       if (!args["dry-run"]) {
         const finishedAt = new Date().toISOString();
         const exitCode = failure === undefined ? 0 : exitCodeOf(failure);
-        const error = failure instanceof Error ? failure.message : undefined;
+        const error = failure instanceof Error ? redactSecrets(failure.message) : undefined;
         await state
           .update(
             (s) =>

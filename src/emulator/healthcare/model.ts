@@ -51,6 +51,8 @@ export interface OperationRecord {
   /** The export's source store and destination, for tests. */
   readonly source: string;
   readonly destination: string;
+  /** `gcsDestination.mimeType`, when given. */
+  readonly mimeType?: string;
   /** The `response` of a finished operation (default: ExportDicomDataResponse). */
   response?: Record<string, unknown>;
   /** `error.details` (e.g. ImportDicomDataErrorDetails). */

@@ -112,18 +112,17 @@ export function resolveTag(keyOrTag: string): string | undefined {
   return KEYWORDS[keyOrTag];
 }
 
-/** The query's match filters (tag → accepted values), scope filters included. */
-function matchFilters(params: URLSearchParams, scope: { study?: string; series?: string }): Array<[string, string[]]> {
-  const filters: Array<[string, string[]]> = [];
+/** The query's match filters (tag → the value as given), scope filters included. */
+function matchFilters(params: URLSearchParams, scope: { study?: string; series?: string }): Array<[string, string]> {
+  const filters: Array<[string, string]> = [];
   for (const [key, value] of params) {
     if (CONTROL_PARAMS.has(key)) continue;
     const tag = resolveTag(key);
     if (tag === undefined) throw invalid(`invalid QIDO-RS query parameter "${key}"`);
-    // A UID list (PS3.18 8.3.4.1) is comma- or backslash-separated.
-    filters.push([tag, value.split(/[,\\]/)]);
+    filters.push([tag, value]);
   }
-  if (scope.study !== undefined) filters.push(["0020000D", [scope.study]]);
-  if (scope.series !== undefined) filters.push(["0020000E", [scope.series]]);
+  if (scope.study !== undefined) filters.push(["0020000D", scope.study]);
+  if (scope.series !== undefined) filters.push(["0020000E", scope.series]);
   return filters;
 }
 
@@ -150,15 +149,37 @@ export function includedTags(params: URLSearchParams): Set<string> | "all" {
   return out;
 }
 
-function matches(attr: DicomJsonAttribute | undefined, accepted: string[]): boolean {
-  const raw = attr?.Value?.[0];
+/**
+ * Attribute matching (PS3.4 C.2.2.2): an empty key matches all; UIDs take a list (`\\` or `,`
+ * separated, PS3.18 8.3.4.1); DA/TM/DT take ranges `A-B`, `-B`, `A-`; `*` and `?` are
+ * wildcards; anything else is an exact, case-sensitive match. With `fuzzymatching=true`, a person
+ * name matches when any of its name components starts with the value, ignoring case (the
+ * Healthcare API's fuzzy matching on PN).
+ */
+export function matches(attr: DicomJsonAttribute | undefined, raw: string, fuzzy = false): boolean {
+  if (raw === "") return true;
+  const first = attr?.Value?.[0];
   const value =
-    typeof raw === "object" && raw !== null
-      ? String((raw as { Alphabetic?: string }).Alphabetic ?? "")
-      : String(raw ?? "");
-  return accepted.some((want) =>
-    want.includes("*") || want.includes("?") ? wildcard(want).test(value) : value === want,
-  );
+    typeof first === "object" && first !== null
+      ? String((first as { Alphabetic?: string }).Alphabetic ?? "")
+      : String(first ?? "");
+  const vr = attr?.vr;
+  if (vr === "UI") return raw.split(/[,\\]/).some((uid) => uid === value);
+  if ((vr === "DA" || vr === "TM" || vr === "DT") && raw.includes("-")) {
+    if (value === "") return false;
+    const [lo, hi] = raw.split("-", 2) as [string, string];
+    const norm = (v: string) => (vr === "TM" ? v.replace(/:/g, "") : v);
+    const v = norm(value);
+    return (lo === "" || v >= norm(lo)) && (hi === "" || v <= norm(hi) || v.startsWith(norm(hi)));
+  }
+  if (fuzzy && vr === "PN") {
+    const want = raw.replace(/\*$/, "").toLowerCase();
+    return value
+      .toLowerCase()
+      .split(/[\^\s=]+/)
+      .some((token) => token !== "" && token.startsWith(want));
+  }
+  return raw.includes("*") || raw.includes("?") ? wildcard(raw).test(value) : value === raw;
 }
 
 function wildcard(pattern: string): RegExp {
@@ -182,6 +203,7 @@ export function qidoSearch(
   params: URLSearchParams,
 ): DicomJson[] {
   const filters = matchFilters(params, scope);
+  const fuzzy = params.get("fuzzymatching") === "true";
   const include = includedTags(params);
   const limits = QIDO_LIMITS[level];
   const limit = Math.min(limits.max, parseCount(params.get("limit"), limits.default, "limit"));
@@ -194,7 +216,7 @@ export function qidoSearch(
   const counts = level === "instances" ? undefined : relatedCounts(instances);
   for (const inst of instances) {
     const attrs = instanceAttributes(inst);
-    if (!filters.every(([tag, accepted]) => matches(attrs[tag], accepted))) continue;
+    if (!filters.every(([tag, want]) => matches(attrs[tag], want, fuzzy))) continue;
     const key = String(attrs[keyTag]!.Value![0]);
     if (seen.has(key)) continue;
     seen.add(key);

@@ -3,9 +3,12 @@ import { parseGsUri } from "../../core/resource-names.ts";
 import { ApiError, decodeSegment, readJson, sendJson } from "../http-util.ts";
 import type { ProjectRegistry } from "../projects.ts";
 import type { EmulatorService, FaultConfig, ObjectStore, RequestContext } from "../types.ts";
+import { parseExportMimeType } from "./export-formats.ts";
 import { runExport } from "./export-job.ts";
 import { operationJson, type DicomStoreRecord, type HealthcareModel, type OperationRecord } from "./model.ts";
 import { instanceAttributes, isFilteredQuery, qidoSearch, type QidoLevel } from "./qido.ts";
+import { framesOrRendered } from "./frames.ts";
+import { imageAttributes } from "./pixels.ts";
 import { retrieve } from "./wado.ts";
 
 export interface HealthcareServiceOptions {
@@ -77,15 +80,7 @@ async function startExport(
   if (typeof uriPrefix !== "string") throw invalidArgument("gcsDestination.uriPrefix is required");
   const dest = parseGsUri(uriPrefix);
   if (!dest.ok) throw invalidArgument(`invalid gcsDestination.uriPrefix: ${dest.error}`);
-  if (
-    mimeType !== undefined &&
-    (typeof mimeType !== "string" ||
-      !/^application\/dicom(;\s*transfer-syntax=(\*|1\.2\.840\.10008\.1\.2\.1))?$/.test(mimeType))
-  ) {
-    throw invalidArgument(
-      `the emulator exports only application/dicom (no transcoding), not ${JSON.stringify(mimeType)}`,
-    );
-  }
+  parseExportMimeType(mimeType);
   const dataset = DATASET.exec(storeName)![1]!;
   const op = o.model.newOperation(
     {
@@ -95,6 +90,7 @@ async function startExport(
       counter: { success: 0, failure: 0, pending: store.instances.length },
       source: storeName,
       destination: uriPrefix,
+      ...(typeof mimeType === "string" && mimeType !== "" ? { mimeType } : {}),
     },
     now(),
   );
@@ -156,6 +152,7 @@ function startExportJob(
       prefix: dest.value.prefix,
       serviceAgent: `service-${o.projects.ensure(project).projectNumber}@gcp-sa-healthcare.iam.gserviceaccount.com`,
       objects: o.objects,
+      format: parseExportMimeType(op.mimeType),
       rate: o.exportInstancesPerSecond,
       failureRate: () => faults().exportFailureRate,
       random,
@@ -269,6 +266,11 @@ async function dicomWeb(
         (scope.study === undefined || x.studyUid === scope.study) &&
         (scope.series === undefined || x.seriesUid === scope.series),
     );
+  if (scope.instance !== undefined && scope.study !== undefined && (parts[i] === "frames" || parts[i] === "rendered")) {
+    const [inst] = selected();
+    if (inst === undefined) throw new ApiError(404, "notFound", "no such DICOM resource", { rpcStatus: "NOT_FOUND" });
+    if (framesOrRendered(req, res, inst, parts.slice(i))) return true;
+  }
   if (i === parts.length && scope.study !== undefined) {
     await retrieve(req, res, selected(), scope.instance !== undefined, ctx);
     return true;
@@ -276,7 +278,10 @@ async function dicomWeb(
   if (i === parts.length - 1 && parts[i] === "metadata" && scope.study !== undefined) {
     const match = selected();
     if (match.length === 0) throw new ApiError(404, "notFound", "no such DICOM resource", { rpcStatus: "NOT_FOUND" });
-    sendDicomJson(res, match.map(instanceAttributes));
+    sendDicomJson(
+      res,
+      match.map((x) => sortedTags({ ...instanceAttributes(x), ...imageAttributes(x.data()) })),
+    );
     return true;
   }
   const level = parts[i];
@@ -295,6 +300,10 @@ async function dicomWeb(
   }
   sendDicomJson(res, rows);
   return true;
+}
+
+function sortedTags<T>(o: Record<string, T>): Record<string, T> {
+  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
 function sendDicomJson(res: ServerResponse, body: unknown): void {

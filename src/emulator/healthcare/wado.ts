@@ -3,6 +3,8 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { decideFault, faultsApply } from "../faults.ts";
 import { ApiError } from "../http-util.ts";
 import { sendMedia } from "../media.ts";
+import { transcodeToJpegBaseline } from "./export-formats.ts";
+import { JPEG_BASELINE } from "./pixels.ts";
 import type { RequestContext } from "../types.ts";
 import type { StoreInstance } from "./model.ts";
 
@@ -12,11 +14,11 @@ const STORED_TS = "1.2.840.10008.1.2.1";
 export function negotiate(accept: string | undefined, single: boolean): "single" | "multipart" {
   const a = (accept ?? "").toLowerCase();
   const ts = /transfer-syntax=([^;,\s]+)/.exec(a)?.[1];
-  if (ts !== undefined && ts !== "*" && ts !== STORED_TS) {
+  if (ts !== undefined && ts !== "*" && ts !== STORED_TS && ts !== JPEG_BASELINE) {
     throw new ApiError(
       406,
       "notAcceptable",
-      `the emulator stores explicit VR little endian and cannot transcode to transfer syntax ${ts}`,
+      `the emulator transcodes only to JPEG Baseline (${JPEG_BASELINE}), not to transfer syntax ${ts}`,
       { rpcStatus: "FAILED_PRECONDITION" },
     );
   }
@@ -41,14 +43,28 @@ export async function retrieve(
 ): Promise<void> {
   if (instances.length === 0) throw new ApiError(404, "notFound", "no such DICOM resource", { rpcStatus: "NOT_FOUND" });
   const mode = negotiate(req.headers.accept, single);
+  // JPEG Baseline asked for: every instance transcoded before the first byte is sent, so one that
+  // cannot be (not 8-bit native) is a clean 406 rather than a cut stream.
+  const jpeg = /transfer-syntax=1\.2\.840\.10008\.1\.2\.4\.50(?![.\d])/i.test(req.headers.accept ?? "");
+  let transcoded: Buffer[] | undefined;
+  if (jpeg) {
+    try {
+      transcoded = instances.map((i) => (syntaxOf(i) === JPEG_BASELINE ? i.data() : transcodeToJpegBaseline(i.data())));
+    } catch (err) {
+      throw new ApiError(406, "notAcceptable", `cannot transcode to JPEG Baseline: ${(err as Error).message}`, {
+        rpcStatus: "FAILED_PRECONDITION",
+      });
+    }
+  }
+  const bytesOf = (k: number) => transcoded?.[k] ?? instances[k]!.data();
   if (mode === "single") {
-    const data = instances[0]!.data();
+    const data = bytesOf(0);
     sendMedia(
       req,
       res,
       data,
       {
-        "content-type": `application/dicom; transfer-syntax=${syntaxOf(instances[0]!)}`,
+        "content-type": `application/dicom; transfer-syntax=${jpeg ? JPEG_BASELINE : syntaxOf(instances[0]!)}`,
         ...reprDigest(req.headers["want-repr-digest"], data),
       },
       ctx,
@@ -64,9 +80,9 @@ export async function retrieve(
   const boundary = randomBytes(12).toString("hex");
   res.writeHead(200, { "content-type": `multipart/related; type="application/dicom"; boundary=${boundary}` });
   for (const [i, inst] of instances.entries()) {
-    const head = `--${boundary}\r\nContent-Type: application/dicom; transfer-syntax=${syntaxOf(inst)}\r\n\r\n`;
+    const head = `--${boundary}\r\nContent-Type: application/dicom; transfer-syntax=${jpeg ? JPEG_BASELINE : syntaxOf(inst)}\r\n\r\n`;
     if (!res.write(head)) await drain(res);
-    const data = inst.data();
+    const data = bytesOf(i);
     if (i === cutAt) {
       res.write(data.subarray(0, Math.max(1, Math.floor(data.length * ctx.random()))), () => {
         const socket = res.socket;
