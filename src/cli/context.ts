@@ -1,4 +1,5 @@
 import type { Writable } from "node:stream";
+import { registerOutput } from "./open-outputs.ts";
 import { Output } from "./output.ts";
 
 /** Options every command accepts (DESIGN §2). */
@@ -40,5 +41,6 @@ export function createContext(args: GlobalArgs, io: CliIo): CliContext {
     stdout: io.stdout,
     stderr: io.stderr,
   });
+  registerOutput(io, out);
   return { io, out };
 }

@@ -1,18 +1,39 @@
 #!/usr/bin/env node
-import { runCli } from "./run-cli.ts";
+import { InterruptedError } from "../core/errors.ts";
+import { reportFailure, runCli } from "./run-cli.ts";
 
+/** After a signal, how long a command may take to unwind (temp files, lock, state) before it is cut off. */
+const UNWIND_MS = 1500;
+/** After the command returned, how long anything a library left behind (a socket, a timer) may delay the exit. */
+const LINGER_MS = 250;
+
+const argv = process.argv.slice(2);
+const io = { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd() };
 const controller = new AbortController();
+let interrupted: InterruptedError | undefined;
+let cutOffTimer: NodeJS.Timeout | undefined;
+let finished: number | undefined = undefined;
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.once(sig, () => {
-    controller.abort(new Error(`interrupted by ${sig}`));
-    // A second signal exits at once.
-    process.once(sig, () => process.exit(130));
+  process.on(sig, () => {
+    // The result is out: nothing left to stop.
+    if (finished !== undefined) process.exit(finished);
+    if (interrupted !== undefined) {
+      // A second signal: exit at once; the next run sweeps what this one could not.
+      process.stderr.write(`\ninterrupted again by ${sig}: exiting at once\n`);
+      process.exit(new InterruptedError(sig).exitCode);
+    }
+    interrupted = new InterruptedError(sig);
+    // Every wait (HTTP, poll and backoff sleeps, the mirror's pool) listens to this signal and unwinds.
+    controller.abort(interrupted);
+    const cutOff = interrupted;
+    cutOffTimer = setTimeout(() => {
+      void reportFailure(cutOff, argv, io).finally(() => process.exit(cutOff.exitCode));
+    }, UNWIND_MS).unref();
   });
 }
-process.exitCode = await runCli(process.argv.slice(2), {
-  stdout: process.stdout,
-  stderr: process.stderr,
-  env: process.env,
-  cwd: process.cwd(),
-  signal: controller.signal,
-});
+const code = await runCli(argv, { ...io, signal: controller.signal });
+finished = code;
+clearTimeout(cutOffTimer);
+process.exitCode = code;
+// The result is out: nothing may keep a finished command alive (issue #10: a spinner once did).
+setTimeout(() => process.exit(code), LINGER_MS).unref();

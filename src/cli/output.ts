@@ -1,6 +1,8 @@
 import type { Writable } from "node:stream";
 import ora, { type Ora } from "ora";
+import stringWidth from "string-width";
 import { redactSecrets } from "../core/redact.ts";
+import { escapeControls, escapeJsonControls } from "../core/terminal-text.ts";
 
 /** Any event a module emits: a union member keyed on `kind` (see src/core/events.ts). */
 export interface AnyEvent {
@@ -34,7 +36,8 @@ export interface OutputOptions {
  * The one place that writes to the terminal, and the output edge of credential redaction
  * (`redactSecrets` on every line, status, result and event). `--json`: every event as one NDJSON line on stdout
  * and nothing else. Otherwise: human lines on stderr (results on stdout), an ora spinner for the
- * status on a TTY, and status lines at most every 2 s when not a TTY.
+ * status on a TTY, and status lines at most every 2 s when not a TTY. Every text passes through
+ * `escapeControls` here, the output edge: remote text never reaches the terminal raw.
  */
 export class Output {
   readonly options: OutputOptions;
@@ -60,9 +63,7 @@ export class Output {
   /** Sink for module events. */
   readonly emit = (event: AnyEvent): void => {
     if (this.options.json) {
-      this.options.stdout.write(
-        `${redactSecrets(JSON.stringify({ ...event, time: new Date(this.#now()).toISOString() }, jsonReplacer))}\n`,
-      );
+      this.#json({ ...event, time: new Date(this.#now()).toISOString() });
       return;
     }
     let rendered: Rendered | undefined;
@@ -79,7 +80,7 @@ export class Output {
       const sp = this.#spinner;
       this.#spinner = undefined;
       // ora draws its own ✔/✖ symbol.
-      const text = rendered.line?.replace(/^[✔✖] /, "");
+      const text = rendered.line === undefined ? undefined : escapeControls(rendered.line.replace(/^[✔✖] /, ""));
       if (rendered.done === "succeed") sp.succeed(text);
       else sp.fail(text);
       return;
@@ -90,7 +91,7 @@ export class Output {
   /** A human line on stderr (kept out of stdout so results stay pipeable). */
   line(raw: string): void {
     if (this.options.json) return;
-    const text = redactSecrets(raw);
+    const text = escapeControls(redactSecrets(raw));
     if (this.#spinner !== undefined && this.isTTY) {
       this.#spinner.clear();
       this.options.stderr.write(`${text}\n`);
@@ -103,30 +104,45 @@ export class Output {
   /** The command's result: a JSON object with --json, text on stdout otherwise. */
   result(text: string, json: unknown): void {
     this.stopStatus();
-    if (this.options.json)
-      this.options.stdout.write(
-        `${redactSecrets(JSON.stringify({ kind: "result", ...(json as object) }, jsonReplacer))}\n`,
-      );
-    else if (text !== "") this.options.stdout.write(redactSecrets(text.endsWith("\n") ? text : `${text}\n`));
+    if (this.options.json) this.#json({ kind: "result", ...(json as object) });
+    else if (text !== "")
+      this.options.stdout.write(escapeControls(redactSecrets(text.endsWith("\n") ? text : `${text}\n`)));
   }
 
   /** An error, always shown (as an `error` event with --json). */
   error(message: string, details: Record<string, unknown> = {}): void {
     this.stopStatus();
-    if (this.options.json)
-      this.options.stdout.write(
-        `${redactSecrets(JSON.stringify({ kind: "error", message, ...details }, jsonReplacer))}\n`,
-      );
-    else this.options.stderr.write(`error: ${redactSecrets(message)}\n`);
+    if (this.options.json) this.#json({ kind: "error", message, ...details });
+    else {
+      this.options.stderr.write(`error: ${escapeControls(redactSecrets(message))}\n`);
+      if (typeof details["hint"] === "string")
+        this.options.stderr.write(`  fix: ${escapeControls(redactSecrets(details["hint"]))}\n`);
+    }
   }
 
-  stopStatus(): void {
-    this.#spinner?.stop();
+  /**
+   * Ends the status line. `failed` leaves the running step marked ✖ on a TTY (the step the error
+   * or the interruption stopped), so the last frame says where it stopped. A spinner left running
+   * would keep the process alive after its result (issue #10), so every command's output is closed
+   * by the CLI whatever happened (see createContext / closeOutputs).
+   */
+  stopStatus(failed = false): void {
+    const sp = this.#spinner;
     this.#spinner = undefined;
+    if (sp === undefined) return;
+    if (failed) sp.fail();
+    else sp.stop();
   }
 
-  #status(text: string): void {
-    text = redactSecrets(text);
+  #json(value: object): void {
+    this.options.stdout.write(`${escapeJsonControls(redactSecrets(JSON.stringify(value, jsonReplacer)))}\n`);
+  }
+
+  #status(raw: string): void {
+    const columns = (this.options.stderr as { columns?: number }).columns ?? 0;
+    // One terminal row, with room for the spinner and for the "^C" the terminal echoes on Ctrl-C: a
+    // status that wraps (or that the echo wraps) is redrawn one row off and left on the screen.
+    const text = fitColumns(escapeControls(redactSecrets(raw), { oneLine: true }), this.isTTY ? columns - 5 : Infinity);
     if (this.isTTY) {
       if (this.#spinner === undefined)
         this.#spinner = ora({ text, stream: this.options.stderr, discardStdin: false }).start();
@@ -142,6 +158,20 @@ export class Output {
   #now(): number {
     return (this.options.now ?? Date.now)();
   }
+}
+
+/** `text` cut to at most `columns` terminal columns (wide characters count two), ending in "…" when cut. */
+export function fitColumns(text: string, columns: number): string {
+  if (stringWidth(text) <= columns) return text;
+  let out = "";
+  let width = 0;
+  for (const { segment } of new Intl.Segmenter().segment(text)) {
+    const w = stringWidth(segment);
+    if (width + w > columns - 1) break;
+    out += segment;
+    width += w;
+  }
+  return `${out}…`;
 }
 
 function jsonReplacer(_key: string, value: unknown): unknown {

@@ -1,6 +1,5 @@
 import { readFileSync } from "node:fs";
-import { ExitCode, HcexportError, exitCodeOf } from "../core/errors.ts";
-import { redactSecrets } from "../core/redact.ts";
+import { ExitCode, HcexportError, exitCodeOf, interruptionOf } from "../core/errors.ts";
 import { commands, lazyCommandModule } from "./commands/index.ts";
 import type { CliIo } from "./context.ts";
 
@@ -20,7 +19,6 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     return ExitCode.Ok;
   }
   const { default: yargs } = await import("yargs");
-  const wantsJson = argv.includes("--json");
   let exitCode: number = ExitCode.Ok;
   const parser = yargs([...argv])
     .scriptName("hcexport")
@@ -85,30 +83,39 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       throw err ?? new HcexportError(msg, ExitCode.Usage);
     });
   for (const entry of commands) parser.command(lazyCommandModule(entry, io));
+  // Tiny and import-free, but kept off the start-up path like everything else here.
+  const { closeOutputs } = await import("./open-outputs.ts");
   try {
     await parser.parseAsync();
-  } catch (err) {
+    closeOutputs(io, false);
+  } catch (thrown) {
+    closeOutputs(io, true);
+    // Whatever a step threw while it unwound (an AbortError, a cut stream), a signal is the news.
+    const err = interruptionOf(io.signal) ?? thrown;
     exitCode = exitCodeOf(err);
-    // Loaded here, not at the top: `--version` and `--help` never need the output layer (ora).
-    const { Output } = await import("./output.ts");
-    const out = new Output({
-      json: wantsJson,
-      quiet: false,
-      verbose: argv.includes("--verbose"),
-      stdout: io.stdout,
-      stderr: io.stderr,
-    });
-    const message = err instanceof Error ? err.message : String(err);
-    const hint = err instanceof HcexportError ? err.hint : undefined;
-    out.error(message, { exitCode, ...(hint === undefined ? {} : { hint }) });
-    if (hint !== undefined && !wantsJson) io.stderr.write(`  fix: ${redactSecrets(hint)}\n`);
-    if (
-      !(err instanceof HcexportError) &&
-      argv.includes("--verbose") &&
-      err instanceof Error &&
-      err.stack !== undefined
-    )
-      io.stderr.write(`${redactSecrets(err.stack)}\n`);
+    await reportFailure(err, argv, io);
   }
   return exitCode;
+}
+
+/** Prints a failure the one way every command does: `error: …` + `fix: …`, or an `error` event with --json. */
+export async function reportFailure(
+  err: unknown,
+  argv: readonly string[],
+  io: Pick<CliIo, "stdout" | "stderr">,
+): Promise<void> {
+  // Loaded here, not at the top: `--version` and `--help` never need the output layer (ora).
+  const [{ Output }, { redactSecrets }] = await Promise.all([import("./output.ts"), import("../core/redact.ts")]);
+  const out = new Output({
+    json: argv.includes("--json"),
+    quiet: false,
+    verbose: argv.includes("--verbose"),
+    stdout: io.stdout,
+    stderr: io.stderr,
+  });
+  const message = err instanceof Error ? err.message : String(err);
+  const hint = err instanceof HcexportError ? err.hint : undefined;
+  out.error(message, { exitCode: exitCodeOf(err), ...(hint === undefined ? {} : { hint }) });
+  if (!(err instanceof HcexportError) && argv.includes("--verbose") && err instanceof Error && err.stack !== undefined)
+    io.stderr.write(`${redactSecrets(err.stack)}\n`);
 }

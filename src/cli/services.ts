@@ -42,9 +42,10 @@ export async function createServices(
   const client = new HttpClient({
     auth,
     connections: Math.max(8, config?.mirror.concurrency ?? 32),
+    signal: io.signal,
   });
   const ports: PipelinePorts = {
-    buckets: storageAdmin(endpoints, project, "library" in auth ? (auth as GoogleCredentials) : undefined),
+    buckets: storageAdmin(endpoints, project, "library" in auth ? (auth as GoogleCredentials) : undefined, io.signal),
     healthcare: healthcareApi(client, endpoints.healthcare),
     source: gcsSource(client, endpoints.storage),
     fetchAnnotations: (a) =>

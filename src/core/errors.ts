@@ -12,6 +12,10 @@ export const ExitCode = {
   OperationFailed: 4,
   PartialMirror: 5,
   LockHeld: 6,
+  /** Stopped by SIGINT (Ctrl-C): 128 + 2, as shells report it. */
+  Interrupted: 130,
+  /** Stopped by SIGTERM (a scheduler, `kill`): 128 + 15. */
+  Terminated: 143,
 } as const;
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
 
@@ -76,6 +80,28 @@ export class LockHeldError extends HcexportError {
   constructor(message: string, options: HcexportErrorOptions = {}) {
     super(message, ExitCode.LockHeld, options);
   }
+}
+
+/**
+ * The run was stopped by a signal: exit 130 (SIGINT) or 143 (SIGTERM). The one wording every
+ * command uses; what finished is saved, so the same command resumes. It is the abort reason of the
+ * CLI's signal, so whatever a step throws while unwinding, the CLI reports this.
+ */
+export class InterruptedError extends HcexportError {
+  readonly signal: "SIGINT" | "SIGTERM";
+  constructor(signal: "SIGINT" | "SIGTERM") {
+    super(
+      `interrupted by ${signal}${signal === "SIGINT" ? " (Ctrl-C)" : ""}: stopped cleanly; what finished is kept, no partial files are left, and the lock is released`,
+      signal === "SIGINT" ? ExitCode.Interrupted : ExitCode.Terminated,
+      { hint: "run the same command again to resume where it stopped" },
+    );
+    this.signal = signal;
+  }
+}
+
+/** The InterruptedError a signal was aborted with (the CLI's SIGINT/SIGTERM), if any. */
+export function interruptionOf(signal: AbortSignal | undefined): InterruptedError | undefined {
+  return signal?.aborted === true && signal.reason instanceof InterruptedError ? signal.reason : undefined;
 }
 
 /**

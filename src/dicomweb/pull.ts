@@ -176,6 +176,8 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
   const pool = new TaskPool(concurrency);
   /** A full or read-only destination stops the run: every further write would fail the same way. */
   const stopOn = (err: unknown): boolean => {
+    // Interrupted: not a failure of this instance; pull throws the interruption after the pool drains.
+    if (o.signal?.aborted === true) return true;
     const fault = destinationFault(err);
     if (fault !== undefined) s.destinationFault ??= fault;
     return fault !== undefined;
@@ -257,6 +259,7 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
     });
   }
   await pool.drain();
+  o.signal?.throwIfAborted();
   await rm(marker, { force: true });
   s.durationMs = clock.now() - started;
   tick(true);

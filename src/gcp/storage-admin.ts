@@ -1,6 +1,7 @@
 import { lookup } from "node:dns/promises";
 import type * as StorageSdk from "@google-cloud/storage";
 import type { Storage } from "@google-cloud/storage";
+import { abortable } from "../core/abort.ts";
 import { HcexportError, PermissionError, UnreachableError, unknownHost, UsageError } from "../core/errors.ts";
 import { redactSecrets } from "../core/redact.ts";
 import type { Policy } from "../workflow/iam-policy.ts";
@@ -39,9 +40,15 @@ export class StorageAdminError extends HcexportError {
 /**
  * BucketAdmin over @google-cloud/storage. Against the local cloud (anonymous endpoints) no
  * credentials are looked up; otherwise the invocation's already-resolved credentials (`auth`),
- * sent only where `mayCarryGoogleCredentials` allows.
+ * sent only where `mayCarryGoogleCredentials` allows. The SDK takes no abort signal, so each call
+ * is raced against `signal` (a Ctrl-C never waits for its retries).
  */
-export function storageAdmin(endpoints: Endpoints, projectId?: string, auth?: GoogleCredentials): BucketAdmin {
+export function storageAdmin(
+  endpoints: Endpoints,
+  projectId?: string,
+  auth?: GoogleCredentials,
+  signal?: AbortSignal,
+): BucketAdmin {
   // The SDK is loaded on first use (~0.25 s of startup): mirror, dicomweb and fhir never need it.
   let sdk: Promise<typeof StorageSdk> | undefined;
   const withAuth = !endpoints.anonymous && mayCarryGoogleCredentials(endpoints.storage, configuredEndpoints(endpoints));
@@ -70,16 +77,20 @@ export function storageAdmin(endpoints: Endpoints, projectId?: string, auth?: Go
   return {
     async ensureBucket(spec) {
       try {
-        const forProject = await storageFor(spec.project);
-        await forProject.createBucket(spec.name, {
-          ...(spec.location === undefined ? {} : { location: spec.location }),
-          ...(spec.storageClass === undefined ? {} : { storageClass: spec.storageClass }),
-          ...(spec.uniformAccess === undefined
-            ? {}
-            : { iamConfiguration: { uniformBucketLevelAccess: { enabled: spec.uniformAccess } } }),
-        });
+        const forProject = await abortable(storageFor(spec.project), signal);
+        await abortable(
+          forProject.createBucket(spec.name, {
+            ...(spec.location === undefined ? {} : { location: spec.location }),
+            ...(spec.storageClass === undefined ? {} : { storageClass: spec.storageClass }),
+            ...(spec.uniformAccess === undefined
+              ? {}
+              : { iamConfiguration: { uniformBucketLevelAccess: { enabled: spec.uniformAccess } } }),
+          }),
+          signal,
+        );
         return { created: true };
       } catch (err) {
+        if (signal?.aborted === true) throw err;
         const status = statusOf(err);
         const message = redactSecrets(err instanceof Error ? err.message : String(err));
         if (status === 409 && /already own it/i.test(message)) return { created: false };
@@ -100,21 +111,21 @@ export function storageAdmin(endpoints: Endpoints, projectId?: string, auth?: Go
     },
     async getPolicy(bucket) {
       try {
-        const [policy] = await (
-          await storageFor(projectId)
-        )
-          .bucket(bucket)
-          .iam.getPolicy({ requestedPolicyVersion: 3 });
+        const storage = await abortable(storageFor(projectId), signal);
+        const [policy] = await abortable(storage.bucket(bucket).iam.getPolicy({ requestedPolicyVersion: 3 }), signal);
         return policy as Policy;
       } catch (err) {
+        if (signal?.aborted === true) throw err;
         throw wrap(err, `read the IAM policy of gs://${bucket}`);
       }
     },
     async setPolicy(bucket, policy) {
       try {
-        const [next] = await (await storageFor(projectId)).bucket(bucket).iam.setPolicy(policy as never);
+        const storage = await abortable(storageFor(projectId), signal);
+        const [next] = await abortable(storage.bucket(bucket).iam.setPolicy(policy as never), signal);
         return next as Policy;
       } catch (err) {
+        if (signal?.aborted === true) throw err;
         throw wrap(err, `write the IAM policy of gs://${bucket}`);
       }
     },

@@ -1,4 +1,5 @@
 import { Agent, request, type Dispatcher } from "undici";
+import { eitherSignal } from "../core/abort.ts";
 import { parseRetryAfter } from "../core/backoff.ts";
 import { systemClock, type Clock } from "../core/clock.ts";
 import { HttpError, UnreachableError, unknownHost } from "../core/errors.ts";
@@ -28,6 +29,11 @@ export interface HttpClientOptions {
    */
   readonly timeoutMs?: number;
   readonly onRetry?: (notice: RetryNotice & { method: string; url: string }) => void;
+  /**
+   * Aborts every request and retry wait of this client (the CLI passes its SIGINT/SIGTERM signal),
+   * on top of any per-request signal.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export interface RequestOptions {
@@ -75,6 +81,7 @@ export class HttpClient {
   readonly #clock: Clock;
   readonly #userAgent: string;
   readonly #onRetry: HttpClientOptions["onRetry"];
+  readonly #signal: AbortSignal | undefined;
 
   constructor(options: HttpClientOptions = {}) {
     this.#auth = options.auth ?? anonymousAuth;
@@ -93,6 +100,7 @@ export class HttpClient {
     this.#clock = options.clock ?? systemClock;
     this.#userAgent = options.userAgent ?? "hcexport/0.1";
     this.#onRetry = options.onRetry;
+    this.#signal = options.signal;
   }
 
   get auth(): AuthHeaders {
@@ -147,11 +155,13 @@ export class HttpClient {
   }
 
   #retrying<T>(method: string, target: URL, options: RequestOptions, fn: () => Promise<T>): Promise<T> {
+    const signal = eitherSignal(this.#signal, options.signal);
+    signal?.throwIfAborted();
     if (options.retry === false) return fn();
     return withRetry(fn, {
       policy: this.#retry,
       clock: this.#clock,
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      ...(signal === undefined ? {} : { signal }),
       onRetry: (n) => this.#onRetry?.({ ...n, method, url: redactUrl(target) }),
     });
   }
@@ -173,12 +183,14 @@ export class HttpClient {
         headers["content-type"] ??= "application/json; charset=utf-8";
       }
     }
+    const signal = eitherSignal(this.#signal, options.signal);
+    signal?.throwIfAborted();
     const res = await request(target, {
       method: method as Dispatcher.HttpMethod,
       headers,
       dispatcher: this.#dispatcher,
       ...(body === undefined ? {} : { body }),
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      ...(signal === undefined ? {} : { signal }),
     }).catch((err: unknown) => {
       // A host that does not resolve is a wrong endpoint or no network: say so, don't retry.
       const dns = unknownHost(err);

@@ -24,6 +24,8 @@ export interface StartExportOptions {
   readonly exportOptions?: ExportOptions;
   readonly onEvent?: EventSink<StartExportEvent>;
   readonly clock?: Clock;
+  /** Ends the retry waits at once when aborted (Ctrl-C). */
+  readonly signal?: AbortSignal;
 }
 
 /**
@@ -82,7 +84,7 @@ export async function startExportOnce(
     } catch (err) {
       if (!isRetryable(err) || attempt >= attempts) throw err;
       emit({ kind: "export.retry", store, attempt, error: err instanceof Error ? err.message : String(err) });
-      await (options.clock ?? systemClock).sleep(1000 * attempt);
+      await (options.clock ?? systemClock).sleep(1000 * attempt, options.signal);
       const name = await adopt("the request failed after it may have reached the server");
       if (name !== undefined) return name;
     }

@@ -88,6 +88,7 @@ export async function exportStep(
     known,
     maybeStarted: ctx.resumed,
     onEvent: emit,
+    signal: ctx.signal,
   });
   return { operation, uriPrefix };
 }

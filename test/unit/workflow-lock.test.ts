@@ -1,7 +1,7 @@
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { acquireLock, processIsAlive } from "../../src/workflow/lock.ts";
@@ -41,13 +41,39 @@ describe("acquireLock", async () => {
     await lock.release();
   });
 
-  test("an unreadable lock file is treated as stale; a foreign host's lock is never broken", async () => {
+  test("an unreadable lock file is treated as stale; a foreign host's lock is taken over once its heartbeat is old", async () => {
     const lockPath = path.join(dir, "c", "lock");
-    await acquireLock(lockPath, { host: "other-host", pid: 1 });
-    await assert.rejects(acquireLock(lockPath), /other-host/);
+    const foreign = await acquireLock(lockPath, { host: "other-host", pid: 1, staleAfterMs: 300 });
+    await assert.rejects(acquireLock(lockPath), /other-host.*refreshed the lock 0 s ago/);
+    // Its heartbeat keeps it alive past the bound; once the holder stops beating, it is taken over.
+    await new Promise((r) => setTimeout(r, 400));
+    await assert.rejects(acquireLock(lockPath, { staleAfterMs: 300 }), LockHeldError);
+    const content = await readFile(lockPath, "utf8");
+    await foreign.release();
+    await writeFile(lockPath, content);
+    const old = new Date(Date.now() - 5000);
+    await utimes(lockPath, old, old);
+    const taken = await acquireLock(lockPath, { staleAfterMs: 300 });
+    assert.match(taken.tookOver ?? "", /other-host \(another host\) has not refreshed the lock for 5 s/);
+    await taken.release();
     await writeFile(lockPath, "garbage");
     const lock = await acquireLock(lockPath);
+    assert.equal(lock.tookOver, "the lock file is unreadable");
     await lock.release();
+  });
+
+  test("a holder whose lock was taken over meanwhile learns it at the next heartbeat, and leaves the new lock alone", async () => {
+    const lockPath = path.join(dir, "e", "lock");
+    const lock = await acquireLock(lockPath, { staleAfterMs: 200 }); // heartbeat every 50 ms
+    await new Promise((r) => setTimeout(r, 120));
+    assert.equal(lock.lost.aborted, false, "its own heartbeats do not count as a loss");
+    const theirs = `${JSON.stringify({ pid: 1, host: "other-host", startedAt: new Date().toISOString(), command: "x" })}\n`;
+    await writeFile(lockPath, theirs);
+    await new Promise((r) => setTimeout(r, 150));
+    assert.equal(lock.lost.aborted, true);
+    assert.ok(lock.lost.reason instanceof LockHeldError);
+    await lock.release();
+    assert.equal(await readFile(lockPath, "utf8"), theirs);
   });
 
   test("many concurrent contenders: exactly one wins", async () => {

@@ -54,7 +54,7 @@ export const demoCommand = (io: CliIo): CommandModule<GlobalArgs, DemoArgs> => (
       tls: args.tls,
     });
     if (cloud.tls !== undefined) trustCaPems([cloud.tls.caPem]);
-    const client = new HttpClient();
+    const client = new HttpClient({ signal: io.signal });
     try {
       out.line(
         `local cloud on ${cloud.baseUrl}: ${args.train} train + ${args.test} test instances, service agent ${SIIM.serviceAgent}`,
@@ -85,7 +85,7 @@ export const demoCommand = (io: CliIo): CommandModule<GlobalArgs, DemoArgs> => (
       const result = await runPipeline(
         spec,
         {
-          buckets: storageAdmin(endpoints, "my-demo-project"),
+          buckets: storageAdmin(endpoints, "my-demo-project", undefined, io.signal),
           healthcare: healthcareApi(client, endpoints.healthcare),
           source: gcsSource(client, endpoints.storage),
           fetchAnnotations: (a) =>

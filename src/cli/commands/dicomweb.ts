@@ -109,7 +109,12 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
     const timeout = (args as { timeout?: number }).timeout ?? DEFAULT_TIMEOUT_MS / 1000;
     if (!(Number.isFinite(timeout) && timeout > 0 && timeout <= 3600))
       throw new UsageError("--timeout must be a number of seconds between 0 and 3600");
-    const client = new HttpClient({ auth, connections: args.concurrency + 1, timeoutMs: Math.round(timeout * 1000) });
+    const client = new HttpClient({
+      auth,
+      connections: args.concurrency + 1,
+      timeoutMs: Math.round(timeout * 1000),
+      signal: io.signal,
+    });
     try {
       const summary = await pull({
         source: dicomwebSource(client, target.base),

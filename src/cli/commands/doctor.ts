@@ -59,6 +59,7 @@ export const doctorCommand = (io: CliIo): CommandModule<GlobalArgs, DoctorArgs> 
       auth: services.client.auth,
       connections: 8,
       timeoutMs: args.timeout * 1000,
+      signal: io.signal,
       retry: { retries: 2, backoff: { initialMs: 250, maxMs: 2000, multiplier: 2, jitter: "equal" } },
     });
     try {

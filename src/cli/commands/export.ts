@@ -84,6 +84,7 @@ export const exportCommand = (io: CliIo): CommandModule<GlobalArgs, ExportArgs> 
         known: new Set(),
         maybeStarted: false,
         onEvent: out.emit,
+        signal: io.signal,
       });
       if (!args.wait) {
         out.result(name, { operation: name, store: args.store, uriPrefix: uri });

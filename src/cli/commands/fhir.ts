@@ -35,7 +35,10 @@ const fhirGet = (io: CliIo): CommandModule<GlobalArgs, FhirGetArgs> => ({
     const { type, id } = parseResourceRef(args.resource);
     const { out } = createContext(args, io);
     const endpoints = resolveEndpoints(args, io.env);
-    const client = new HttpClient({ auth: await commandCredentials(args, io, endpoints, { projectId: args.project }) });
+    const client = new HttpClient({
+      auth: await commandCredentials(args, io, endpoints, { projectId: args.project }),
+      signal: io.signal,
+    });
     try {
       const target = {
         client,

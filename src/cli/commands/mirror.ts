@@ -82,7 +82,7 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
     const endpoints = resolveEndpoints(args, io.env);
     const auth = await commandCredentials(args, io, endpoints, { projectId: args.project });
     // One keep-alive pool sized to the concurrency (+1 for the listing running alongside).
-    const client = new HttpClient({ auth, connections: args.concurrency + 1, timeoutMs });
+    const client = new HttpClient({ auth, connections: args.concurrency + 1, timeoutMs, signal: io.signal });
     try {
       const summary = await mirror({
         source: gcsSource(client, endpoints.storage),

@@ -2,11 +2,12 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Argv, CommandModule } from "yargs";
 import { loadConfig, type LoadedConfig } from "../../config/load.ts";
-import { DestinationError, exitCodeOf, PartialFailureError } from "../../core/errors.ts";
+import { eitherSignal } from "../../core/abort.ts";
+import { DestinationError, exitCodeOf, interruptionOf, PartialFailureError, UsageError } from "../../core/errors.ts";
 import { redactSecrets } from "../../core/redact.ts";
 import { planRun, runPipeline, type PipelineResult, type PipelineSpec } from "../../pipeline/pipeline.ts";
 import { planTable, statusRows } from "../format-plan.ts";
-import { acquireLock } from "../../workflow/lock.ts";
+import { acquireLock, DEFAULT_STALE_AFTER_MS } from "../../workflow/lock.ts";
 import { adoptEndpoint, FileStateStore } from "../../workflow/state.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { formatPipelineEvent, table } from "../format.ts";
@@ -22,6 +23,7 @@ export interface RunArgs extends GlobalArgs {
   follow: boolean;
   concurrency?: number;
   report?: string;
+  "lock-stale-after": number;
 }
 
 export const configPositional = <T>(y: Argv<T>) =>
@@ -50,7 +52,13 @@ export function runOptions<T>(y: Argv<T>) {
       describe: "mirror while the export runs (--no-follow: mirror after the export ends)",
     })
     .option("concurrency", { type: "number", describe: "parallel downloads (overrides mirror.concurrency)" })
-    .option("report", { type: "string", describe: "write a JSON report of this run to FILE" });
+    .option("report", { type: "string", describe: "write a JSON report of this run to FILE" })
+    .option("lock-stale-after", {
+      type: "number",
+      default: DEFAULT_STALE_AFTER_MS / 1000,
+      describe:
+        "seconds without a heartbeat after which the lock of a run on another host or pid namespace is taken over",
+    });
 }
 
 /** The pipeline spec of a loaded config. */
@@ -93,9 +101,16 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
     let result: PipelineResult | undefined;
     let spec: PipelineSpec | undefined;
     let failure: unknown;
+    const staleAfter = args["lock-stale-after"];
+    if (!(Number.isFinite(staleAfter) && staleAfter > 0))
+      throw new UsageError(`--lock-stale-after must be a positive number of seconds, not ${staleAfter}`);
     const lock = args["dry-run"]
       ? undefined
-      : await acquireLock(path.join(loaded.stateDir, "lock"), { command: `run ${args.config}` });
+      : await acquireLock(path.join(loaded.stateDir, "lock"), {
+          command: `run ${args.config}`,
+          staleAfterMs: staleAfter * 1000,
+        });
+    if (lock?.tookOver !== undefined) out.line(`! took over the lock ${lock.path}: ${lock.tookOver}`);
     const state = await FileStateStore.open(loaded.stateDir);
     try {
       const endpoint = services.endpoints.healthcare;
@@ -123,7 +138,7 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
       await state.update((s) => void (s.lastRun = { startedAt: startedAt.toISOString() }));
       result = await runPipeline(spec, services.ports, {
         onEvent: out.emit,
-        signal: io.signal,
+        signal: eitherSignal(io.signal, lock?.lost) ?? io.signal,
         state,
         force: args.force,
         freshExport: args["fresh-export"],
@@ -157,8 +172,9 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
           hint: "run again to retry what failed; refused names are listed above",
         });
     } catch (err) {
-      failure = err;
-      throw err;
+      // Recorded (state, report) as the interruption it was, whatever the step threw while unwinding.
+      failure = interruptionOf(io.signal) ?? (lock?.lost.aborted === true ? lock.lost.reason : err);
+      throw failure;
     } finally {
       if (!args["dry-run"]) {
         const finishedAt = new Date().toISOString();

@@ -1,0 +1,140 @@
+import { describe, test, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { SIIM_TEST_STORE, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
+import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
+import { noFaults, type FaultConfig } from "../../src/emulator/types.ts";
+import { startPty, ptySkip, type PtyExit } from "../support/pty.ts";
+import { demoConfig, lockPresent, SPINNER_FRAME, STOP_BOUND_MS, tempFiles } from "../support/pty-fixtures.ts";
+
+/**
+ * Issue #10, finding 1: Ctrl-C (SIGINT from the terminal) and SIGTERM (to the pid, as a
+ * scheduler sends it) during each step of `run` stop it within 2 s with 130 / 143 and one
+ * wording, leave no temp file and no lock, and the rerun resumes. Each chain runs `run` on one
+ * state directory; each run is interrupted one step further than the last (the local cloud is
+ * slowed at that step), so every rerun also proves the resume; the last one finishes with exit 0.
+ */
+const skip = ptySkip("pty-interrupt");
+const TRAIN = 24;
+const TEST = 2;
+
+/**
+ * Where each run is stopped: the fault that holds the step, the status line that shows it is
+ * running, and the request that shows it is in flight (so the signal meets a pending call, not the
+ * loading of a module).
+ */
+const STEPS: ReadonlyArray<{ step: string; faults: Partial<FaultConfig>; status: RegExp; request: string }> = [
+  {
+    step: "bucket",
+    faults: { latencyMs: 5000, pathFilter: "/storage/v1/b" },
+    status: /bucket: gs:\/\//,
+    request: "/storage/v1/b",
+  },
+  { step: "iam", faults: { latencyMs: 5000, pathFilter: "/iam" }, status: /iam: service-/, request: "/iam" },
+  {
+    step: "export",
+    faults: { latencyMs: 5000, pathFilter: ":export" },
+    status: /export: projects\//,
+    request: ":export",
+  },
+  { step: "wait", faults: {}, status: /wait: siim-pneumothorax\/op\//, request: "/operations/" },
+  {
+    step: "mirror",
+    faults: { latencyMs: 700, pathFilter: "/o/" },
+    status: /mirror: [1-9]\d* downloaded/,
+    request: "/o/",
+  },
+  {
+    step: "annotations",
+    faults: { latencyMs: 5000, pathFilter: "/fhir/" },
+    status: /annotations: /,
+    request: "/fhir/",
+  },
+];
+describe("Ctrl-C and SIGTERM during each step of run", { skip, concurrency: 2 }, () => {
+  const clouds: LocalCloud[] = [];
+  const dirs: string[] = [];
+  after(async () => {
+    await Promise.all(clouds.map((c) => c.close()));
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  });
+
+  for (const how of ["C-c", "SIGTERM"] as const) {
+    test(`${how === "C-c" ? "Ctrl-C" : "SIGTERM"} at each step: exit ${how === "C-c" ? 130 : 143} within 2 s, no temp file, no lock, the rerun resumes`, async (ctx) => {
+      // A slow export (TRAIN instances at 8/s) so the wait step can be caught.
+      const cloud = await startLocalCloud({
+        dataset: { train: TRAIN, test: TEST, instanceBytes: 2048 },
+        exportInstancesPerSecond: 8,
+      });
+      clouds.push(cloud);
+      const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-pty-int-"));
+      dirs.push(dir);
+      const cfg = await demoConfig(dir, { mirror: { concurrency: 2, delete: false } });
+      const args = ["run", cfg, "--emulator", cloud.baseUrl];
+      const stateDir = path.join(dir, "out", ".hcexport");
+      const code = how === "C-c" ? 130 : 143;
+      const name = how === "C-c" ? "SIGINT \\(Ctrl-C\\)" : "SIGTERM";
+
+      for (const { step, faults, status, request } of STEPS) {
+        cloud.faults = { ...noFaults, ...faults };
+        const seen = cloud.requests.entries.length;
+        const t = await startPty(args, { cwd: dir });
+        let exit: PtyExit;
+        let sent: number;
+        try {
+          await t.waitFor(new RegExp(`${SPINNER_FRAME.source} ${status.source}`), 30_000);
+          while (!cloud.requests.entries.slice(seen).some((e) => e.path.includes(request)))
+            await new Promise((r) => setTimeout(r, 10));
+          sent = performance.now();
+          if (how === "C-c") await t.keys("C-c");
+          else t.signal("SIGTERM");
+          exit = await t.exited(sent - t.startedAt + 10_000);
+        } finally {
+          await t.close();
+        }
+        const where = `${how} at ${step}:\n${exit.history}`;
+        ctx.diagnostic(`${how} at ${step}: exit ${exit.code} ${Math.round(exit.at - sent)} ms after the signal`);
+        assert.equal(exit.code, code, where);
+        assert.ok(exit.at - sent < STOP_BOUND_MS, `${Math.round(exit.at - sent)} ms to stop; ${where}`);
+        // One wording for every command; the step it stopped is marked on the last frame.
+        assert.match(exit.screen.replace(/\n/g, ""), new RegExp(`error: interrupted by ${name}: stopped cleanly`));
+        assert.match(exit.screen, /fix: run the same command again to resume where it stopped/);
+        assert.match(exit.screen, new RegExp(`✖ ${status.source}`), where);
+        assert.doesNotMatch(exit.screen, SPINNER_FRAME, where);
+        assert.deepEqual(await tempFiles(path.join(dir, "out")), [], where);
+        assert.equal(await lockPresent(stateDir), false, `the lock is left after ${how} at ${step}`);
+        // `status` and the report tell the interruption from a failure.
+        const { lastRun } = JSON.parse(await readFile(path.join(stateDir, "state.json"), "utf8")) as {
+          lastRun: { exitCode: number; error: string };
+        };
+        assert.equal(lastRun.exitCode, code, where);
+        assert.match(lastRun.error, /^interrupted by /);
+      }
+
+      cloud.faults = { ...noFaults };
+      const t = await startPty(args, { cwd: dir });
+      const last = await t.exited(30_000).finally(() => t.close());
+      assert.equal(last.code, 0, last.history);
+      assert.match(last.screen, /✔ annotations: /);
+      assert.doesNotMatch(last.screen, SPINNER_FRAME);
+
+      // Resumed, not repeated: one export per store (the interrupted start was adopted), every
+      // instance byte-identical on disk, and no object fetched twice beyond what was in flight.
+      const exportsStarted = cloud.healthcare.operations().filter((o) => o.method.endsWith("ExportDicomData")).length;
+      assert.equal(exportsStarted, 2);
+      for (const [store, sub] of [
+        [SIIM_TRAIN_STORE, "train"],
+        [SIIM_TEST_STORE, "test"],
+      ] as const)
+        for (const inst of cloud.healthcare.instances(store)) {
+          const file = path.join(dir, "out", sub, inst.studyUid, inst.seriesUid, `${inst.sopInstanceUid}.dcm`);
+          assert.ok((await readFile(file)).equals(inst.data()), file);
+        }
+      assert.ok(cloud.requests.mediaGets() <= TRAIN + TEST + 2, `${cloud.requests.mediaGets()} media GETs`);
+      assert.deepEqual(await tempFiles(path.join(dir, "out")), []);
+      assert.equal(await lockPresent(stateDir), false);
+    });
+  }
+});

@@ -1,0 +1,50 @@
+import { readdir, readFile, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { TEMP_MARKER } from "../../src/core/safe-path.ts";
+
+/**
+ * What the pty suites share: a config for the local cloud with everything under one directory,
+ * and the checks after an interruption (no temp files, no lock).
+ */
+
+/** config/demo.json with its destinations and state under `dir`; `patch` overrides top-level keys. */
+export async function demoConfig(dir: string, patch: Record<string, unknown> = {}): Promise<string> {
+  const demo = JSON.parse(await readFile(path.resolve("config/demo.json"), "utf8")) as Record<string, unknown> & {
+    exports: Array<{ dest: string }>;
+  };
+  const cfg = {
+    ...demo,
+    exports: demo.exports.map((e) => ({ ...e, dest: e.dest.replace("../demo-out", "./out") })),
+    annotations: { ...(demo["annotations"] as object), dest: "./out/annotations" },
+    stateDir: "./out/.hcexport",
+    ...patch,
+  };
+  const file = path.join(dir, "config.json");
+  await writeFile(file, JSON.stringify(cfg, null, 2));
+  return file;
+}
+
+/** Every temp file (ours: `.NAME.hcx-tmp-…`) under `dir`, relative; [] when there is none. */
+export async function tempFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  return entries
+    .filter((e) => e.name.includes(TEMP_MARKER) || e.name.endsWith(".new") || e.name.endsWith(".takeover"))
+    .map((e) => path.relative(dir, path.join(e.parentPath, e.name)));
+}
+
+/** Whether a run's lock file is present in `stateDir`. */
+export async function lockPresent(stateDir: string): Promise<boolean> {
+  return (await readdir(stateDir).catch(() => [] as string[])).includes("lock");
+}
+
+/** The braille frames of ora's default spinner: none may be left on a finished command's last frame. */
+export const SPINNER_FRAME = /[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]/;
+
+/**
+ * The contracts are 2 s from a signal to the exit and 1 s from a result to the exit (measured on
+ * an idle machine: 0.1–1 s and under 0.3 s). The bounds add 0.5 s for the harness's polling and a
+ * machine loaded far past its cores; what they guard against — a swallowed signal, a spinner
+ * keeping the process alive, an SDK's retries — takes 5 s or forever.
+ */
+export const STOP_BOUND_MS = 2500;
+export const RESULT_BOUND_MS = 1500;
