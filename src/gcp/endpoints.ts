@@ -46,7 +46,8 @@ export interface EndpointInputs {
  * on loopback (HTTP, or HTTPS as served by `hcexport emulator --tls`). A URL that does not parse as http(s) is a usage error (exit 2).
  */
 export function resolveEndpoints(inputs: EndpointInputs, env: NodeJS.ProcessEnv = {}): Endpoints {
-  const emulator = checkUrl("--emulator", inputs.emulator ?? inputs.config?.emulator);
+  // An empty value (HCEXPORT_EMULATOR= in an environment) means "not set", as for any variable.
+  const emulator = checkUrl("--emulator", nonEmpty(inputs.emulator) ?? nonEmpty(inputs.config?.emulator));
   const base =
     emulator === undefined
       ? GOOGLE_ENDPOINTS
@@ -67,6 +68,10 @@ export function resolveEndpoints(inputs: EndpointInputs, env: NodeJS.ProcessEnv 
   checkUrl("the Resource Manager endpoint", resourceManager);
   const anonymous = emulator !== undefined || [storage, healthcare, resourceManager].every(isLoopbackUrl);
   return { storage, healthcare, resourceManager, anonymous };
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === "" ? undefined : value;
 }
 
 function checkUrl(what: string, url: string | undefined): string | undefined {

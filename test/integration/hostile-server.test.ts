@@ -16,7 +16,7 @@ import { mirror } from "../../src/mirror/mirror.ts";
 import { HttpClient } from "../../src/net/http-client.ts";
 import { requireBuiltCli, spawnCli } from "../support/chaos.ts";
 import { cliIn, type CliResult } from "../support/cli.ts";
-import { startFakeAdc } from "../support/fake-adc.ts";
+import { credentialedEndpointArgs, startFakeAdc } from "../support/fake-adc.ts";
 import { HostileServer } from "../support/hostile-server.ts";
 
 /**
@@ -577,13 +577,22 @@ describe("credentials against a hostile server (redirects in-process; the built 
       hs.script(/\/o\?/, [{ kind: "echo", status: 403 }], true);
       const r = await spawnCli(
         cli,
-        ["mirror", `gs://${B}/train`, freshDir(), "--storage-endpoint", hs.url, "--timeout", "1", "--delete"],
+        // 0.0.0.0 is not a loopback spelling: credentials go there only with --allow-insecure-auth.
+        [
+          "mirror",
+          `gs://${B}/train`,
+          freshDir(),
+          ...credentialedEndpointArgs(hs.url.replace("127.0.0.1", "0.0.0.0")),
+          "--timeout",
+          "1",
+          "--delete",
+        ],
         { cwd: tmp, env: env() },
       );
       assert.notEqual(r.code, 0);
       assert.ok(
         hs.requestsTo(/\/o\?/).some((x) => bearer(x) === `Bearer ${TOKEN}`),
-        "the token was sent and echoed",
+        `the token was sent and echoed (exit ${r.code}): ${r.stderr}`,
       );
       assert.ok(!`${r.stdout}${r.stderr}`.includes(TOKEN), r.stderr);
       assert.ok(!`${r.stdout}${r.stderr}`.includes(TOKEN.slice(6)), r.stderr);

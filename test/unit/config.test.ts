@@ -132,15 +132,15 @@ describe("precedence: flags > env (HCEXPORT_*) > file > defaults", () => {
           .toString()
           .trim()
           .split("\n")
-          .map((l) => JSON.parse(l) as { kind: string; plan?: Array<{ step: string; detail: string }> })
+          .map((l) => JSON.parse(l) as { kind: string; plan?: Array<{ key: string; describe: string }> })
           .find((l) => l.kind === "result")!;
-        return result.plan!.find((p) => p.step === "iam")!.detail;
+        return result.plan!.find((p) => p.key === "iam")!.describe;
       };
-      assert.match(await plan([], {}), /stop with exit 3/, "file: grantIam false");
+      assert.match(await plan([], {}), /exit 3 if missing/, "file: grantIam false");
       assert.match(await plan([], { HCEXPORT_GRANT_IAM: "true" }), /grant if missing/, "env beats file");
       assert.match(
         await plan(["--no-grant-iam"], { HCEXPORT_GRANT_IAM: "true" }),
-        /stop with exit 3/,
+        /exit 3 if missing/,
         "flag beats env",
       );
     } finally {

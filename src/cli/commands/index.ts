@@ -42,7 +42,7 @@ export const commands: readonly LazyCommand[] = [
   },
   {
     command: "status [config]",
-    describe: "show the last run: steps, operations, counters, mirror totals",
+    describe: "show the last run: steps of every lane, operations, counters, mirror totals",
     load: async () => (await import("./status.ts")).statusCommand,
   },
   {
@@ -57,7 +57,8 @@ export const commands: readonly LazyCommand[] = [
   },
   {
     command: "export <store> <destination>",
-    describe: "start a DICOM store export to gs://BUCKET/PREFIX; --wait polls it to the end",
+    describe:
+      "start a DICOM store export to gs://BUCKET/PREFIX or BigQuery bq://PROJECT.DATASET.TABLE; --wait polls it to the end",
     load: async () => (await import("./export.ts")).exportCommand,
   },
   {
