@@ -8,11 +8,11 @@ export const formatPipelineEvent: Formatter = (event: AnyEvent): Rendered | unde
   const e = event as PipelineEvent;
   switch (e.kind) {
     case "step.start":
-      return { status: `${stepLabel(e)}: ${e.action === "recheck" ? "verifying " : ""}${e.detail}` };
+      return { status: `${stepLabel(e)}: ${e.action === "recheck" ? "verifying " : ""}${e.detail}`, key: e.key };
     case "step.done":
-      return { line: `✔ ${stepLabel(e)}: ${e.detail}`, done: "succeed" };
+      return { line: `✔ ${stepLabel(e)}: ${e.detail}`, done: "succeed", key: e.key };
     case "step.failed":
-      return { line: `✖ ${stepLabel(e)}: ${e.error}`, level: "error", done: "fail" };
+      return { line: `✖ ${stepLabel(e)}: ${e.error}`, level: "error", done: "fail", key: e.key };
     case "step.blocked":
       return { line: `  ${stepLabel(e)}: not run (${e.by} did not finish)`, level: "warn" };
     case "wait.resume":

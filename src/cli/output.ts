@@ -20,6 +20,11 @@ export interface Rendered {
   readonly level?: "debug" | "info" | "warn" | "error";
   /** On a TTY, marks the end of a status with success or failure. */
   readonly done?: "succeed" | "fail";
+  /**
+   * The concurrent activity (a step's key) a status or an end belongs to: when one ends while others
+   * run (lanes in parallel), the status line goes on with the latest still running.
+   */
+  readonly key?: string;
 }
 export type Formatter = (event: AnyEvent) => Rendered | undefined;
 
@@ -43,6 +48,8 @@ export class Output {
   readonly options: OutputOptions;
   readonly #formatters: Formatter[] = [];
   #spinner: Ora | undefined;
+  /** Statuses of the activities now running, by key (see Rendered.key). */
+  readonly #running = new Map<string, string>();
   #lastPlainStatus = 0;
   constructor(options: OutputOptions) {
     this.options = options;
@@ -75,6 +82,10 @@ export class Output {
     const level = rendered.level ?? "info";
     if (level === "debug" && !this.options.verbose) return;
     if (this.options.quiet && level !== "error" && level !== "warn") return;
+    if (rendered.key !== undefined) {
+      if (rendered.done !== undefined) this.#running.delete(rendered.key);
+      else if (rendered.status !== undefined) this.#running.set(rendered.key, rendered.status);
+    }
     if (rendered.status !== undefined) this.#status(rendered.status);
     if (rendered.done !== undefined && this.#spinner !== undefined) {
       const sp = this.#spinner;
@@ -83,6 +94,8 @@ export class Output {
       const text = rendered.line === undefined ? undefined : escapeControls(rendered.line.replace(/^[✔✖] /, ""));
       if (rendered.done === "succeed") sp.succeed(text);
       else sp.fail(text);
+      const still = [...this.#running.values()].at(-1);
+      if (still !== undefined) this.#status(still);
       return;
     }
     if (rendered.line !== undefined) this.line(rendered.line);
@@ -145,7 +158,9 @@ export class Output {
     const text = fitColumns(escapeControls(redactSecrets(raw), { oneLine: true }), this.isTTY ? columns - 5 : Infinity);
     if (this.isTTY) {
       if (this.#spinner === undefined)
-        this.#spinner = ora({ text, stream: this.options.stderr, discardStdin: false }).start();
+        // isEnabled: this Output already knows the stream is a terminal of known width; left to
+        // itself ora turns the spinner off whenever CI is set, even on a real terminal.
+        this.#spinner = ora({ text, stream: this.options.stderr, discardStdin: false, isEnabled: true }).start();
       else this.#spinner.text = text;
       return;
     }

@@ -69,6 +69,14 @@ export interface ExportResult {
   readonly uriPrefix: string;
 }
 
+/**
+ * Per Healthcare client (one per run): its export starts go one at a time, and every operation one
+ * of them started or adopted is claimed. An export operation does not name its store, so two lanes
+ * resuming at once in one dataset could otherwise both adopt the same operation (measured: the test
+ * lane adopted the train lane's export and mirrored an empty prefix).
+ */
+const exportStarts = new WeakMap<HealthcareApi, { tail: Promise<unknown>; claimed: Set<string> }>();
+
 /** Export step (at-most-once): a resumed step adopts the export an interrupted run may have started. */
 export async function exportStep(
   ctx: StepContext,
@@ -77,20 +85,29 @@ export async function exportStep(
   uriPrefix: string,
   emit: EventSink<StartExportEvent>,
 ): Promise<ExportResult> {
-  const known = new Set(
-    Object.values(ctx.journal()).flatMap((r) => {
-      const op = (r.result as { operation?: unknown } | undefined)?.operation;
-      return typeof op === "string" ? [op] : [];
-    }),
-  );
-  const operation = await startExportOnce(api, store, uriPrefix, {
-    since: ctx.startedAt,
-    known,
-    maybeStarted: ctx.resumed,
-    onEvent: emit,
-    signal: ctx.signal,
+  let gate = exportStarts.get(api);
+  if (gate === undefined) exportStarts.set(api, (gate = { tail: Promise.resolve(), claimed: new Set() }));
+  const { claimed } = gate;
+  const start = gate.tail.then(async () => {
+    const known = new Set([
+      ...claimed,
+      ...Object.values(ctx.journal()).flatMap((r) => {
+        const op = (r.result as { operation?: unknown } | undefined)?.operation;
+        return typeof op === "string" ? [op] : [];
+      }),
+    ]);
+    const name = await startExportOnce(api, store, uriPrefix, {
+      since: ctx.startedAt,
+      known,
+      maybeStarted: ctx.resumed,
+      onEvent: emit,
+      signal: ctx.signal,
+    });
+    claimed.add(name);
+    return name;
   });
-  return { operation, uriPrefix };
+  gate.tail = start.catch(() => undefined);
+  return { operation: await start, uriPrefix };
 }
 
 export interface WaitResult {
