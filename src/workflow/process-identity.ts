@@ -23,10 +23,14 @@ export const systemProbe: ProcessProbe = {
   isAlive(pid) {
     try {
       process.kill(pid, 0);
-      return true;
     } catch (err) {
       return (err as NodeJS.ErrnoException).code === "EPERM";
     }
+    // A zombie (exited, not yet reaped: a terminal multiplexer or a container's init that has not
+    // waited for it) still answers kill(pid, 0), but holds nothing.
+    if (read(() => readlinkSync("/proc/self")) !== String(process.pid)) return true;
+    const state = read(() => stateIn(readFileSync(`/proc/${pid}/stat`, "utf8")));
+    return state !== "Z" && state !== "X";
   },
   startTimeOf(pid) {
     // A /proc mounted for another pid namespace (unshare --pid without --mount-proc) names other processes.
@@ -34,6 +38,11 @@ export const systemProbe: ProcessProbe = {
     return read(() => startTimeIn(readFileSync(`/proc/${pid}/stat`, "utf8")));
   },
 };
+
+/** Field 3 (state: R, S, D, Z for a zombie, X for dead…) of a /proc/PID/stat line. */
+export function stateIn(stat: string): string | undefined {
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+}
 
 /** Field 22 (starttime) of a /proc/PID/stat line; the command name (field 2) may hold spaces and parentheses. */
 export function startTimeIn(stat: string): string | undefined {
