@@ -44,8 +44,29 @@ export async function createServices(
     connections: Math.max(8, config?.mirror.concurrency ?? 32),
     signal: io.signal,
   });
-  const ports: PipelinePorts = {
-    buckets: storageAdmin(endpoints, project, "library" in auth ? (auth as GoogleCredentials) : undefined, io.signal),
+  const ports = pipelinePorts(
+    client,
+    endpoints,
+    storageAdmin(endpoints, project, "library" in auth ? (auth as GoogleCredentials) : undefined, io.signal),
+    io.signal,
+  );
+  const bigquery = bigqueryAdmin(
+    client,
+    bigqueryBase(endpoints, io.env["HCEXPORT_BIGQUERY_ENDPOINT"]),
+    endpoints.resourceManager,
+  );
+  return { endpoints, client, ports, bigquery, close: () => client.close() };
+}
+
+/** The workflow's ports on one HTTP client: Healthcare, Cloud Storage listing/media, FHIR annotations. */
+export function pipelinePorts(
+  client: HttpClient,
+  endpoints: Endpoints,
+  buckets: PipelinePorts["buckets"],
+  signal: AbortSignal,
+): PipelinePorts {
+  return {
+    buckets,
     healthcare: healthcareApi(client, endpoints.healthcare),
     source: gcsSource(client, endpoints.storage),
     fetchAnnotations: (a) =>
@@ -56,15 +77,9 @@ export async function createServices(
         fhirStore: a.store,
         documentReference: a.documentReference,
         dest: a.dest,
-        signal: io.signal,
+        signal,
       }),
   };
-  const bigquery = bigqueryAdmin(
-    client,
-    bigqueryBase(endpoints, io.env["HCEXPORT_BIGQUERY_ENDPOINT"]),
-    endpoints.resourceManager,
-  );
-  return { endpoints, client, ports, bigquery, close: () => client.close() };
 }
 
 /** The source project's Healthcare service agent: from the config, else from its project number. */

@@ -4,16 +4,14 @@ import type { CommandModule } from "yargs";
 import { HcexportError, PartialFailureError } from "../../core/errors.ts";
 import { SIIM, SIIM_FHIR_STORE, SIIM_TEST_STORE, SIIM_TRAIN_STORE } from "../../emulator/dataset/siim.ts";
 import { startLocalCloud } from "../../emulator/local-cloud.ts";
-import { fetchAnnotations } from "../../fhir/annotations.ts";
 import { resolveEndpoints } from "../../gcp/endpoints.ts";
-import { gcsSource } from "../../gcp/gcs-objects.ts";
-import { healthcareApi } from "../../gcp/healthcare.ts";
 import { storageAdmin } from "../../gcp/storage-admin.ts";
 import { HttpClient } from "../../net/http-client.ts";
 import { trustCaPems } from "../../net/trust.ts";
 import { runPipeline, type PipelineSpec } from "../../pipeline/pipeline.ts";
 import { createContext, type CliIo, type GlobalArgs } from "../context.ts";
 import { formatPipelineEvent, table } from "../format.ts";
+import { pipelinePorts } from "../services.ts";
 
 interface DemoArgs extends GlobalArgs {
   out: string;
@@ -84,21 +82,7 @@ export const demoCommand = (io: CliIo): CommandModule<GlobalArgs, DemoArgs> => (
       };
       const result = await runPipeline(
         spec,
-        {
-          buckets: storageAdmin(endpoints, "my-demo-project", undefined, io.signal),
-          healthcare: healthcareApi(client, endpoints.healthcare),
-          source: gcsSource(client, endpoints.storage),
-          fetchAnnotations: (a) =>
-            fetchAnnotations({
-              client,
-              healthcareBase: endpoints.healthcare,
-              storageBase: endpoints.storage,
-              fhirStore: a.store,
-              documentReference: a.documentReference,
-              dest: a.dest,
-              signal: io.signal,
-            }),
-        },
+        pipelinePorts(client, endpoints, storageAdmin(endpoints, "my-demo-project", undefined, io.signal), io.signal),
         {
           onEvent: out.emit,
           signal: io.signal,
