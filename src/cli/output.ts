@@ -1,6 +1,7 @@
+import { createRequire } from "node:module";
 import type { Writable } from "node:stream";
-import ora, { type Ora } from "ora";
-import stringWidth from "string-width";
+import type { Ora, Options as OraOptions } from "ora";
+import stringWidth from "./fast-string-width.ts";
 import { redactSecrets } from "../core/redact.ts";
 import { escapeControls, escapeJsonControls } from "../core/terminal-text.ts";
 
@@ -160,7 +161,7 @@ export class Output {
       if (this.#spinner === undefined)
         // isEnabled: this Output already knows the stream is a terminal of known width; left to
         // itself ora turns the spinner off whenever CI is set, even on a real terminal.
-        this.#spinner = ora({ text, stream: this.options.stderr, discardStdin: false, isEnabled: true }).start();
+        this.#spinner = loadOra()({ text, stream: this.options.stderr, discardStdin: false, isEnabled: true }).start();
       else this.#spinner.text = text;
       return;
     }
@@ -187,6 +188,16 @@ export function fitColumns(text: string, columns: number): string {
     width += w;
   }
   return `${out}…`;
+}
+
+/**
+ * ora (and its chalk, cli-cursor, log-symbols…) only once a spinner is drawn, on a terminal: a
+ * piped, --quiet or --json run never needs it, and loading it was a good part of start-up.
+ */
+let ora: ((options: OraOptions) => Ora) | undefined;
+function loadOra(): (options: OraOptions) => Ora {
+  ora ??= (createRequire(import.meta.url)("ora") as { default: (options: OraOptions) => Ora }).default;
+  return ora;
 }
 
 function jsonReplacer(_key: string, value: unknown): unknown {

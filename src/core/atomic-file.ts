@@ -14,9 +14,12 @@ import {
 import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { noteWritten } from "./barrier.ts";
 import { IntegrityError, UnsafeNameError } from "./errors.ts";
 import { StreamingHasher } from "./hashing.ts";
+import { processAlive } from "./process-alive.ts";
 import { TEMP_MARKER, checkRelativeName, resolveInside } from "./safe-path.ts";
+import { RecentSet } from "./recent-set.ts";
 
 /** What the bytes must be; any field given is verified before the file gets its final name. */
 export interface ExpectedContent {
@@ -45,7 +48,8 @@ export interface WrittenFile {
  */
 export class DirectoryGuard {
   readonly root: string;
-  readonly #verified = new Set<string>();
+  /** Directories made or checked (bounded: memory flat in the object count; a forgotten one is re-checked). */
+  readonly #verified = new RecentSet<string>(4096);
   constructor(root: string) {
     this.root = path.resolve(root);
   }
@@ -141,6 +145,16 @@ export interface AtomicWriteOptions {
 }
 
 /**
+ * A verified temp file beside its final name, not yet renamed (see `stageFile`/`stageVerified`):
+ * `path` is where it goes, `temp` where it is. Identity (mtime, inode) survives the rename.
+ */
+export interface StagedFile extends WrittenFile {
+  readonly temp: string;
+  /** The untrusted relative name, for messages. */
+  readonly relName: string;
+}
+
+/**
  * Streams `body` into `root/relName` atomically: a temp file in the same directory, hashed while
  * written, verified against `expected`, fsynced, then renamed over the final name. On any failure
  * the temp file is removed and nothing appears under the final name. `relName` is untrusted.
@@ -151,6 +165,21 @@ export async function writeFileAtomic(
   body: AsyncIterable<Uint8Array>,
   options: AtomicWriteOptions = {},
 ): Promise<WrittenFile> {
+  return renameStaged(await stageFile(root, relName, body, { ...options, fsync: options.fsync ?? true }));
+}
+
+/**
+ * The first half of `writeFileAtomic`: streams `body` into a fresh temp file beside
+ * `root/relName`, hashed while written and verified against `expected`; fsynced only with
+ * `fsync: true` (default false: the caller's commit batch holds the barrier). On any failure the
+ * temp file is removed. The final name is untouched until `renameStaged`.
+ */
+export async function stageFile(
+  root: string,
+  relName: string,
+  body: AsyncIterable<Uint8Array>,
+  options: AtomicWriteOptions = {},
+): Promise<StagedFile> {
   const target = resolveInside(root, relName);
   const check = checkRelativeName(relName);
   if (!check.ok) throw new UnsafeNameError(relName, check.reason);
@@ -164,7 +193,7 @@ export async function writeFileAtomic(
   });
   const temp = path.join(dir, tempNameFor(path.basename(target)));
   const fh = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
-  let renamed = false;
+  let staged = false;
   try {
     // Gather chunks into ~1 MiB writes: one syscall per file for typical DICOM sizes instead of
     // one per network chunk (measured: the per-chunk writes dominated large-object copies).
@@ -173,9 +202,11 @@ export async function writeFileAtomic(
     const flush = async () => {
       if (batched === 0) return;
       const bufs = batch;
+      const size = batched;
       batch = [];
       batched = 0;
       await writeAll(fh, bufs);
+      noteWritten(size);
     };
     const cap = options.maxBytes ?? expected.size;
     let received = 0;
@@ -201,21 +232,21 @@ export async function writeFileAtomic(
     if (expected.md5 !== undefined && got.md5 !== expected.md5) {
       throw new IntegrityError(`${relName}: md5 ${got.md5} does not match the expected ${expected.md5}`);
     }
-    if (options.fsync ?? true) await fh.sync();
+    if (options.fsync === true) await fh.sync();
     const st = await fh.stat({ bigint: true });
     await fh.close();
-    try {
-      await rename(temp, target);
-    } catch (err) {
-      // Another name created a directory here meanwhile (objects `a` and `a/b`): a name clash.
-      if ((err as NodeJS.ErrnoException).code === "EISDIR")
-        throw new UnsafeNameError(relName, "exists as a directory in the destination");
-      throw err;
-    }
-    renamed = true;
-    return { path: target, mtimeMs: Number(st.mtimeMs), mtimeNs: String(st.mtimeNs), ino: String(st.ino), ...got };
+    staged = true;
+    return {
+      path: target,
+      temp,
+      relName,
+      mtimeMs: Number(st.mtimeMs),
+      mtimeNs: String(st.mtimeNs),
+      ino: String(st.ino),
+      ...got,
+    };
   } finally {
-    if (!renamed) {
+    if (!staged) {
       await fh.close().catch(() => {});
       await unlink(temp).catch(() => {});
     }
@@ -223,11 +254,39 @@ export async function writeFileAtomic(
 }
 
 /**
+ * Gives a staged temp file its final name (one rename: atomic). On failure the temp file is
+ * removed; a directory under the final name (objects `a` and `a/b`) is a name clash.
+ */
+export function renameStaged(staged: StagedFile): WrittenFile {
+  try {
+    renameSync(staged.temp, staged.path);
+  } catch (err) {
+    try {
+      unlinkSync(staged.temp);
+    } catch {
+      // already gone
+    }
+    if ((err as NodeJS.ErrnoException).code === "EISDIR")
+      throw new UnsafeNameError(staged.relName, "exists as a directory in the destination");
+    throw err;
+  }
+  const { temp: _t, relName: _r, ...written } = staged;
+  return written;
+}
+
+/** Removes a staged temp file that will not be committed. */
+export function discardStaged(staged: StagedFile): void {
+  try {
+    unlinkSync(staged.temp);
+  } catch {
+    // already gone
+  }
+}
+
+/**
  * Writes bytes already received in memory and already verified by the caller (e.g. a download
  * hashed while it streamed in) with the same guarantees as `writeFileAtomic`: temp file in the
  * target directory (O_EXCL, O_NOFOLLOW), fsync, rename; nothing under the final name on failure.
- * The cheap syscalls run synchronously and only the fsync goes to the thread pool: for small
- * files this halves the CPU per file (measured: ~8 promise round trips per file dominated).
  */
 export async function writeVerifiedAtomic(
   root: string,
@@ -235,6 +294,21 @@ export async function writeVerifiedAtomic(
   chunks: readonly Uint8Array[],
   options: { readonly fsync?: boolean; readonly guard?: DirectoryGuard } = {},
 ): Promise<WrittenFile> {
+  return renameStaged(await stageVerified(root, relName, chunks, { ...options, fsync: options.fsync ?? true }));
+}
+
+/**
+ * The first half of `writeVerifiedAtomic`: verified bytes into a fresh temp file beside
+ * `root/relName` (O_EXCL, O_NOFOLLOW) with one writev, fsynced only with `fsync: true`. The cheap
+ * syscalls run synchronously (for small files a promise and thread-pool round trip each cost more
+ * than the syscall: measured), so without fsync this never leaves the main thread.
+ */
+export async function stageVerified(
+  root: string,
+  relName: string,
+  chunks: readonly Uint8Array[],
+  options: { readonly fsync?: boolean; readonly guard?: DirectoryGuard } = {},
+): Promise<StagedFile> {
   const target = resolveInside(root, relName);
   const check = checkRelativeName(relName);
   if (!check.ok) throw new UnsafeNameError(relName, check.reason);
@@ -243,31 +317,33 @@ export async function writeVerifiedAtomic(
   const temp = path.join(dir, tempNameFor(path.basename(target)));
   const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
   let closed = false;
-  let renamed = false;
+  let staged = false;
   try {
     let pending = chunks.filter((c) => c.byteLength > 0);
     let bytes = 0;
     while (pending.length > 0) {
       const written = writevSync(fd, pending);
       bytes += written;
+      noteWritten(written);
       pending = unwritten(pending, written);
     }
-    if (options.fsync ?? true)
+    if (options.fsync === true)
       await new Promise<void>((resolve, reject) => fsyncCb(fd, (err) => (err ? reject(err) : resolve())));
     const st = fstatSync(fd, { bigint: true });
     closeSync(fd);
     closed = true;
-    try {
-      renameSync(temp, target);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "EISDIR")
-        throw new UnsafeNameError(relName, "exists as a directory in the destination");
-      throw err;
-    }
-    renamed = true;
-    return { path: target, bytes, mtimeMs: Number(st.mtimeMs), mtimeNs: String(st.mtimeNs), ino: String(st.ino) };
+    staged = true;
+    return {
+      path: target,
+      temp,
+      relName,
+      bytes,
+      mtimeMs: Number(st.mtimeMs),
+      mtimeNs: String(st.mtimeNs),
+      ino: String(st.ino),
+    };
   } finally {
-    if (!renamed) {
+    if (!staged) {
       if (!closed) {
         try {
           closeSync(fd);
@@ -326,7 +402,7 @@ export function truncateUtf8(s: string, maxBytes: number): string {
  * SIGKILLed run). Such a leftover can be removed at once; any other only once it is old, since a
  * writer on another host sharing the directory may still own it.
  */
-export function tempWriterGone(fileName: string, isAlive: (pid: number) => boolean = pidAlive): boolean {
+export function tempWriterGone(fileName: string, isAlive: (pid: number) => boolean = processAlive): boolean {
   const at = fileName.lastIndexOf(TEMP_MARKER);
   if (at < 0) return false;
   const m = /^([0-9a-f]{6})([0-9a-z]+)[0-9a-f]{6}-\d+$/.exec(fileName.slice(at + TEMP_MARKER.length));
@@ -335,24 +411,14 @@ export function tempWriterGone(fileName: string, isAlive: (pid: number) => boole
   return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !isAlive(pid);
 }
 
-/** `kill(pid, 0)`: ESRCH means gone; EPERM means alive but not ours. */
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** What is left of `bufs` after a writev wrote `written` bytes (writev may write less than asked). */
-function unwritten(bufs: Uint8Array[], written: number): Uint8Array[] {
+export function unwritten<T extends Uint8Array>(bufs: readonly T[], written: number): T[] {
   let left = written;
-  const rest: Uint8Array[] = [];
+  const rest: T[] = [];
   for (const b of bufs) {
     if (left >= b.byteLength) left -= b.byteLength;
     else {
-      rest.push(left === 0 ? b : b.subarray(left));
+      rest.push(left === 0 ? b : (b.subarray(left) as T));
       left = 0;
     }
   }

@@ -3,6 +3,9 @@ import path from "node:path";
 import { tempWriterGone } from "./atomic-file.ts";
 import { RESERVED_DIR, TEMP_MARKER } from "./safe-path.ts";
 
+/** How old a temp file whose writer may still run (another host) must be before a sweep removes it. */
+export const STALE_TEMP_MS = 60_000;
+
 /**
  * Removes the temp files an interrupted run left under `root` (names carrying `TEMP_MARKER`),
  * if older than `olderThanMs` or if their writer is known dead (this host, pid gone) — a younger

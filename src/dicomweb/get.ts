@@ -6,6 +6,8 @@ import { destinationProblem } from "../core/destination.ts";
 import { DestinationError, HcexportError, HttpError, IntegrityError, destinationFault } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import { withRetry, type RetryPolicy } from "../core/retry.ts";
+import { barrierFor } from "../core/barrier.ts";
+import { CommitQueue } from "../mirror/commit-queue.ts";
 import { TaskPool } from "../mirror/task-pool.ts";
 import { cheapestDigest, DigestVerifier, expectedDigests } from "./digest.ts";
 import { frameExtension, imageComplete, wadoPathOf, type GetTarget } from "./get-target.ts";
@@ -83,11 +85,19 @@ export async function get(o: GetOptions): Promise<PullSummary> {
   const problem = await destinationProblem(dest);
   if (problem !== undefined) throw new DestinationError(dest, problem, 0);
   await guard.ensure([], dest);
+  /** A commit that failed (barrier or rename): counted like any failure; a full disk ends the command. */
+  let commitFault: string | undefined;
   const ctx: RetrieveContext = {
     source: o.source,
     dest,
     guard,
-    fsync: o.fsync ?? true,
+    queue: new CommitQueue({ barrier: barrierFor(dest, o.fsync ?? true) }),
+    commitFailed: (rel, err) => {
+      commitFault ??= destinationFault(err);
+      s.failed++;
+      if (s.problems.length < 100) s.problems.push({ name: rel, reason: reasonOf(err) });
+      emit({ kind: "dicomweb.failed", name: rel, reason: reasonOf(err) });
+    },
     accept: ACCEPT_SINGLE,
     summary: s,
     emit,
@@ -114,7 +124,7 @@ export async function get(o: GetOptions): Promise<PullSummary> {
     }
   };
   const write = async (rel: string, body: Buffer, digested: boolean) => {
-    const w = await writeVerifiedAtomic(dest, rel, [body], { guard, fsync: ctx.fsync });
+    const w = await writeVerifiedAtomic(dest, rel, [body], { guard, fsync: o.fsync ?? true });
     s.downloaded++;
     s.bytes += w.bytes;
     if (digested) s.digestVerified++;
@@ -217,6 +227,8 @@ export async function get(o: GetOptions): Promise<PullSummary> {
         });
     }
   }
+  await ctx.queue.flush();
+  if (commitFault !== undefined) throw new DestinationError(dest, commitFault, s.downloaded);
   s.durationMs = clock.now() - started;
   emit({ kind: "dicomweb.done", summary: s });
   return s;

@@ -7,7 +7,9 @@ import { DestinationError, destinationFault } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import { withRetry, type RetryPolicy } from "../core/retry.ts";
 import { RESERVED_DIR } from "../core/safe-path.ts";
-import { sweepTempFiles } from "../core/temp-sweep.ts";
+import { STALE_TEMP_MS, sweepTempFiles } from "../core/temp-sweep.ts";
+import { barrierFor } from "../core/barrier.ts";
+import { CommitQueue } from "../mirror/commit-queue.ts";
 import { TaskPool } from "../mirror/task-pool.ts";
 import {
   ACCEPT_SINGLE,
@@ -70,6 +72,7 @@ export interface PullOptions {
   readonly search?: "auto" | "instances" | "studies";
   /** Only these studies/series/instances (and filters): listed per scope instead of the whole store. */
   readonly subset?: Subset;
+  /** Durability barriers around each commit batch, as the mirror's (default true; false: `--no-fsync`). */
   readonly fsync?: boolean;
   readonly clock?: Clock;
   readonly retry?: RetryPolicy;
@@ -150,15 +153,33 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
   // A run marks the destination while it writes; a mark left behind means it was killed, and its
   // temp files (older than a minute: a younger one may be a concurrent run's) are swept.
   const marker = path.join(dest, RESERVED_DIR, "dicomweb-pull.running");
-  if (await exists(marker)) await sweepTempFiles(dest, 60_000);
+  if (await exists(marker)) await sweepTempFiles(dest, STALE_TEMP_MS);
   await mkdir(path.dirname(marker), { recursive: true });
   await writeFile(marker, `${process.pid} ${new Date(started).toISOString()}\n`);
 
+  const pool = new TaskPool(concurrency);
+  /** A full or read-only destination stops the run: every further write would fail the same way. */
+  const stopOn = (err: unknown): boolean => {
+    // Interrupted: not a failure of this instance; pull throws the interruption after the pool drains.
+    if (o.signal?.aborted === true) return true;
+    const fault = destinationFault(err);
+    if (fault !== undefined) s.destinationFault ??= fault;
+    return fault !== undefined;
+  };
+  const failed = (name: string, err: unknown) => {
+    if (stopOn(err)) return;
+    s.failed++;
+    note(name, reasonOf(err));
+    emit({ kind: "dicomweb.failed", name, reason: reasonOf(err) });
+  };
+  // The mirror's commit stage: instances land in batches behind one barrier (no manifest here).
+  const queue = new CommitQueue({ barrier: barrierFor(dest, o.fsync ?? true) });
   const ctx: RetrieveContext = {
     source: o.source,
     dest,
     guard,
-    fsync: o.fsync ?? true,
+    queue,
+    commitFailed: failed,
     accept: ACCEPT_SINGLE,
     summary: s,
     emit,
@@ -173,15 +194,6 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
       onRetry: (n) =>
         emit({ kind: "dicomweb.retry", name, attempt: n.attempt, delayMs: n.delayMs, reason: reasonOf(n.error) }),
     });
-  const pool = new TaskPool(concurrency);
-  /** A full or read-only destination stops the run: every further write would fail the same way. */
-  const stopOn = (err: unknown): boolean => {
-    // Interrupted: not a failure of this instance; pull throws the interruption after the pool drains.
-    if (o.signal?.aborted === true) return true;
-    const fault = destinationFault(err);
-    if (fault !== undefined) s.destinationFault ??= fault;
-    return fault !== undefined;
-  };
   const groups = new Map<string, { path: string; scope: InstanceRef; missing: Map<string, InstanceRef> }>();
 
   const listOptions = {
@@ -192,27 +204,61 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
   };
   const listing =
     o.subset === undefined ? listInstances(o.source, listOptions) : listSubset(o.source, o.subset, listOptions);
-  for await (const listed of listing) {
-    if (!listed.ok) {
-      s.refused++;
-      note(listed.name, listed.reason);
-      emit({ kind: "dicomweb.refused", name: listed.name, reason: listed.reason });
-      continue;
+  try {
+    for await (const listed of listing) {
+      if (!listed.ok) {
+        s.refused++;
+        note(listed.name, listed.reason);
+        emit({ kind: "dicomweb.refused", name: listed.name, reason: listed.reason });
+        continue;
+      }
+      if (s.destinationFault !== undefined) break;
+      s.listed++;
+      const ref = listed.ref;
+      if (await isComplete(dest, instancePath(ref))) {
+        s.skipped++;
+        tick();
+        continue;
+      }
+      if (mode === "instance") {
+        await pool.run(async () => {
+          try {
+            await retry(instancePath(ref), () => retrieveInstance(ctx, ref));
+          } catch (err) {
+            failed(instancePath(ref), err);
+          }
+          tick();
+        });
+      } else {
+        const key = mode === "series" ? `${ref.study}/${ref.series}` : ref.study;
+        let g = groups.get(key);
+        if (g === undefined) {
+          g = {
+            path: mode === "series" ? `studies/${ref.study}/series/${ref.series}` : `studies/${ref.study}`,
+            scope: ref,
+            missing: new Map(),
+          };
+          groups.set(key, g);
+        }
+        g.missing.set(ref.instance, ref);
+      }
     }
-    if (s.destinationFault !== undefined) break;
-    s.listed++;
-    const ref = listed.ref;
-    if (await isComplete(dest, instancePath(ref))) {
-      s.skipped++;
-      tick();
-      continue;
-    }
-    if (mode === "instance") {
+    listingDone = true;
+    for (const g of groups.values()) {
+      if (s.destinationFault !== undefined) break;
       await pool.run(async () => {
         try {
-          await retry(instancePath(ref), () => retrieveInstance(ctx, ref));
+          await retry(g.path, () =>
+            retrieveGroup(
+              ctx,
+              g.path,
+              mode === "series" ? { study: g.scope.study, series: g.scope.series } : { study: g.scope.study },
+              g.missing,
+            ),
+          );
         } catch (err) {
-          if (!stopOn(err)) {
+          if (stopOn(err)) return;
+          for (const ref of g.missing.values()) {
             s.failed++;
             note(instancePath(ref), reasonOf(err));
             emit({ kind: "dicomweb.failed", name: instancePath(ref), reason: reasonOf(err) });
@@ -220,45 +266,13 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
         }
         tick();
       });
-    } else {
-      const key = mode === "series" ? `${ref.study}/${ref.series}` : ref.study;
-      let g = groups.get(key);
-      if (g === undefined) {
-        g = {
-          path: mode === "series" ? `studies/${ref.study}/series/${ref.series}` : `studies/${ref.study}`,
-          scope: ref,
-          missing: new Map(),
-        };
-        groups.set(key, g);
-      }
-      g.missing.set(ref.instance, ref);
     }
+  } finally {
+    // Also when the listing stops (interrupted): nothing in flight lands after pull returns.
+    await pool.drain();
+    // In-flight instances are committed even when interrupted: their temp files are verified.
+    await queue.flush();
   }
-  listingDone = true;
-  for (const g of groups.values()) {
-    if (s.destinationFault !== undefined) break;
-    await pool.run(async () => {
-      try {
-        await retry(g.path, () =>
-          retrieveGroup(
-            ctx,
-            g.path,
-            mode === "series" ? { study: g.scope.study, series: g.scope.series } : { study: g.scope.study },
-            g.missing,
-          ),
-        );
-      } catch (err) {
-        if (stopOn(err)) return;
-        for (const ref of g.missing.values()) {
-          s.failed++;
-          note(instancePath(ref), reasonOf(err));
-          emit({ kind: "dicomweb.failed", name: instancePath(ref), reason: reasonOf(err) });
-        }
-      }
-      tick();
-    });
-  }
-  await pool.drain();
   o.signal?.throwIfAborted();
   await rm(marker, { force: true });
   s.durationMs = clock.now() - started;

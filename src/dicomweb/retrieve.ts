@@ -1,6 +1,7 @@
-import { writeFileAtomic, writeVerifiedAtomic, type DirectoryGuard, type WrittenFile } from "../core/atomic-file.ts";
+import { stageFile, stageVerified, type DirectoryGuard, type StagedFile } from "../core/atomic-file.ts";
 import { HcexportError, HttpError, IntegrityError, UnsafeNameError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
+import type { CommitQueue } from "../mirror/commit-queue.ts";
 import { cheapestDigest, DigestVerifier, expectedDigests } from "./digest.ts";
 import { MultipartError, MultipartParser, parseContentType, type MultipartEvent } from "./multipart.ts";
 import { Part10Inspector, type Part10Uids } from "./part10.ts";
@@ -48,7 +49,10 @@ export interface RetrieveContext {
   readonly source: WadoPort;
   readonly dest: string;
   readonly guard: DirectoryGuard;
-  readonly fsync: boolean;
+  /** The commit stage shared with the mirror: barrier, rename, barrier (pull keeps no manifest). */
+  readonly queue: CommitQueue;
+  /** An instance whose commit failed (its barrier or rename). */
+  readonly commitFailed: (rel: string, err: unknown) => void;
   /** What single-instance requests ask for; switches to multipart once if the server refuses it. */
   accept: string;
   readonly summary: PullSummary;
@@ -193,10 +197,10 @@ interface LandOptions {
 }
 
 /**
- * Verifies one instance's bytes while receiving them and puts them under their final name
- * atomically. Small bodies are received in memory and written in one go; larger ones stream to a
- * temp file once their header has named them. Returns the SOP Instance UID written, or
- * undefined when the part was not wanted (already on disk).
+ * Verifies one instance's bytes while receiving them into a temp file beside its final name, and
+ * queues it for the commit stage (barrier, rename, barrier). Small bodies are received in memory
+ * and written in one go; larger ones stream to the temp file once their header has named them.
+ * Returns the SOP Instance UID staged, or undefined when the part was not wanted (already on disk).
  */
 async function land(
   ctx: RetrieveContext,
@@ -245,10 +249,10 @@ async function land(
     const mismatch = digest.active ? digest.mismatch() : undefined;
     if (mismatch !== undefined) throw new IntegrityError(`${rel}: ${mismatch}`);
   };
-  let written: WrittenFile;
+  let staged: StagedFile;
   if (done) {
     finalCheck();
-    written = await writeVerifiedAtomic(ctx.dest, rel, head, { guard: ctx.guard, fsync: ctx.fsync });
+    staged = await stageVerified(ctx.dest, rel, head, { guard: ctx.guard });
   } else {
     let total = headBytes;
     const rest = async function* () {
@@ -262,11 +266,19 @@ async function land(
       }
       finalCheck();
     };
-    written = await writeFileAtomic(ctx.dest, rel, rest(), { guard: ctx.guard, fsync: ctx.fsync });
+    staged = await stageFile(ctx.dest, rel, rest(), { guard: ctx.guard });
   }
-  ctx.summary.downloaded++;
-  ctx.summary.bytes += written.bytes;
-  if (digest.active) ctx.summary.digestVerified++;
+  const verified = digest.active;
+  await ctx.queue.add({
+    staged,
+    bytes: staged.bytes,
+    committed: () => {
+      ctx.summary.downloaded++;
+      ctx.summary.bytes += staged.bytes;
+      if (verified) ctx.summary.digestVerified++;
+    },
+    failed: (err) => ctx.commitFailed(rel, err),
+  });
   return uids.sopInstanceUid;
 }
 

@@ -7,6 +7,8 @@ export interface RequestEntry {
   readonly kind: string;
   /** Whether the request carried an `Authorization` header (never its value): `--emulator` must send none. */
   readonly authorized: boolean;
+  /** The `Range` header as received, if any (ranged media downloads). */
+  readonly range?: string;
   status: number;
 }
 
@@ -48,8 +50,16 @@ export class RequestLog {
   #total = 0;
 
   /** Records a request; its status is filled in by {@link RequestLog.finished}. */
-  add(method: string, path: string, query: string, authorized = false): RequestEntry {
-    const entry: RequestEntry = { method, path, query, kind: routeKind(path, query), authorized, status: 0 };
+  add(method: string, path: string, query: string, authorized = false, range?: string): RequestEntry {
+    const entry: RequestEntry = {
+      method,
+      path,
+      query,
+      kind: routeKind(path, query),
+      authorized,
+      ...(range === undefined ? {} : { range }),
+      status: 0,
+    };
     this.#total++;
     const key = `${method} ${entry.kind}`;
     this.#counts.set(key, (this.#counts.get(key) ?? 0) + 1);

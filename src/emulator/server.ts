@@ -83,6 +83,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       url?.pathname ?? req.url ?? "",
       url?.search.slice(1) ?? "",
       req.headers.authorization !== undefined,
+      req.headers.range,
     );
     res.on("finish", () => requests.finished(entry, res.statusCode));
     try {

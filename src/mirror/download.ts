@@ -1,9 +1,9 @@
 import {
-  writeFileAtomic,
-  writeVerifiedAtomic,
+  stageFile,
+  stageVerified,
   type DirectoryGuard,
   type ExpectedContent,
-  type WrittenFile,
+  type StagedFile,
 } from "../core/atomic-file.ts";
 import type { Clock } from "../core/clock.ts";
 import { HcexportError, IntegrityError, UnsafeNameError } from "../core/errors.ts";
@@ -11,13 +11,13 @@ import { StreamingHasher } from "../core/hashing.ts";
 import { withRetry, type RetryNotice, type RetryPolicy } from "../core/retry.ts";
 import { checkRelativeName } from "../core/safe-path.ts";
 import type { RemoteObject, RemoteSource } from "./ports.ts";
+import { DEFAULT_RANGED, rangedDownload, wantsRanged, type RangedPolicy } from "./ranged-download.ts";
 
 export interface DownloadContext {
   readonly source: RemoteSource;
   readonly bucket: string;
   readonly dest: string;
   readonly guard: DirectoryGuard;
-  readonly fsync: boolean;
   readonly clock: Clock;
   readonly retry?: RetryPolicy | undefined;
   readonly signal?: AbortSignal | undefined;
@@ -27,16 +27,23 @@ export interface DownloadContext {
    * keeps answering slowly (each read inside the idle timeout) cannot hold an object forever.
    */
   readonly budgetMs?: ((obj: RemoteObject) => number) | undefined;
+  /** Big objects as ranged parallel GETs (ranged-download.ts); default DEFAULT_RANGED, false: off. */
+  readonly ranged?: RangedPolicy | false | undefined;
+  /**
+   * The commit stage will sync the batch (default true; false with `--no-fsync`): big objects then
+   * start their writeback while slices land, so the barrier has only the tail left.
+   */
+  readonly durable?: boolean;
 }
 
 /**
- * Downloads exactly the listed generation of `obj` to `dest/rel`: parent directories checked
- * first (no request for a name that cannot land), bytes verified against the listed size and
- * CRC32C (MD5 when there is no CRC32C) while streaming, temp file + fsync + rename. Transient
- * failures (429/5xx, resets, truncation, a hash mismatch) are retried with backoff; nothing
- * partial ever appears under the final name.
+ * The transfer stage: downloads exactly the listed generation of `obj` into a verified temp file
+ * beside `dest/rel` (parent directories checked first, so no request for a name that cannot
+ * land; bytes verified against the listed size and CRC32C, MD5 when there is no CRC32C, while
+ * streaming). Transient failures (429/5xx, resets, truncation, a hash mismatch) are retried with
+ * backoff. The final name is untouched: the commit stage (commit-queue.ts) syncs and renames it.
  */
-export async function downloadObject(ctx: DownloadContext, obj: RemoteObject, rel: string): Promise<WrittenFile> {
+export async function downloadObject(ctx: DownloadContext, obj: RemoteObject, rel: string): Promise<StagedFile> {
   const check = checkRelativeName(rel);
   if (!check.ok) throw new UnsafeNameError(obj.name, check.reason);
   const expected = {
@@ -95,7 +102,24 @@ function attempts(
   segments: readonly string[],
   expected: ExpectedContent,
   signal: AbortSignal | undefined,
-): Promise<WrittenFile> {
+): Promise<StagedFile> {
+  const ranged = ctx.ranged ?? DEFAULT_RANGED;
+  if (wantsRanged(ranged, ctx.source, obj))
+    return rangedDownload(ctx, ranged, obj, rel, segments, signal).then(
+      // undefined: the server ignored Range; stream the object instead.
+      (written) => written ?? streamed(ctx, obj, rel, segments, expected, signal),
+    );
+  return streamed(ctx, obj, rel, segments, expected, signal);
+}
+
+function streamed(
+  ctx: DownloadContext,
+  obj: RemoteObject,
+  rel: string,
+  segments: readonly string[],
+  expected: ExpectedContent,
+  signal: AbortSignal | undefined,
+): Promise<StagedFile> {
   return withRetry(
     async () => {
       await ctx.guard.ensure(segments.slice(0, -1), obj.name);
@@ -103,9 +127,9 @@ function attempts(
       try {
         if (obj.size <= SMALL_OBJECT) {
           const chunks = await receiveVerified(body, expected, obj.name);
-          return await writeVerifiedAtomic(ctx.dest, rel, chunks, { guard: ctx.guard, fsync: ctx.fsync });
+          return await stageVerified(ctx.dest, rel, chunks, { guard: ctx.guard });
         }
-        return await writeFileAtomic(ctx.dest, rel, body, { guard: ctx.guard, fsync: ctx.fsync, expected });
+        return await stageFile(ctx.dest, rel, body, { guard: ctx.guard, expected });
       } catch (err) {
         // Free the connection at once: an unread body would hold a pool slot until it times out.
         // Destroyed, not returned to the pool: a stalled or overlong connection is never reused.

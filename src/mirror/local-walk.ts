@@ -1,6 +1,6 @@
 import { isUtf8 } from "node:buffer";
 import type { Dirent } from "node:fs";
-import { readdir } from "node:fs/promises";
+import { readdirSync } from "node:fs";
 import { RESERVED_DIR, TEMP_MARKER } from "../core/safe-path.ts";
 
 /** One non-directory entry of the destination tree. */
@@ -31,76 +31,71 @@ export function walkKey(name: Buffer, isDirectory: boolean): Buffer {
 /**
  * Streams the files below `root` in byte order of their relative paths. Names are read and
  * sorted as raw bytes (never decoded lossily: two Latin-1 names would both become `caf\uFFFD`).
- * Memory holds the sorted listings of the directories on the current path and a few siblings
- * read ahead (never the whole tree). Symlinks are reported, never followed; the reserved
- * `.hcexport/` directory at the root is skipped. A missing root is an empty tree.
+ * Memory holds the sorted listings of the directories on the current path (never the whole
+ * tree). Symlinks are reported, never followed; the reserved `.hcexport/` directory at the root is
+ * skipped. A missing root is an empty tree.
+ *
+ * Each directory is read with one synchronous `readdir` when the walk reaches it: a listing of a
+ * directory in the page cache takes a few microseconds, while a promise round trip through
+ * libuv's thread pool costs several times that on the main thread, and a no-op re-sync of a
+ * SIIM-shaped tree (two directories per file) is mostly these reads.
  */
 export async function* walkLocal(root: string, signal?: AbortSignal): AsyncGenerator<LocalEntry> {
-  const base = Buffer.from(root);
-  yield* walkDir(base, undefined, readSorted(base), signal);
+  for (const entry of walkSync(Buffer.from(root), signal)) yield entry;
+}
+
+/** The synchronous walk behind {@link walkLocal}. */
+export function* walkSync(root: Buffer, signal?: AbortSignal): Generator<LocalEntry> {
+  yield* walkDir(root, undefined, "", true, signal);
 }
 
 /**
- * How many upcoming sibling directories are listed ahead, in parallel: a sequential walk of a
- * SIIM-shaped tree (two new directories per file) waits on one readdir at a time.
+ * @param abs the directory's path (bytes); `relBytes`/`rel` its path below the root (undefined/""
+ * at the root); `valid` whether `relBytes` is valid UTF-8 (then `rel` is exact).
  */
-const LOOKAHEAD = 16;
-
-async function* walkDir(
-  root: Buffer,
-  relDir: Buffer | undefined,
-  listing: Promise<Listing>,
+function* walkDir(
+  abs: Buffer,
+  relBytes: Buffer | undefined,
+  rel: string,
+  valid: boolean,
   signal: AbortSignal | undefined,
-): AsyncGenerator<LocalEntry> {
+): Generator<LocalEntry> {
   signal?.throwIfAborted();
-  const entries = await listing;
-  const atRoot = relDir === undefined;
-  const skip = (d: Dirent<Buffer>) => atRoot && d.isDirectory() && d.name.equals(RESERVED);
-  const subdirs: number[] = [];
-  entries.forEach((e, i) => {
-    if (e.isDirectory() && !skip(e)) subdirs.push(i);
-  });
-  const ahead = new Map<number, Promise<Listing>>();
-  let nextToStart = 0;
-  for (let i = 0; i < entries.length; i++) {
-    const dirent = entries[i]!;
-    const relBytes = atRoot ? dirent.name : Buffer.concat([relDir, SLASH, dirent.name]);
+  const entries = readSorted(abs);
+  const atRoot = relBytes === undefined;
+  for (const dirent of entries) {
+    const name = dirent.name;
+    const nameValid = valid && isUtf8(name);
+    const childRel = nameValid ? (atRoot ? name.toString("utf8") : `${rel}/${name.toString("utf8")}`) : undefined;
+    const childBytes = nameValid ? undefined : atRoot ? name : Buffer.concat([relBytes, SLASH, name]);
     if (dirent.isDirectory()) {
-      if (skip(dirent)) continue;
-      while (nextToStart < subdirs.length && ahead.size < LOOKAHEAD) {
-        const j = subdirs[nextToStart++]!;
-        const sub = entries[j]!.name;
-        const p = readSorted(Buffer.concat([root, SLASH, ...(atRoot ? [] : [relDir, SLASH]), sub]));
-        p.catch(() => {}); // observed when its turn comes
-        ahead.set(j, p);
-      }
-      const listing = ahead.get(i)!;
-      ahead.delete(i);
-      yield* walkDir(root, relBytes, listing, signal);
+      if (atRoot && name.equals(RESERVED)) continue;
+      const bytes = childBytes ?? (atRoot ? name : Buffer.concat([relBytes, SLASH, name]));
+      yield* walkDir(Buffer.concat([abs, SLASH, name]), bytes, childRel ?? bytes.toString("utf8"), nameValid, signal);
       continue;
     }
-    const valid = isUtf8(relBytes);
-    const rel = relBytes.toString("utf8");
-    const raw = valid ? {} : { raw: relBytes };
-    if (dirent.name.toString("latin1").includes(TEMP_MARKER)) yield { rel, type: "temp", ...raw };
-    else if (dirent.isSymbolicLink()) yield { rel, type: "symlink", ...raw };
-    else if (dirent.isFile()) yield { rel, type: "file", ...raw };
-    else yield { rel, type: "other", ...raw };
+    const relText = childRel ?? childBytes!.toString("utf8");
+    const raw = childBytes === undefined ? {} : { raw: childBytes };
+    if (name.includes(TEMP_MARKER, 0, "latin1")) yield { rel: relText, type: "temp", ...raw };
+    else if (dirent.isSymbolicLink()) yield { rel: relText, type: "symlink", ...raw };
+    else if (dirent.isFile()) yield { rel: relText, type: "file", ...raw };
+    else yield { rel: relText, type: "other", ...raw };
   }
 }
 
 type Listing = Dirent<Buffer>[];
 
-async function readSorted(dir: Buffer): Promise<Listing> {
+function readSorted(dir: Buffer): Listing {
   let dirents: Dirent<Buffer>[];
   try {
-    dirents = await readdir(dir, { withFileTypes: true, encoding: "buffer" });
+    dirents = readdirSync(dir, { withFileTypes: true, encoding: "buffer" });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     // Gone meanwhile, or replaced by a file: nothing to walk there.
     if (code === "ENOENT" || code === "ENOTDIR") return [];
     throw err;
   }
+  if (dirents.length < 2) return dirents;
   const keyed = dirents.map((d) => ({ key: walkKey(d.name, d.isDirectory()), d }));
   keyed.sort((a, b) => Buffer.compare(a.key, b.key));
   return keyed.map((k) => k.d);

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, renameSync } from "node:fs";
 import path from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { RESERVED_DIR } from "../core/safe-path.ts";
+import type { RemoteObject } from "./ports.ts";
 
 /** What was downloaded to a path, and the local file's identity right after it landed. */
 export interface ManifestEntry {
@@ -16,6 +17,24 @@ export interface ManifestEntry {
   /** The local file's mtime in ns and inode number (decimal strings) when it was written. */
   readonly mtimeNs: string;
   readonly ino: string;
+}
+
+/** The row for `rel` holding the listed object `obj`, with the local file's identity. */
+export function manifestEntry(
+  rel: string,
+  obj: RemoteObject,
+  identity: { mtimeNs: string; ino: string },
+): ManifestEntry {
+  return {
+    name: rel,
+    size: obj.size,
+    generation: obj.generation,
+    crc32c: obj.crc32c,
+    md5: obj.md5Hash,
+    etag: obj.etag,
+    mtimeNs: identity.mtimeNs,
+    ino: identity.ino,
+  };
 }
 
 /** Puts are committed in transactions of this many (or on `flush`). */

@@ -70,7 +70,10 @@ export interface MirrorOptions {
   readonly signal?: AbortSignal;
   readonly clock?: Clock;
   readonly retry?: RetryPolicy;
-  /** fsync each file before its rename (default true). */
+  /**
+   * Durability barriers around each commit batch (default true): data synced before the renames,
+   * names synced before the manifest rows (commit-queue.ts). False: no barriers (`--no-fsync`).
+   */
   readonly fsync?: boolean;
   /** Leftover temp files older than this are removed (default 60 s; a younger one may be a concurrent run's). */
   readonly staleTempMs?: number;

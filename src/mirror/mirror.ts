@@ -1,59 +1,44 @@
-import { lstat, unlink } from "node:fs/promises";
-import path from "node:path";
-import { DirectoryGuard, tempWriterGone } from "../core/atomic-file.ts";
+import { DirectoryGuard } from "../core/atomic-file.ts";
+import { barrierFor } from "../core/barrier.ts";
 import { systemClock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";
-import { DestinationError, destinationFault, fatalFault, UnsafeNameError } from "../core/errors.ts";
-import { isRetryable } from "../core/retry.ts";
-import { applyDeletes, localPath, MAX_FAILURES_KEPT } from "./apply-deletes.ts";
-import { defaultBudgetMs, downloadObject, type DownloadContext } from "./download.ts";
-import { hashLocal, statLocal } from "./local-io.ts";
-import { walkLocal, type LocalEntry } from "./local-walk.ts";
+import { DestinationError, fatalFault } from "../core/errors.ts";
+import { applyDeletes } from "./apply-deletes.ts";
+import { CommitQueue } from "./commit-queue.ts";
+import { defaultBudgetMs, type DownloadContext } from "./download.ts";
+import { handleExtra } from "./extras.ts";
+import { listAccepted, placeholderDirectory } from "./listing.ts";
+import { walkLocal } from "./local-walk.ts";
 import { Manifest } from "./manifest.ts";
-import { NameFilter, decide, decideExtra, hasNoHash, march, sameContent, type Accepted } from "./plan.ts";
-import { ListingError, type RemoteObject } from "./ports.ts";
-import { TaskPool } from "./task-pool.ts";
 import { EmptySourceError, type MirrorOptions, type MirrorSummary } from "./mirror-types.ts";
+import { NameFilter, march } from "./plan.ts";
+import { ListingError } from "./ports.ts";
+import { closeManifest, messageOf, MirrorTally } from "./tally.ts";
+import { TaskPool } from "./task-pool.ts";
+import { transferOne } from "./transfer.ts";
 
 export { EmptySourceError, type MirrorEvent, type MirrorOptions, type MirrorSummary } from "./mirror-types.ts";
 
 /** Default parallel downloads; see the README's benchmark for the measurement behind it. */
 export const DEFAULT_CONCURRENCY = 32;
-const PROGRESS_MS = 250;
 
 /**
- * Mirrors `gs://bucket/prefix/` to `dest` (DESIGN §6): the streamed listing and a byte-order walk
- * of `dest` are merged in lock step; each source-only or changed object is downloaded (bounded
- * pool, pinned generation, verified, atomic), unchanged ones are proven equal by the manifest and
- * a stat, destination-only files are deleted only with `delete` after a clean run. Unsafe names
- * are refused and counted, never written. Returns the summary; the caller turns failed/refused
- * into exit 5. Throws only when aborted (after the in-flight work settled and was recorded).
+ * Mirrors `gs://bucket/prefix/` to `dest` (DESIGN §6) as stages, like rclone's march → checkers →
+ * transfers → deleters: the listing (listing.ts) and a byte-order walk of `dest` are merged in
+ * lock step (plan.ts `march`); each listed object is checked (check.ts) and, when missing or
+ * changed, downloaded into a verified temp file (download.ts) by a bounded pool (transfer.ts);
+ * the commit stage (commit-queue.ts) makes batches durable, renames them and writes their manifest
+ * rows; destination-only files are handled by extras.ts and deleted only with `delete` after a
+ * clean run (apply-deletes.ts). Returns the summary; the caller turns failed/refused into exit 5.
+ * Throws only when aborted (after the in-flight work settled and was committed).
  */
 export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   const clock = options.clock ?? systemClock;
-  const emit = options.onEvent ?? (() => {});
   const concurrency = Math.max(1, Math.floor(options.concurrency ?? DEFAULT_CONCURRENCY));
   const dryRun = options.dryRun === true;
   const signal = options.signal;
-  const started = clock.now();
-  const s: MirrorSummary = {
-    listed: 0,
-    downloaded: 0,
-    skipped: 0,
-    deleted: 0,
-    failed: 0,
-    refused: 0,
-    bytes: 0,
-    durationMs: 0,
-    hashed: 0,
-    directories: 0,
-    noHash: 0,
-    wouldDownload: 0,
-    wouldDelete: 0,
-    complete: true,
-    failures: [],
-  };
   const listPrefix = options.prefix === "" ? "" : `${options.prefix.replace(/\/+$/, "")}/`;
+  const emit = options.onEvent ?? (() => {});
   emit({
     kind: "mirror.start",
     source: `gs://${options.bucket}/${listPrefix}`,
@@ -70,270 +55,85 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     readOnly: dryRun,
     onReset: (r) => emit({ kind: "mirror.manifest-reset", ...r }),
   });
-  /** Closes the manifest; a full disk failing its last write is recorded, other errors returned. */
-  const closeManifest = (): unknown => {
-    try {
-      manifest.close();
-    } catch (err) {
-      const fault = destinationFault(err);
-      if (fault === undefined) return err;
-      s.destinationFault ??= fault;
-      s.complete = false;
-    }
-    return undefined;
-  };
-  let closeError: unknown;
-  /** A credentials/permission/bucket/DNS failure (`fatalFault`): every other object would fail alike. */
-  let fatal: Error | undefined;
-  const pool = new TaskPool(concurrency);
-  const filter = new NameFilter(listPrefix, options.shard);
+  const tally = new MirrorTally(emit, clock, dryRun ? () => {} : () => manifest.flush());
+  const s = tally.s;
   const ctx: DownloadContext = {
     source: options.source,
     bucket: options.bucket,
     dest: options.dest,
     guard: new DirectoryGuard(options.dest),
-    fsync: options.fsync ?? true,
     clock,
     retry: options.retry,
     signal,
     budgetMs: options.idleTimeoutMs === undefined ? undefined : defaultBudgetMs(options.idleTimeoutMs),
+    durable: options.fsync ?? true,
   };
-  /** Every object the listing yielded, other shards included: zero means the source is empty. */
-  let listedAll = 0;
-  let plannedBytes = 0;
-  let listingDone = false;
+  const queue = new CommitQueue({
+    barrier: barrierFor(options.dest, options.fsync ?? true),
+    onBatch: () => tally.flush(),
+  });
+  const pool = new TaskPool(concurrency);
+  const counts = { all: 0 };
   let pendingDeletes = 0;
-  let lastTick = started;
 
-  const note = (name: string, reason: string) => {
-    if (s.failures.length < MAX_FAILURES_KEPT) s.failures.push({ name, reason });
-  };
-  const refuse = (name: string, reason: string) => {
-    s.refused++;
-    note(name, reason);
-    emit({ kind: "mirror.refused", name, reason });
-  };
-  const fail = (name: string, reason: string) => {
-    s.failed++;
-    note(name, reason);
-    emit({ kind: "mirror.failed", name, reason });
-  };
-  const tick = (force = false) => {
-    const now = clock.now();
-    if (!force && now - lastTick < PROGRESS_MS) return;
-    lastTick = now;
-    if (!dryRun) {
-      try {
-        manifest.flush();
-      } catch (err) {
-        // A full disk fails the manifest's write too: the files stay, the next run re-proves them by hash.
-        const fault = destinationFault(err);
-        if (fault === undefined) throw err;
-        s.destinationFault ??= fault;
-        s.complete = false;
-      }
-    }
-    emit({
-      kind: "mirror.progress",
-      listed: s.listed,
-      downloaded: s.downloaded,
-      skipped: s.skipped,
-      failed: s.failed + s.refused,
-      bytes: s.bytes,
-      plannedBytes,
-      listingDone,
-      elapsedMs: now - started,
-    });
-  };
-
-  async function* accepted(): AsyncGenerator<Accepted> {
-    for await (const page of options.source.listPages(options.bucket, listPrefix, signal)) {
-      for (const obj of page) {
-        listedAll++;
-        const verdict = filter.classify(obj.name, obj.size);
-        if (verdict.kind === "other-shard") continue;
-        s.listed++;
-        if (verdict.kind === "refuse") refuse(obj.name, verdict.reason);
-        else if (verdict.kind === "directory") await directory(obj.name, verdict.rel);
-        else {
-          if (hasNoHash(obj)) s.noHash++;
-          yield { rel: verdict.rel, obj };
-        }
-      }
-    }
-    listingDone = true;
-  }
-
-  const download = async (obj: RemoteObject, rel: string) => {
-    if (dryRun) {
-      s.wouldDownload++;
-      emit({ kind: "mirror.file", name: obj.name, action: "would-download", bytes: obj.size });
-      return;
-    }
-    plannedBytes += obj.size;
-    const written = await downloadObject(
-      {
-        ...ctx,
-        onRetry: (n) =>
-          emit({
-            kind: "mirror.retry",
-            name: obj.name,
-            attempt: n.attempt,
-            delayMs: n.delayMs,
-            reason: messageOf(n.error),
-          }),
-      },
-      obj,
-      rel,
-    );
-    manifest.put({
-      name: rel,
-      size: obj.size,
-      generation: obj.generation,
-      crc32c: obj.crc32c,
-      md5: obj.md5Hash,
-      etag: obj.etag,
-      mtimeNs: written.mtimeNs,
-      ino: written.ino,
-    });
-    s.downloaded++;
-    s.bytes += obj.size;
-    emit({ kind: "mirror.file", name: obj.name, action: "downloaded", bytes: obj.size });
-  };
-
-  /** A folder placeholder: an (empty) directory, never a file and never a refusal. */
-  const directory = async (name: string, rel: string) => {
-    try {
-      if (!dryRun && rel !== "") await ctx.guard.ensure(rel.split("/"), name);
-      s.directories++;
-    } catch (err) {
-      if (err instanceof UnsafeNameError)
-        refuse(name, err.message.replace(/^refusing unsafe name "(?:[^"\\]|\\.)*": /, ""));
-      else if (destinationFault(err) !== undefined) {
-        s.destinationFault ??= destinationFault(err);
-        s.complete = false;
-      } else fail(name, messageOf(err));
-    }
-  };
-
-  const skip = (obj: RemoteObject) => {
-    s.skipped++;
-    emit({ kind: "mirror.file", name: obj.name, action: "skipped", bytes: 0 });
-  };
-
-  /** A source object: stat the local file if the walk saw one, decide, act. Never rejects. */
-  const handle = async ({ rel, obj }: Accepted, local: LocalEntry | undefined) => {
-    try {
-      const file = path.join(options.dest, rel);
-      const state = local === undefined ? undefined : await statLocal(file, local.type);
-      const entry = state === undefined ? undefined : manifest.get(rel);
-      const d = decide(obj, state, entry);
-      if (d.action === "refuse") return refuse(obj.name, d.reason);
-      if (d.action === "skip") {
-        if (d.record && !dryRun) manifest.put({ ...entry!, generation: obj.generation, etag: obj.etag });
-        return skip(obj);
-      }
-      if (d.action === "hash") {
-        s.hashed++;
-        const got = await hashLocal(file, { crc32c: obj.crc32c !== undefined, md5: obj.crc32c === undefined });
-        if (got.bytes === obj.size && sameContent(obj, got)) {
-          if (!dryRun)
-            manifest.put({
-              name: rel,
-              size: obj.size,
-              generation: obj.generation,
-              crc32c: obj.crc32c,
-              md5: obj.md5Hash,
-              etag: obj.etag,
-              mtimeNs: state!.mtimeNs,
-              ino: state!.ino,
-            });
-          return skip(obj);
-        }
-      }
-      await download(obj, rel);
-    } catch (err) {
-      if (signal?.aborted === true) return;
-      const fault = destinationFault(err);
-      if (fault !== undefined) {
-        // Full or read-only: every further write would fail the same way; stop queueing.
-        s.destinationFault ??= fault;
-        s.complete = false;
-        return;
-      }
-      const stop = fatalFault(err, "object");
-      if (stop !== undefined) {
-        fatal ??= stop;
-        return;
-      }
-      if (err instanceof UnsafeNameError)
-        refuse(obj.name, err.message.replace(/^refusing unsafe name "(?:[^"\\]|\\.)*": /, ""));
-      else fail(obj.name, `${messageOf(err)}${isRetryable(err) ? " (gave up after retries)" : ""}`);
-    } finally {
-      tick();
-    }
-  };
-
-  /** A destination-only entry. */
-  const extra = async (local: LocalEntry) => {
-    const file = localPath(options.dest, local.raw ?? local.rel);
-    const what = decideExtra(local, listPrefix + local.rel, { delete: options.delete === true, shard: options.shard });
-    if (what === "remove-temp" && !dryRun) {
-      const st = await lstat(file).catch(() => undefined);
-      // A young one may be a concurrent writer's, unless its writer is known dead (a killed run).
-      if (
-        st !== undefined &&
-        (clock.now() - st.mtimeMs >= (options.staleTempMs ?? 60_000) || tempWriterGone(path.basename(local.rel)))
-      )
-        await unlink(file).catch(() => {});
-    } else if (what === "delete") {
-      pendingDeletes++;
-      if (dryRun) {
-        s.wouldDelete++;
-        emit({ kind: "mirror.delete", path: local.rel, action: "would-delete" });
-      } else manifest.addPendingDelete(local.raw ?? local.rel);
-    }
+  const listing = listAccepted(
+    options.source,
+    options.bucket,
+    listPrefix,
+    new NameFilter(listPrefix, options.shard),
+    {
+      listed: () => s.listed++,
+      refuse: (n, r) => tally.refuse(n, r),
+      directory: placeholderDirectory(ctx.guard, dryRun, tally),
+      noHash: () => s.noHash++,
+      done: () => (tally.listingDone = true),
+    },
+    counts,
+    signal,
+  );
+  /** Lets the in-flight transfers settle, then commits what they staged. */
+  const settle = async () => {
+    await pool.drain();
+    await queue.flush();
   };
 
   try {
     try {
-      for await (const pair of march(accepted(), walkLocal(options.dest, signal))) {
+      for await (const pair of march(listing, walkLocal(options.dest, signal))) {
         signal?.throwIfAborted();
-        if (s.destinationFault !== undefined || fatal !== undefined) break;
-        if (pair.remote === undefined) await extra(pair.local);
-        else {
+        if (tally.stopped) break;
+        if (pair.remote === undefined) {
+          if (await handleExtra(pair.local, listPrefix, options, manifest, tally, clock)) pendingDeletes++;
+        } else {
           const { remote, local } = pair;
-          await pool.run(() => handle(remote, local));
+          await pool.run(() => transferOne(remote, local, ctx, manifest, queue, tally, dryRun));
         }
       }
     } catch (err) {
-      await pool.drain();
+      await settle();
       if (signal?.aborted === true) throw signal.reason ?? err;
       // A listing that cannot be trusted (malformed, cycling): exit 1 with its message, delete nothing.
       if (err instanceof ListingError) throw err;
       s.complete = false;
-      fatal ??= fatalFault(err);
-      if (fatal !== undefined) throw fatal;
-      fail(`gs://${options.bucket}/${listPrefix}`, `listing or local walk stopped: ${messageOf(err)}`);
+      tally.fatal ??= fatalFault(err);
+      if (tally.fatal !== undefined) throw tally.fatal;
+      tally.fail(`gs://${options.bucket}/${listPrefix}`, `listing or local walk stopped: ${messageOf(err)}`);
     }
-    await pool.drain();
+    await settle();
     signal?.throwIfAborted();
-    if (fatal !== undefined) throw fatal;
+    if (tally.fatal !== undefined) throw tally.fatal;
     // rclone: "directory not found". A typo'd prefix must not empty DIR.
-    if (options.delete === true && listedAll === 0 && s.complete && options.allowEmptySource !== true)
+    if (options.delete === true && counts.all === 0 && s.complete && options.allowEmptySource !== true)
       throw new EmptySourceError(`gs://${options.bucket}/${listPrefix}`);
     if (options.delete === true && pendingDeletes > 0 && !dryRun)
       await applyDeletes(manifest, options, s, pendingDeletes, emit);
   } finally {
-    closeError = closeManifest();
+    // In-flight work is committed even when aborting: its temp files are verified.
+    await settle().catch(() => {});
+    closeManifest(manifest, tally);
   }
-  if (closeError !== undefined) throw closeError;
-  s.durationMs = clock.now() - started;
-  tick(true);
+  s.durationMs = tally.elapsedMs;
+  tally.tick(true);
   emit({ kind: "mirror.done", summary: s });
   return s;
-}
-
-function messageOf(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -21,6 +21,28 @@ export interface RemoteSource {
   listPages(bucket: string, prefix: string, signal?: AbortSignal): AsyncIterable<readonly RemoteObject[]>;
   /** The bytes of exactly the listed generation, as stored (no decompressive transcoding). */
   open(bucket: string, object: RemoteObject, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
+  /**
+   * Bytes `start`…`endInclusive` of exactly the listed generation (`Range: bytes=a-b`), as stored.
+   * The answer's status and Content-Range are the caller's to check: a server that ignores Range
+   * answers 200 with the whole body. Optional: without it big objects are one stream.
+   */
+  openRange?(
+    bucket: string,
+    object: RemoteObject,
+    start: number,
+    endInclusive: number,
+    signal?: AbortSignal,
+  ): Promise<RangeBody>;
+}
+
+/** A ranged read's answer: what the server claims to have sent, and the bytes. */
+export interface RangeBody {
+  readonly status: number;
+  /** The Content-Range header as received (`bytes a-b/size`), if any. */
+  readonly contentRange: string | undefined;
+  /** The x-goog-generation header as received, if any. */
+  readonly generation: string | undefined;
+  readonly body: AsyncIterable<Uint8Array> & { destroy?: (err?: Error) => void };
 }
 
 /**

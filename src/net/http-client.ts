@@ -1,10 +1,11 @@
-import { Agent, request, type Dispatcher } from "undici";
+import type { Dispatcher } from "undici";
 import { eitherSignal } from "../core/abort.ts";
 import { parseRetryAfter } from "../core/backoff.ts";
 import { systemClock, type Clock } from "../core/clock.ts";
 import { HttpError, UnreachableError, unknownHost } from "../core/errors.ts";
 import { redactSecrets } from "../core/redact.ts";
 import { withRetry, type RetryNotice, type RetryPolicy, defaultRetryPolicy } from "../core/retry.ts";
+import { Agent, request } from "./undici-lite.ts";
 
 /** Supplies request headers (e.g. `Authorization`). Implementations: anonymous, basic, bearer, Google ADC. */
 export interface AuthHeaders {

@@ -1,5 +1,6 @@
 import { readFileSync, readlinkSync } from "node:fs";
 import os from "node:os";
+import { processAlive, procShowsOurPidNamespace, readOrUndefined as read } from "../core/process-alive.ts";
 import type { LockSelf, ProcessProbe } from "./lock-judge.ts";
 
 /**
@@ -18,44 +19,18 @@ export function selfIdentity(pid = process.pid, host = os.hostname()): LockSelf 
   };
 }
 
-/** `kill(pid, 0)` (ESRCH: gone; EPERM: alive, not ours) and /proc/PID/stat, when /proc shows our pid namespace. */
+/** Liveness from kill(2) and /proc (see processAlive); start times from /proc/PID/stat, when /proc shows our pid namespace. */
 export const systemProbe: ProcessProbe = {
-  isAlive(pid) {
-    try {
-      process.kill(pid, 0);
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code === "EPERM";
-    }
-    // A zombie (exited, not yet reaped: a terminal multiplexer or a container's init that has not
-    // waited for it) still answers kill(pid, 0), but holds nothing.
-    if (read(() => readlinkSync("/proc/self")) !== String(process.pid)) return true;
-    const state = read(() => stateIn(readFileSync(`/proc/${pid}/stat`, "utf8")));
-    return state !== "Z" && state !== "X";
-  },
+  isAlive: processAlive,
   startTimeOf(pid) {
-    // A /proc mounted for another pid namespace (unshare --pid without --mount-proc) names other processes.
-    if (read(() => readlinkSync("/proc/self")) !== String(process.pid)) return undefined;
+    if (!procShowsOurPidNamespace()) return undefined;
     return read(() => startTimeIn(readFileSync(`/proc/${pid}/stat`, "utf8")));
   },
 };
-
-/** Field 3 (state: R, S, D, Z for a zombie, X for dead…) of a /proc/PID/stat line. */
-export function stateIn(stat: string): string | undefined {
-  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
-}
 
 /** Field 22 (starttime) of a /proc/PID/stat line; the command name (field 2) may hold spaces and parentheses. */
 export function startTimeIn(stat: string): string | undefined {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const v = fields[22 - 3];
   return v !== undefined && /^\d+$/.test(v) ? v : undefined;
-}
-
-function read(fn: () => string | undefined): string | undefined {
-  try {
-    const v = fn();
-    return v === "" ? undefined : v;
-  } catch {
-    return undefined;
-  }
 }

@@ -229,7 +229,8 @@ function mutate(
       return { kind, at: p.length === 0 ? "(config)" : formatPath(p), invalid: true };
     }
     case "badBucket": {
-      if (typeof cfg["bucket"] !== "object" || cfg["bucket"] === null) return undefined;
+      // An earlier mutation of `bucket` (e.g. made it an array) leaves no `bucket.name` to name.
+      if (avoid.has("bucket") || typeof cfg["bucket"] !== "object" || cfg["bucket"] === null) return undefined;
       (cfg["bucket"] as Record<string, unknown>)["name"] = pick(BAD_BUCKETS);
       return { kind, at: "bucket.name", invalid: true };
     }
@@ -240,7 +241,7 @@ function mutate(
         ["annotations", "store"],
       ] as Path[]);
       const parent = parentOf(cfg, where);
-      if (typeof parent !== "object" || parent === null) return undefined;
+      if (avoid.has(String(where[0])) || typeof parent !== "object" || parent === null) return undefined;
       // A FHIR store is a bad DICOM store and the other way round.
       const swapped = where[0] === "annotations" ? SIIM_TRAIN_STORE : SIIM_FHIR_STORE;
       parent[where.at(-1)!] = pick([...BAD_STORES.filter((x) => !x.includes("/fhirStores/")), swapped]);

@@ -4,9 +4,16 @@ import { mkdtemp, mkdir, readdir, readFile, symlink, writeFile, rm } from "node:
 import os from "node:os";
 import path from "node:path";
 import { spawn } from "node:child_process";
-import { writeFileAtomic, replaceFileAtomic, DirectoryGuard, tempWriterGone } from "../../src/core/atomic-file.ts";
+import {
+  writeFileAtomic,
+  replaceFileAtomic,
+  DirectoryGuard,
+  tempNameFor,
+  tempWriterGone,
+} from "../../src/core/atomic-file.ts";
 import { TEMP_MARKER } from "../../src/core/safe-path.ts";
 import { crc32cBase64, md5Base64 } from "../../src/core/hashing.ts";
+import { withZombie } from "../support/zombie.ts";
 import { IntegrityError, UnsafeNameError } from "../../src/core/errors.ts";
 
 async function* chunks(data: Buffer, size = 7): AsyncIterable<Uint8Array> {
@@ -125,5 +132,22 @@ describe("leftovers of a killed writer", () => {
     await replaceFileAtomic(path.join(dir, "state.json"), "{}");
     assert.deepEqual(await readdir(dir), ["state.json"]);
     assert.equal(await readFile(path.join(dir, "state.json"), "utf8"), "{}");
+  });
+
+  test("a writer that exited but was not reaped (a zombie: tmux, a container's init) is gone too", async () => {
+    await withZombie((zombie, parent) => {
+      // Still answers kill(pid, 0): the case the pid check alone got wrong (a rerun kept the temp files).
+      assert.doesNotThrow(() => process.kill(zombie, 0));
+      // This host's tag, as every temp name of this process carries it, with the zombie's pid.
+      const own = tempNameFor("x");
+      const tag = own.slice(own.indexOf(TEMP_MARKER) + TEMP_MARKER.length).slice(0, 6);
+      const name = `.state.json${TEMP_MARKER}${tag}${zombie.toString(36)}abcdef-3`;
+      assert.equal(tempWriterGone(name), true, `pid ${zombie} is a zombie`);
+      assert.equal(
+        tempWriterGone(`.state.json${TEMP_MARKER}${tag}${parent.toString(36)}abcdef-3`),
+        false,
+        "its parent runs",
+      );
+    });
   });
 });

@@ -1,7 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { judgeLock, type LockHolder, type ProcessProbe } from "../../src/workflow/lock-judge.ts";
-import { startTimeIn, stateIn, systemProbe } from "../../src/workflow/process-identity.ts";
+import { stateIn } from "../../src/core/process-alive.ts";
+import { startTimeIn, systemProbe } from "../../src/workflow/process-identity.ts";
+import { withZombie } from "../support/zombie.ts";
 
 const BOOT = "0b5f3c1e-boot";
 const NS = "pid:[4026531836]";
@@ -82,17 +84,8 @@ test("startTimeIn reads field 22 even when the command name holds spaces and par
 
 test("a zombie holder (exited, not reaped: tmux, a container's init) is not alive; a sleeping one is", async () => {
   assert.equal(stateIn("12 (a (b) c) Z 1 12 12 0"), "Z");
-  // python forks a child that exits at once and is never waited for: a zombie for the next second.
-  const { spawn } = await import("node:child_process");
-  const py = spawn(
-    "python3",
-    ["-c", "import os,sys,time\npid=os.fork()\nif pid==0: os._exit(0)\nprint(pid, flush=True)\ntime.sleep(1.5)"],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  const line = await new Promise<string>((resolve) => py.stdout.once("data", (d: Buffer) => resolve(String(d))));
-  const zombie = Number(line.trim());
-  await new Promise((r) => setTimeout(r, 200));
-  assert.equal(systemProbe.isAlive(zombie), false, `pid ${zombie} is a zombie`);
-  assert.equal(systemProbe.isAlive(py.pid!), true, "its sleeping parent is alive");
-  await new Promise((r) => py.once("close", r));
+  await withZombie((zombie, parent) => {
+    assert.equal(systemProbe.isAlive(zombie), false, `pid ${zombie} is a zombie`);
+    assert.equal(systemProbe.isAlive(parent), true, "its sleeping parent is alive");
+  });
 });

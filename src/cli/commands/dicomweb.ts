@@ -27,6 +27,7 @@ interface PullArgs extends GlobalArgs {
   series: string[];
   filter: string[];
   uids?: string;
+  fsync: boolean;
 }
 
 export { dicomwebAuth } from "../dicomweb-connect.ts";
@@ -89,6 +90,12 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
         default: DEFAULT_TIMEOUT_MS / 1000,
         describe: "seconds a response or a read may stall before the connection is dropped and the request retried",
       })
+      .option("fsync", {
+        type: "boolean",
+        default: true,
+        describe:
+          "make each batch of files durable before it gets its final names (--no-fsync: no barriers, rclone's semantics; see the README on power loss)",
+      })
       .epilog(
         "Auth for URLs: HCEXPORT_DICOMWEB_TOKEN (bearer) or HCEXPORT_DICOMWEB_USER/HCEXPORT_DICOMWEB_PASSWORD (basic). Stores use Google Application Default Credentials.",
       ) as never,
@@ -127,6 +134,7 @@ const pullCommand = (io: CliIo): CommandModule<GlobalArgs, PullArgs> => ({
         ...(subset === undefined ? {} : { subset }),
         onEvent: out.emit,
         signal: io.signal,
+        fsync: args.fsync,
       });
       const secs = summary.durationMs / 1000;
       out.result(

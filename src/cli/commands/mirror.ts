@@ -22,6 +22,7 @@ interface MirrorArgs extends GlobalArgs {
   shard?: string;
   timeout: number;
   "allow-empty-source": boolean;
+  fsync: boolean;
 }
 
 /** `hcexport mirror gs://B/PREFIX DIR`: verified, atomic, incremental copy of a prefix. */
@@ -56,6 +57,12 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
         type: "number",
         default: DEFAULT_TIMEOUT_MS / 1000,
         describe: "seconds a response or a read may stall before the connection is dropped and the object retried",
+      })
+      .option("fsync", {
+        type: "boolean",
+        default: true,
+        describe:
+          "make each batch of files durable before it gets its final names (--no-fsync: no barriers, rclone's semantics; see the README on power loss)",
       })
       .option("allow-empty-source", {
         type: "boolean",
@@ -98,6 +105,7 @@ export const mirrorCommand = (io: CliIo): CommandModule<GlobalArgs, MirrorArgs> 
         signal: io.signal,
         idleTimeoutMs: timeoutMs,
         allowEmptySource: args["allow-empty-source"],
+        fsync: args.fsync,
       });
       const dry = args["dry-run"];
       const text = table([

@@ -1,0 +1,103 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { planSlices, rangedPolicy, SliceGate, wantsRanged } from "../../src/mirror/ranged-download.ts";
+import type { RemoteObject, RemoteSource } from "../../src/mirror/ports.ts";
+
+const MiB = 1024 * 1024;
+
+describe("planSlices", () => {
+  test("covers every byte once, in order, each at most the slice size, only the last shorter", () => {
+    for (const [size, slice] of [
+      [1, 1],
+      [10, 3],
+      [40 * MiB, 8 * MiB],
+      [40 * MiB + 1, 8 * MiB],
+      [100 * MiB, 16 * MiB],
+      [5 * 2 ** 30 + 7, 64 * MiB],
+    ] as const) {
+      const slices = planSlices(size, slice);
+      assert.equal(slices.length, Math.ceil(size / slice), `${size}/${slice}`);
+      assert.equal(slices[0]!.start, 0);
+      assert.equal(slices.at(-1)!.end, size - 1);
+      for (let i = 0; i < slices.length; i++) {
+        const s = slices[i]!;
+        const len = s.end - s.start + 1;
+        if (i < slices.length - 1) {
+          assert.equal(len, slice);
+          assert.equal(slices[i + 1]!.start, s.end + 1, "contiguous");
+        } else assert.ok(len >= 1 && len <= slice);
+      }
+    }
+  });
+
+  test("an exact multiple has no short tail; a zero-byte object has no slices", () => {
+    assert.deepEqual(planSlices(24, 8), [
+      { start: 0, end: 7 },
+      { start: 8, end: 15 },
+      { start: 16, end: 23 },
+    ]);
+    assert.deepEqual(planSlices(25, 8).at(-1), { start: 24, end: 24 });
+    assert.deepEqual(planSlices(0, 8), []);
+  });
+
+  test("refuses nonsense sizes", () => {
+    assert.throws(() => planSlices(-1, 8), RangeError);
+    assert.throws(() => planSlices(10, 0), RangeError);
+    assert.throws(() => planSlices(10, 1.5), RangeError);
+  });
+});
+
+describe("wantsRanged", () => {
+  const policy = rangedPolicy({ threshold: 32 * MiB, sliceBytes: 16 * MiB });
+  const ranged = { openRange: async () => undefined } as unknown as RemoteSource;
+  const plain = {} as RemoteSource;
+  const big: RemoteObject = { name: "a", size: 40 * MiB, generation: "1", crc32c: "AAAAAA==" };
+
+  test("big objects with a CRC32C on a source that reads ranges", () => {
+    assert.equal(wantsRanged(policy, ranged, big), true);
+    assert.equal(wantsRanged(policy, ranged, { ...big, size: 32 * MiB }), true, "at the threshold");
+  });
+
+  test("not: below the threshold, MD5 only, gzip-stored, no openRange, policy off, one slice only", () => {
+    assert.equal(wantsRanged(policy, ranged, { ...big, size: 32 * MiB - 1 }), false);
+    const { crc32c: _drop, ...md5Only } = { ...big, md5Hash: "x" };
+    assert.equal(wantsRanged(policy, ranged, md5Only), false);
+    assert.equal(wantsRanged(policy, ranged, { ...big, contentEncoding: "gzip" }), false);
+    assert.equal(wantsRanged(policy, plain, big), false);
+    assert.equal(wantsRanged(false, ranged, big), false);
+    assert.equal(wantsRanged(rangedPolicy({ threshold: 1, sliceBytes: 64 * MiB }), ranged, big), false);
+  });
+});
+
+describe("SliceGate", () => {
+  test("never more than `limit` tasks at once across callers, and every task runs", async () => {
+    const gate = new SliceGate(3);
+    let running = 0;
+    let peak = 0;
+    const done: number[] = [];
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        gate.run(async () => {
+          running++;
+          peak = Math.max(peak, running);
+          await new Promise((r) => setTimeout(r, 1 + (i % 3)));
+          running--;
+          done.push(i);
+        }),
+      ),
+    );
+    assert.equal(peak, 3);
+    assert.equal(done.length, 20);
+  });
+
+  test("a failing task frees its permit", async () => {
+    const gate = new SliceGate(1);
+    await assert.rejects(
+      gate.run(async () => {
+        throw new Error("boom");
+      }),
+      /boom/,
+    );
+    assert.equal(await gate.run(async () => 7), 7);
+  });
+});
