@@ -12,6 +12,10 @@ export const formatWorkflowEvent: Formatter = (event: AnyEvent): Rendered | unde
         line: `  starting the export of ${e.store} failed (attempt ${e.attempt}): ${e.error}; checking whether it started anyway`,
         level: "warn",
       };
+    case "export.filter":
+      return {
+        line: `  filter of ${e.store}: ${e.paths} path${e.paths === 1 ? "" : "s"} in ${e.uri}${e.uploaded ? "" : " (already there)"}`,
+      };
     default:
       return undefined;
   }

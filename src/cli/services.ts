@@ -55,7 +55,7 @@ export async function createServices(
     bigqueryBase(endpoints, io.env["HCEXPORT_BIGQUERY_ENDPOINT"]),
     endpoints.resourceManager,
   );
-  return { endpoints, client, ports, bigquery, close: () => client.close() };
+  return { endpoints, client, ports: { ...ports, bigquery }, bigquery, close: () => client.close() };
 }
 
 /** The workflow's ports on one HTTP client: Healthcare, Cloud Storage listing/media, FHIR annotations. */

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { UsageError } from "../core/errors.ts";
+import { checkFilterPath, filterLines } from "../gcp/export-options.ts";
 import { validateConfig, type Config } from "./schema.ts";
 
 /** Settings that flags and `HCEXPORT_*` env (merged by yargs) may override. */
@@ -49,14 +50,57 @@ export async function loadConfig(file: string, overrides: ConfigOverrides = {}):
     );
   }
   const dir = path.dirname(abs);
+  const exports = await Promise.all(
+    config.exports.map(async (e, i) => ({
+      ...e,
+      dest: path.resolve(dir, e.dest),
+      ...(e.filterFile === undefined
+        ? {}
+        : {
+            filterFile: path.resolve(dir, e.filterFile),
+            filter: await readFilterFile(`${file}: exports[${i}].filterFile`, dir, e.filterFile),
+          }),
+    })),
+  );
   const resolved: Config = {
     ...config,
-    exports: config.exports.map((e) => ({ ...e, dest: path.resolve(dir, e.dest) })),
+    exports,
     ...(config.annotations === undefined
       ? {}
       : { annotations: { ...config.annotations, dest: path.resolve(dir, config.annotations.dest) } }),
+    ...(config.fhirExports === undefined
+      ? {}
+      : { fhirExports: config.fhirExports.map((f) => ({ ...f, dest: path.resolve(dir, f.dest) })) }),
   };
   return { file: abs, config: resolved, stateDir: path.resolve(dir, config.stateDir) };
+}
+
+/**
+ * The paths of a filter file (`exports[i].filterFile`, `export --filter-file`): one a line, `\n` or
+ * `\r\n`, each checked; a UsageError (exit 2) says `where` and names the bad lines.
+ */
+export async function readFilterFile(where: string, dir: string, filterFile: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(path.resolve(dir, filterFile), "utf8");
+  } catch (err) {
+    throw new UsageError(`${where}: cannot read ${filterFile}: ${(err as Error).message}`);
+  }
+  const lines = filterLines(text);
+  if (lines.length === 0) throw new UsageError(`${where}: ${filterFile} lists no study or series`);
+  const bad = text
+    .split(/\r?\n/)
+    .map((l, n) => [n, l.trim() === "" ? undefined : checkFilterPath(l.trim())] as const)
+    .filter(([, b]) => b !== undefined);
+  if (bad.length > 0)
+    throw new UsageError(
+      `${where}: ${filterFile} has ${bad.length} bad line${bad.length === 1 ? "" : "s"}:\n${bad
+        .slice(0, 10)
+        .map(([n, b]) => `  ${n + 1}: ${b}`)
+        .join("\n")}`,
+      { hint: "one /studies/STUDY_UID or /studies/STUDY_UID/series/SERIES_UID a line" },
+    );
+  return lines;
 }
 
 /** Pure: flags/env win over the file for the few settings they name. */

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { checkBucketName, parseStoreName, parseTableUri } from "../core/resource-names.ts";
 import { checkRelativeName } from "../core/safe-path.ts";
+import { checkFilterPath, parseExportMimeType } from "../gcp/export-options.ts";
 
 const storeOf = (kind: "dicomStores" | "fhirStores") =>
   z.string().superRefine((v, ctx) => {
@@ -39,6 +40,55 @@ const bigqueryExport = z
     location: z.string().min(1).optional(),
   })
   .strict();
+
+/**
+ * `fhirExports[i]` (issue #12 part 6): a FHIR store exported to `gs://BUCKET/PREFIX` (one NDJSON
+ * object per resource type) and mirrored to `dest`, as a lane of its own. `store` defaults to the
+ * annotations' FHIR store.
+ */
+const fhirExport = z.object({ store: storeOf("fhirStores").optional(), prefix, dest: localPath }).strict();
+
+/** Problems of `fhirExports` against the rest of the config (a separate check, kept apart from `exports`'). */
+function checkFhirExports(
+  c: { exports: ReadonlyArray<{ prefix: string }>; fhirExports?: ReadonlyArray<{ store?: string; prefix: string }> },
+  annotationsStore: string | undefined,
+  ctx: z.RefinementCtx,
+): void {
+  const used = new Map<string, string>(c.exports.map((e, i) => [e.prefix, `exports[${i}]`]));
+  c.exports.forEach((e, i) => used.set(`${e.prefix}.bq`, `the BigQuery lane of exports[${i}]`));
+  (c.fhirExports ?? []).forEach((f, i) => {
+    const first = used.get(f.prefix);
+    if (first !== undefined)
+      ctx.addIssue({
+        code: "custom",
+        path: ["fhirExports", i, "prefix"],
+        message: `prefix "${f.prefix}" is already used by ${first}`,
+      });
+    used.set(f.prefix, `fhirExports[${i}]`);
+    if (f.store === undefined && annotationsStore === undefined)
+      ctx.addIssue({
+        code: "custom",
+        path: ["fhirExports", i, "store"],
+        message:
+          "name the FHIR store (projects/P/locations/L/datasets/D/fhirStores/F): " +
+          "there is no annotations store to default to",
+      });
+  });
+}
+
+/** `gcsDestination.mimeType` of the export, in the API's spelling (e.g. `image/png`). */
+const exportMimeType = z.string().transform((v, ctx) => {
+  const r = parseExportMimeType(v);
+  if (r.ok) return r.value.value;
+  ctx.addIssue({ code: "custom", message: r.error });
+  return z.NEVER;
+});
+
+/** `/studies/UID` or `/studies/UID/series/UID`: what a filtered export exports. */
+const filterPath = z.string().superRefine((v, ctx) => {
+  const bad = checkFilterPath(v);
+  if (bad !== undefined) ctx.addIssue({ code: "custom", message: bad });
+});
 
 const url = z.string().superRefine((v, ctx) => {
   if (!/^https?:\/\/[^\s/]+/.test(v)) ctx.addIssue({ code: "custom", message: `"${v}" is not an http(s) URL` });
@@ -79,8 +129,21 @@ export const configSchema = z
     exports: z
       .array(
         z
-          .object({ store: storeOf("dicomStores"), prefix, dest: localPath, bigquery: bigqueryExport.optional() })
-          .strict(),
+          .object({
+            store: storeOf("dicomStores"),
+            prefix,
+            dest: localPath,
+            bigquery: bigqueryExport.optional(),
+            mimeType: exportMimeType.optional(),
+            /** Only these studies/series (v1beta1 filterConfig); or `filterFile`, one path a line. */
+            filter: z.array(filterPath).min(1, "list at least one study or series").optional(),
+            filterFile: localPath.optional(),
+          })
+          .strict()
+          .superRefine((e, ctx) => {
+            if (e.filter !== undefined && e.filterFile !== undefined)
+              ctx.addIssue({ code: "custom", path: ["filterFile"], message: "give filter or filterFile, not both" });
+          }),
       )
       .min(1, "name at least one DICOM store to export"),
     annotations: z
@@ -91,6 +154,8 @@ export const configSchema = z
       })
       .strict()
       .optional(),
+    /** FHIR stores exported and mirrored as lanes of their own (see `fhirExport`). */
+    fhirExports: z.array(fhirExport).optional(),
     mirror: z
       .object({ concurrency: z.number().int().min(1).max(512).default(32), delete: z.boolean().default(false) })
       .strict()
@@ -134,6 +199,7 @@ export const configSchema = z
         });
       if (first === undefined) tables.set(bq.table, i);
     });
+    checkFhirExports(c, c.annotations?.store, ctx);
   });
 
 export type Config = z.infer<typeof configSchema>;

@@ -17,9 +17,13 @@ export interface Operation {
   };
 }
 
-/** Per-export options; `writeDisposition` applies to BigQuery destinations only. */
+/** Per-export options; `writeDisposition` applies to BigQuery destinations only, the others to `gs://`. */
 export interface ExportOptions {
   readonly writeDisposition?: "WRITE_EMPTY" | "WRITE_TRUNCATE" | "WRITE_APPEND";
+  /** `gcsDestination.mimeType` (checked by parseExportMimeType); unset: the instances as stored. */
+  readonly mimeType?: string;
+  /** `filterConfig.resourcePathsGcsUri`: a `gs://` object listing the studies/series to export (v1beta1 only). */
+  readonly filterUri?: string;
 }
 
 /** The request body of `dicomStores.export` for a `gs://` or `bq://` destination. Pure. */
@@ -31,7 +35,18 @@ export function exportBody(destination: string, options: ExportOptions = {}): Re
         ...(options.writeDisposition === undefined ? {} : { writeDisposition: options.writeDisposition }),
       },
     };
-  return { gcsDestination: { uriPrefix: destination } };
+  return {
+    gcsDestination: {
+      uriPrefix: destination,
+      ...(options.mimeType === undefined ? {} : { mimeType: options.mimeType }),
+    },
+    ...(options.filterUri === undefined ? {} : { filterConfig: { resourcePathsGcsUri: options.filterUri } }),
+  };
+}
+
+/** The API version an export goes to: `filterConfig` exists only in v1beta1 (v1's ExportDicomDataRequest has none). */
+export function exportVersion(options: ExportOptions = {}, otherwise: "v1" | "v1beta1" = "v1"): "v1" | "v1beta1" {
+  return options.filterUri === undefined ? otherwise : "v1beta1";
 }
 
 /** The Healthcare API calls the workflow makes (a port; fakes in unit tests). */
@@ -53,11 +68,12 @@ export interface HealthcareApi {
  * before starting another export (the workflow does).
  */
 export function healthcareApi(client: HttpClient, base: string, version: "v1" | "v1beta1" = "v1"): HealthcareApi {
-  const root = `${base.replace(/\/+$/, "")}/${version}`;
+  const rootOf = (v: "v1" | "v1beta1") => `${base.replace(/\/+$/, "")}/${v}`;
+  const root = rootOf(version);
   return {
     async startExport(store, destination, options) {
       const op = await client
-        .json<{ name?: unknown }>("POST", `${root}/${store}:export`, {
+        .json<{ name?: unknown }>("POST", `${rootOf(exportVersion(options, version))}/${store}:export`, {
           body: exportBody(destination, options),
           retry: false,
         })

@@ -18,6 +18,11 @@ export interface BucketAdmin {
   getPolicy(bucket: string): Promise<Policy>;
   /** Writes the policy; rejects with `{ status: 412 }` when its etag is stale. */
   setPolicy(bucket: string, policy: Policy): Promise<Policy>;
+  /**
+   * Makes `gs://bucket/name` hold exactly `data` (idempotent): uploaded only if absent
+   * (ifGenerationMatch=0); an object already there with other bytes is replaced.
+   */
+  ensureObject?(bucket: string, name: string, data: Buffer, contentType: string): Promise<{ created: boolean }>;
 }
 
 export interface BucketSpec {
@@ -127,6 +132,35 @@ export function storageAdmin(
       } catch (err) {
         if (signal?.aborted === true) throw err;
         throw wrap(err, `write the IAM policy of gs://${bucket}`);
+      }
+    },
+    async ensureObject(bucket, name, data, contentType) {
+      const file = (await abortable(storageFor(projectId), signal)).bucket(bucket).file(name);
+      const aborted = () => signal?.aborted === true;
+      const save = (ifGenerationMatch?: number) =>
+        abortable(
+          file.save(data, {
+            resumable: false,
+            contentType,
+            ...(ifGenerationMatch === undefined ? {} : { preconditionOpts: { ifGenerationMatch } }),
+          }),
+          signal,
+        );
+      try {
+        await save(0);
+        return { created: true };
+      } catch (err) {
+        if (aborted()) throw err;
+        if (statusOf(err) !== 412) throw wrap(err, `upload gs://${bucket}/${name}`);
+      }
+      try {
+        // Present: reused when it holds these bytes (a rerun), replaced otherwise.
+        const [have] = await abortable(file.download(), signal);
+        if (!have.equals(data)) await save();
+        return { created: false };
+      } catch (err) {
+        if (aborted()) throw err;
+        throw wrap(err, `upload gs://${bucket}/${name}`);
       }
     },
   };

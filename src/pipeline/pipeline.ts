@@ -7,9 +7,10 @@ import { runWorkflow, type StepEvent, type WorkflowRun } from "../workflow/engin
 import { planWorkflow, type PlanFlags, type PlannedStep } from "../workflow/graph.ts";
 import type { PollOptions } from "../workflow/poll-operation.ts";
 import { MemoryStateStore, type RunState, type StateStore } from "../workflow/state.ts";
+import type { BigQueryLaneEvent, RowsResult } from "./bigquery-lane.ts";
 import type { OptionalLane } from "./lanes.ts";
 import { siimWorkflow } from "./siim-workflow.ts";
-import type { AnnotationsSpec, ExportResult, PipelinePorts, StepsEvent } from "./steps.ts";
+import type { AnnotationsSpec, ExportLane, ExportResult, PipelinePorts, StepsEvent } from "./steps.ts";
 
 export type { PipelinePorts } from "./steps.ts";
 
@@ -19,22 +20,22 @@ export interface PipelineSpec {
   /** `service-N@gcp-sa-healthcare.iam.gserviceaccount.com` of the source project. */
   readonly serviceAgent: string;
   readonly grantIam: boolean;
-  readonly exports: ReadonlyArray<{ readonly store: string; readonly prefix: string; readonly dest: string }>;
+  readonly exports: ReadonlyArray<ExportLane & { readonly dest: string }>;
   readonly annotations?: AnnotationsSpec;
   readonly concurrency: number;
   /** Delete destination-only files after the final mirror pass (config `mirror.delete`). */
   readonly delete?: boolean;
   /** The mirror follows its export (default); false: mirror after the operation ends. */
   readonly follow?: boolean;
-  /** Optional lanes (BigQuery, FHIR export, …) added after the store lanes. */
+  /** Optional lanes (BigQuery `bigqueryLane`, FHIR store `fhirExportLane`, …) added after the store lanes. */
   readonly lanes?: readonly OptionalLane[];
 }
 
-export type PipelineEvent = StepEvent | StepsEvent;
+export type PipelineEvent = StepEvent | StepsEvent | BigQueryLaneEvent;
 
 /** What the step functions report to the runner besides their journaled results. */
 export interface RunHooks {
-  readonly emit: EventSink<StepsEvent>;
+  readonly emit: EventSink<StepsEvent | BigQueryLaneEvent>;
   readonly poll?: Omit<PollOptions, "onEvent" | "signal">;
   readonly mirrored: (e: PipelineSpec["exports"][number], s: MirrorSummary) => void;
   readonly annotations: (a: FetchedAnnotations) => void;
@@ -47,6 +48,8 @@ export interface PipelineResult {
   readonly operations: ReadonlyArray<{ readonly store: string; readonly name: string }>;
   readonly mirrors: ReadonlyArray<{ readonly prefix: string; readonly dest: string; readonly summary: MirrorSummary }>;
   readonly annotations?: FetchedAnnotations;
+  /** The BigQuery lanes' tables and their row counts (`replayed`: counted by an earlier run). */
+  readonly tables: ReadonlyArray<RowsResult & { readonly lane: string; readonly replayed: boolean }>;
   /** Every step of the graph: what this run did with it. */
   readonly steps: ReadonlyArray<{ readonly key: string; readonly lane?: string; readonly outcome: string }>;
 }
@@ -131,18 +134,28 @@ function resultOf(
   const rechecked = (key: string) => run.plan.find((p) => p.key === key)?.action === "recheck";
   const bucket = rechecked("bucket") ? undefined : (fresh("bucket") as { created?: boolean } | undefined);
   const iam = rechecked("iam") ? undefined : (fresh("iam") as { granted?: boolean } | undefined);
-  const operations = spec.exports.flatMap((e) => {
-    const wait = run.outcomes.get(`wait:${e.prefix}`);
-    const start = run.outcomes.get(`export:${e.prefix}`);
+  const operations = run.plan.flatMap((p) => {
+    if (!p.key.startsWith("export:")) return [];
+    const lane = p.key.slice("export:".length);
+    const wait = run.outcomes.get(`wait:${lane}`);
+    const start = run.outcomes.get(p.key);
     if (wait?.status !== "done" || wait.replayed || start?.status !== "done") return [];
-    return [{ store: e.store, name: (start.result as ExportResult).operation }];
+    const r = start.result as ExportResult;
+    return [{ store: r.store ?? spec.exports.find((e) => e.prefix === lane)?.store ?? "", name: r.operation }];
   });
-  const order = new Map(spec.exports.map((e, i) => [e.prefix, i]));
+  const tables = run.plan.flatMap((p) => {
+    const o = run.outcomes.get(p.key);
+    if (!p.key.startsWith("rows:") || o?.status !== "done") return [];
+    return [{ lane: p.lane ?? p.key.slice("rows:".length), ...(o.result as RowsResult), replayed: o.replayed }];
+  });
+  const order = new Map(run.plan.map((p, i) => [p.key, i]));
+  const at = (prefix: string) => order.get(`mirror:${prefix}`) ?? 0;
   return {
     bucketCreated: bucket?.created === true,
     iamGranted: iam?.granted === true,
     operations,
-    mirrors: [...mirrors].sort((a, b) => (order.get(a.prefix) ?? 0) - (order.get(b.prefix) ?? 0)),
+    mirrors: [...mirrors].sort((a, b) => at(a.prefix) - at(b.prefix)),
+    tables,
     ...(annotations === undefined ? {} : { annotations }),
     steps: run.plan.map((p) => {
       const o = run.outcomes.get(p.key);

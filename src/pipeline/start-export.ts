@@ -10,7 +10,15 @@ export const CLOCK_SKEW_MS = 5 * 60_000;
 
 export type StartExportEvent =
   | { readonly kind: "export.adopted"; readonly operation: string; readonly store: string; readonly reason: string }
-  | { readonly kind: "export.retry"; readonly store: string; readonly attempt: number; readonly error: string };
+  | { readonly kind: "export.retry"; readonly store: string; readonly attempt: number; readonly error: string }
+  | {
+      readonly kind: "export.filter";
+      readonly store: string;
+      readonly uri: string;
+      readonly paths: number;
+      /** false: the object was already there with these bytes (a rerun). */
+      readonly uploaded: boolean;
+    };
 
 export interface StartExportOptions {
   /** When our first attempt was made (ISO time); operations created before it are not ours. */
@@ -29,21 +37,34 @@ export interface StartExportOptions {
 }
 
 /**
- * Export operations of `dataset` that this run may have started and not recorded: ExportDicomData,
- * created at or after `since` (minus clock skew), not in `known`. Pure.
+ * The `metadata.apiMethodName` an export of this kind of store runs as. A DICOM store's export to
+ * Cloud Storage and to BigQuery both run as ExportDicomData (the operation names neither its store
+ * nor its destination), so those two are told apart by the journal, never by the server: see
+ * exportStep in steps.ts.
  */
-export function candidateExports(ops: readonly Operation[], since: string, known: ReadonlySet<string>): Operation[] {
+export const EXPORT_METHOD = { dicomStores: "ExportDicomData", fhirStores: "ExportResources" } as const;
+
+/**
+ * Export operations of `dataset` that this run may have started and not recorded: `method`
+ * (default ExportDicomData), created at or after `since` (minus clock skew), not in `known`. Pure.
+ */
+export function candidateExports(
+  ops: readonly Operation[],
+  since: string,
+  known: ReadonlySet<string>,
+  method: string = EXPORT_METHOD.dicomStores,
+): Operation[] {
   const from = Date.parse(since) - CLOCK_SKEW_MS;
   return ops.filter((op) => {
     if (known.has(op.name)) return false;
-    if (!(op.metadata?.apiMethodName ?? "").endsWith("ExportDicomData")) return false;
+    if (!(op.metadata?.apiMethodName ?? "").endsWith(`.${method}`)) return false;
     const created = Date.parse(op.metadata?.createTime ?? "");
     return Number.isFinite(created) && created >= from;
   });
 }
 
 /**
- * Starts `dicomStores.export` exactly once as far as we can tell. The POST is not idempotent, so
+ * Starts `dicomStores.export` (or `fhirStores.export`) exactly once as far as we can tell. The POST is not idempotent, so
  * it is never retried blindly: when an earlier attempt may have reached the server (a crash between
  * sending and saving the name, or a transient error after sending), the dataset's operations are
  * listed and an export created since our first attempt is adopted instead of starting another.
@@ -59,13 +80,16 @@ export async function startExportOnce(
   uriPrefix: string,
   options: StartExportOptions,
 ): Promise<string> {
-  const parsed = parseStoreName(store, "dicomStores");
+  const parsed = parseStoreName(store);
   if (!parsed.ok) throw new HcexportError(parsed.error, 2);
+  if (parsed.value.kind === "fhirStores" && !uriPrefix.startsWith("gs://"))
+    throw new HcexportError(`${store}: hcexport exports a FHIR store only to gs://`, 2);
   const dataset = datasetPath(parsed.value);
+  const method = EXPORT_METHOD[parsed.value.kind];
   const emit = options.onEvent ?? (() => {});
   const attempts = options.attempts ?? 4;
   const adopt = async (reason: string): Promise<string | undefined> => {
-    const found = candidateExports(await api.listOperations(dataset), options.since, options.known);
+    const found = candidateExports(await api.listOperations(dataset), options.since, options.known, method);
     // Oldest first: if two are ours, the first one is the one a rerun would have resumed.
     const op = found.sort(
       (a, b) => Date.parse(a.metadata?.createTime ?? "") - Date.parse(b.metadata?.createTime ?? ""),

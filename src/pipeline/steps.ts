@@ -1,14 +1,17 @@
 import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { backoffDelay, type BackoffPolicy } from "../core/backoff.ts";
-import { HttpError, OperationFailedError, PermissionError } from "../core/errors.ts";
+import { HttpError, OperationFailedError, PermissionError, UsageError } from "../core/errors.ts";
+import { parseGsUri } from "../core/resource-names.ts";
+import { filterDigest, filterFileContent, filterObjectName } from "../gcp/export-options.ts";
 import type { EventSink } from "../core/events.ts";
 import type { FetchedAnnotations } from "../fhir/annotations.ts";
-import type { HealthcareApi } from "../gcp/healthcare.ts";
+import type { ExportOptions, HealthcareApi } from "../gcp/healthcare.ts";
+import type { BigQueryAdmin } from "../gcp/bigquery.ts";
 import type { BucketAdmin, BucketSpec } from "../gcp/storage-admin.ts";
 import type { MirrorEvent, MirrorSummary } from "../mirror/mirror.ts";
 import type { RemoteSource } from "../mirror/ports.ts";
-import type { StepContext } from "../workflow/graph.ts";
+import type { StepContext, StepRef } from "../workflow/graph.ts";
 import { EXPORT_ROLE, hasExportRole, memberOf, withMemberInRole } from "../workflow/iam-policy.ts";
 import { countersOf, pollOperation, type OperationEvent, type PollOptions } from "../workflow/poll-operation.ts";
 import { followMirror } from "./follow-mirror.ts";
@@ -20,6 +23,8 @@ export interface PipelinePorts {
   readonly healthcare: HealthcareApi;
   readonly source: RemoteSource;
   readonly fetchAnnotations?: (a: AnnotationsSpec) => Promise<FetchedAnnotations>;
+  /** BigQuery and project IAM, for the BigQuery lanes (`exports[i].bigquery`). */
+  readonly bigquery?: BigQueryAdmin;
 }
 
 export interface AnnotationsSpec {
@@ -66,7 +71,23 @@ export async function iamStep(
 
 export interface ExportResult {
   readonly operation: string;
+  /** `gs://B/PREFIX`, or `bq://P.D.T` for a BigQuery lane. */
   readonly uriPrefix: string;
+  /** The store exported (absent in records of hcexport ≤ 0.2). */
+  readonly store?: string;
+  /** `gcsDestination.mimeType` sent (absent: the instances as stored). */
+  readonly mimeType?: string;
+  /** The filter file the export read (`filterConfig.resourcePathsGcsUri`), and how many paths it lists. */
+  readonly filter?: { readonly uri: string; readonly paths: number };
+}
+
+/** A store lane's export options (config `exports[i]`). */
+export interface ExportLane {
+  readonly store: string;
+  readonly prefix: string;
+  readonly mimeType?: string;
+  /** `/studies/UID[/series/UID]` paths: only these are exported (v1beta1 `filterConfig`). */
+  readonly filter?: readonly string[];
 }
 
 /**
@@ -77,37 +98,119 @@ export interface ExportResult {
  */
 const exportStarts = new WeakMap<HealthcareApi, { tail: Promise<unknown>; claimed: Set<string> }>();
 
-/** Export step (at-most-once): a resumed step adopts the export an interrupted run may have started. */
+/** Operation names the journal accounts for: recorded results and the notes of started exports. */
+function journaledOperations(journal: ReturnType<StepContext["journal"]>): string[] {
+  return Object.values(journal).flatMap((r) =>
+    [(r.result as { operation?: unknown } | undefined)?.operation, r.notes?.["operation"]].filter(
+      (op): op is string => typeof op === "string",
+    ),
+  );
+}
+
+/**
+ * Export step (at-most-once), for every kind of export lane (DICOM → gs://, DICOM → bq://, FHIR →
+ * gs://). Inside the per-client gate it notes `posting` in the journal before the POST and the
+ * `operation` right after it, so at any moment at most one lane can have an export on the server
+ * that the journal does not name. A resumed step therefore adopts only if *it* was posting (a DICOM
+ * export to Cloud Storage and one to BigQuery look alike on the server: same method, no
+ * destination), reuses the operation it noted, and otherwise starts its export without looking.
+ */
 export async function exportStep(
   ctx: StepContext,
   api: HealthcareApi,
   store: string,
-  uriPrefix: string,
+  destination: string,
   emit: EventSink<StartExportEvent>,
+  exportOptions?: ExportOptions,
 ): Promise<ExportResult> {
   let gate = exportStarts.get(api);
   if (gate === undefined) exportStarts.set(api, (gate = { tail: Promise.resolve(), claimed: new Set() }));
   const { claimed } = gate;
   const start = gate.tail.then(async () => {
-    const known = new Set([
-      ...claimed,
-      ...Object.values(ctx.journal()).flatMap((r) => {
-        const op = (r.result as { operation?: unknown } | undefined)?.operation;
-        return typeof op === "string" ? [op] : [];
-      }),
-    ]);
-    const name = await startExportOnce(api, store, uriPrefix, {
-      since: ctx.startedAt,
-      known,
-      maybeStarted: ctx.resumed,
+    const journal = ctx.journal();
+    const notes = journal[ctx.key]?.notes;
+    const noted = notes?.["operation"];
+    if (ctx.resumed && typeof noted === "string" && !claimed.has(noted)) {
+      claimed.add(noted);
+      return noted;
+    }
+    const posting = notes?.["posting"];
+    // A record without notes comes from a version that did not note its POST: it may have posted.
+    const maybeStarted = ctx.resumed && (notes === undefined || typeof posting === "string");
+    const since = maybeStarted && typeof posting === "string" ? posting : ctx.startedAt;
+    await ctx.note({ posting: new Date().toISOString() });
+    const name = await startExportOnce(api, store, destination, {
+      since,
+      known: new Set([...claimed, ...journaledOperations(journal)]),
+      maybeStarted,
+      ...(exportOptions === undefined ? {} : { exportOptions }),
       onEvent: emit,
       signal: ctx.signal,
     });
     claimed.add(name);
+    await ctx.note({ operation: name });
     return name;
   });
   gate.tail = start.catch(() => undefined);
-  return { operation: await start, uriPrefix };
+  return { operation: await start, uriPrefix: destination, store };
+}
+
+/**
+ * A store lane's export to Cloud Storage (at-most-once, through `exportStep`'s gate) with its
+ * options: a filtered lane first makes sure its filter file is in the bucket (content-addressed,
+ * so redoing it on a rerun is harmless), then the start sends the mimeType and the filter's URI.
+ */
+export async function storeExportStep(
+  ctx: StepContext,
+  ports: Pick<PipelinePorts, "healthcare" | "buckets">,
+  lane: ExportLane,
+  uriPrefix: string,
+  emit: EventSink<StartExportEvent>,
+): Promise<ExportResult> {
+  const filter = lane.filter === undefined ? undefined : await ensureFilter(ports.buckets, lane, uriPrefix, emit);
+  const options: ExportOptions = {
+    ...(lane.mimeType === undefined ? {} : { mimeType: lane.mimeType }),
+    ...(filter === undefined ? {} : { filterUri: filter.uri }),
+  };
+  const started = await exportStep(ctx, ports.healthcare, lane.store, uriPrefix, emit, options);
+  return {
+    ...started,
+    ...(lane.mimeType === undefined ? {} : { mimeType: lane.mimeType }),
+    ...(filter === undefined ? {} : { filter }),
+  };
+}
+
+/**
+ * What a lane's export acts on, for `plan` and the journal: the store, the destination and the
+ * options (`as MIME`, `filter N paths sha256:…`), so a changed option starts a new export. Pure.
+ */
+export function exportInput(lane: ExportLane, uriPrefix: string): string {
+  const mime = lane.mimeType === undefined ? "" : ` as ${lane.mimeType}`;
+  const content = lane.filter === undefined ? undefined : filterFileContent(lane.filter);
+  const filter =
+    content === undefined
+      ? ""
+      : ` (filter: ${new Set(lane.filter).size} paths, sha256 ${filterDigest(content).slice(0, 12)})`;
+  return `${lane.store} → ${uriPrefix}${mime}${filter}`;
+}
+
+/** Uploads the lane's filter file beside its export (`gs://B/.hcexport/filters/LANE-SHA256.txt`). */
+async function ensureFilter(
+  buckets: BucketAdmin,
+  lane: ExportLane,
+  uriPrefix: string,
+  emit: EventSink<StartExportEvent>,
+): Promise<{ uri: string; paths: number }> {
+  const dest = parseGsUri(uriPrefix);
+  if (!dest.ok) throw new UsageError(dest.error);
+  if (buckets.ensureObject === undefined) throw new Error("this storage port cannot upload a filter file");
+  const content = filterFileContent(lane.filter ?? []);
+  const name = filterObjectName(lane.prefix, content);
+  const { created } = await buckets.ensureObject(dest.value.bucket, name, content, "text/plain");
+  const uri = `gs://${dest.value.bucket}/${name}`;
+  const paths = new Set(lane.filter).size;
+  emit({ kind: "export.filter", store: lane.store, uri, paths, uploaded: created });
+  return { uri, paths };
 }
 
 export interface WaitResult {
@@ -187,7 +290,8 @@ export const summaries = {
   iam: (agent: string) => (r: IamResult) => (r.granted ? `granted ${EXPORT_ROLE} to ${agent}` : "binding present"),
   annotations: (r: AnnotationsResult) =>
     `${r.path}: ${r.images} images, ${r.imagesWithPneumothorax} with pneumothorax, ${r.masks} masks`,
-  export: (r: ExportResult) => r.operation,
+  export: (r: ExportResult) =>
+    `${r.operation}${r.mimeType === undefined ? "" : ` as ${r.mimeType}`}${r.filter === undefined ? "" : ` (filter: ${r.filter.paths} paths in ${r.filter.uri})`}`,
   wait: (r: WaitResult) => `${r.success} exported, ${r.failure} failed`,
   mirror: (r: MirrorCounts) =>
     `${r.downloaded} downloaded, ${r.skipped} up to date, ${r.failed + r.refused} failed or refused`,
@@ -205,6 +309,53 @@ export const extras = {
   }),
   wait: { summarize: summaries.wait, terminal: (err: unknown) => err instanceof OperationFailedError },
   mirror: { summarize: summaries.mirror },
+};
+
+/** The options of an export step (at-most-once) of `lane`, starting `what` (`STORE → DESTINATION`). */
+export const exportOptions = (api: HealthcareApi, lane: string, needs: readonly StepRef[], what: string) => ({
+  idempotency: "at-most-once" as const,
+  lane,
+  needs,
+  describe: what,
+  input: what,
+  ...extras.export(api),
+});
+
+/** The options of the wait step (resumable) of `lane`, polling what `start` started. */
+export const waitOptions = (lane: string, start: StepRef<ExportResult>) => ({
+  idempotency: "resumable" as const,
+  lane,
+  needs: [start],
+  describe: `poll the export of ${lane} to its end`,
+  ...extras.wait,
+});
+
+/** The preconditions are re-verified whenever an export will start. */
+const EXPORTING = ["export:*"];
+
+/** The options of the bucket, IAM and annotations steps. */
+export const preconditionOptions = {
+  bucket: (b: string) => ({
+    idempotency: "idempotent" as const,
+    describe: `ensure gs://${b}`,
+    input: `gs://${b}`,
+    recheckWhen: EXPORTING,
+    ...extras.bucket(b),
+  }),
+  iam: (bucket: StepRef, agent: string, grant: boolean) => ({
+    idempotency: "idempotent" as const,
+    needs: [bucket],
+    describe: `${agent} → ${EXPORT_ROLE} (${grant ? "grant if missing" : "exit 3 if missing"})`,
+    input: memberOf(agent),
+    recheckWhen: EXPORTING,
+    ...extras.iam(agent),
+  }),
+  annotations: (a: AnnotationsSpec) => ({
+    idempotency: "idempotent" as const,
+    describe: `DocumentReference/${a.documentReference} → ${a.dest}`,
+    input: `${a.store}/fhir/DocumentReference/${a.documentReference} → ${a.dest}`,
+    ...extras.annotations,
+  }),
 };
 
 /** Whether a recorded operation can still be polled (records expire ~30 days after they finish). */

@@ -132,6 +132,14 @@ export async function runWorkflow(wf: Workflow, options: RunWorkflowOptions): Pr
         ...(o.input === undefined ? {} : { input: o.input }),
         startedAt,
         attempts: (resumed ? (r?.attempts ?? 0) : 0) + 1,
+        // A resumed step keeps what it noted (an export's POST in flight); a record without notes is older.
+        ...(resumed
+          ? r?.notes === undefined
+            ? {}
+            : { notes: r.notes }
+          : o.idempotency === "at-most-once"
+            ? { notes: {} }
+            : {}),
       }));
     const controller = new AbortController();
     const signal =
@@ -160,6 +168,10 @@ export async function runWorkflow(wf: Workflow, options: RunWorkflowOptions): Pr
         throw new BlockedError(got.status === "blocked" ? got.by : ref.key);
       },
       journal: () => structuredClone(store.state.steps),
+      note: async (notes: Record<string, unknown>) => {
+        if (o.idempotency === "idempotent") throw new Error(`step ${def.key}: an idempotent step has no notes`);
+        await record(def.key, (r) => ({ ...r!, notes: { ...r?.notes, ...notes } }));
+      },
     };
     try {
       const attempt = () => def.run(ctx);

@@ -62,6 +62,8 @@ export interface StepContext {
   settled<T>(ref: StepRef<T>): Promise<T>;
   /** A snapshot of the whole journal (e.g. operation names other steps recorded). */
   journal(): Readonly<Record<string, StepRecord>>;
+  /** Merges `notes` into this step's journal record, durably, before resolving (at-most-once and resumable steps). */
+  note(notes: Record<string, unknown>): Promise<void>;
 }
 
 export interface StepDef<T = unknown> {

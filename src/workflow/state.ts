@@ -17,6 +17,12 @@ export interface StepRecord {
   attempts: number;
   /** The step's JSON result, replayed by later runs. */
   result?: unknown;
+  /**
+   * What a started at-most-once step noted while it ran (`ctx.note`), kept across resumes until it
+   * is done: e.g. an export's `posting` time before its POST and the `operation` it got back. `{}`
+   * when it noted nothing yet (absent in records of hcexport ≤ 0.2, which noted nothing).
+   */
+  notes?: Record<string, unknown>;
   error?: string;
 }
 

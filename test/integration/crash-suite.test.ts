@@ -4,6 +4,7 @@ import type { ChildProcess } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { SIIM_TEST_STORE, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/siim.ts";
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
 import { noFaults } from "../../src/emulator/types.ts";
@@ -14,9 +15,13 @@ import { listFiles, prng, requireBuiltCli, seedFor, spawnCli } from "../support/
 /**
  * Crash suite (issues #6, #12): SIGKILL the built CLI's `run --grant-iam` at ≥ 20 seeded-random
  * moments, rerun after each kill, then run to completion. The engine runs the train and test lanes
- * in parallel (export → wait → mirror following the export), so a kill lands in both lanes at once;
- * the suite records what each lane was doing and requires kills in every lane both while its export
- * ran and in its mirror. Replay a failure with HCX_CRASH_SEED=<seed printed below>.
+ * in parallel (export → wait → mirror following the export) and the train store's BigQuery lane
+ * (train.bq: dataset/roles → export → wait → rows) beside them, so a kill lands in every lane at
+ * once; the suite records what each lane was doing and requires kills in every lane while its
+ * export ran, and in each mirror. Afterwards: one export per store and destination (counted at the
+ * local cloud; a gs:// and a bq:// export of one store look alike on the server, so a lane adopting
+ * the other's export would show here), the table holding exactly one row per instance.
+ * Replay a failure with HCX_CRASH_SEED=<seed printed below>.
  *
  * Scale (2 cores, < 90 s): 120 + 80 instances of ~20 KB; exports at 8 instances/s (15 s and 10 s
  * of waiting); media GETs delayed 80 ms with 4 parallel downloads per lane, so kills land in both
@@ -24,10 +29,14 @@ import { listFiles, prng, requireBuiltCli, seedFor, spawnCli } from "../support/
  */
 
 const KILLS = 20;
+/** Kills kept for the mirrors, after the exports ended (≥ 3 per store lane are asserted). */
+const MIRROR_KILLS = 8;
 const TRAIN = 120;
 const TEST = 80;
-const LANES = ["train", "test"] as const;
+const LANES = ["train", "test", "train.bq"] as const;
 const BUCKET = "hcexport-demo-bucket";
+const BQ_PROJECT = "my-analytics-project";
+const TABLE = `bq://${BQ_PROJECT}.siim_meta.train`;
 
 let cloud: LocalCloud;
 let dir: string;
@@ -47,7 +56,7 @@ after(async () => {
 });
 
 const exportOps = () => cloud.healthcare.operations().filter((o) => o.method.endsWith("ExportDicomData"));
-const exportsFinished = () => exportOps().length >= 2 && exportOps().every((o) => o.done);
+const exportsFinished = () => exportOps().length >= 3 && exportOps().every((o) => o.done);
 
 /** Relative path under out/ → the instance bytes it must hold. */
 function expectedFiles(): Map<string, Buffer> {
@@ -75,7 +84,12 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
       ...demo,
       grantIam: false, // --grant-iam on the command line overrides it
       exports: [
-        { store: SIIM_TRAIN_STORE, prefix: "train", dest: "./out/train" },
+        {
+          store: SIIM_TRAIN_STORE,
+          prefix: "train",
+          dest: "./out/train",
+          bigquery: { table: TABLE, writeDisposition: "WRITE_TRUNCATE" },
+        },
         { store: SIIM_TEST_STORE, prefix: "test", dest: "./out/test" },
       ],
       annotations: { ...(demo["annotations"] as object), dest: "./out/annotations" },
@@ -92,7 +106,7 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
 
   const phases: Record<string, number> = {};
   /** Per lane, what it was doing when a kill landed: export/wait (the operation running) or mirror (after it). */
-  const lanePhases: Record<string, Record<string, number>> = { train: {}, test: {} };
+  const lanePhases: Record<string, Record<string, number>> = { train: {}, test: {}, "train.bq": {} };
   const log: string[] = [];
   let kills = 0;
   let cycles = 0;
@@ -103,11 +117,18 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
     // While the exports run, kill at a random moment after a lane started; afterwards at a random
     // moment after one lane's mirror started (so the kills also land inside each mirror).
 
+    // Kills are quick and the exports pace themselves: on a fast (or loaded) machine every kill
+    // could land before they end. The last MIRROR_KILLS are kept for after them: wait for the
+    // started exports to finish on the local cloud (they go on without a client).
+    if (kills >= KILLS - MIRROR_KILLS && exportOps().length >= 3) {
+      const until = Date.now() + 90_000;
+      while (!exportsFinished() && Date.now() < until) await delay(200);
+    }
     const mode = exportsFinished() ? "mirror" : "wait";
-    const target = LANES[cycles % 2]!;
+    const target = LANES[cycles % 2]!; // a store lane (train or test), whose mirror start arms the kill
     const delayMs = Math.round(random() * (mode === "wait" ? 800 : 400));
     let phase = "startup";
-    const lanePhase: Record<string, string> = { train: "startup", test: "startup" };
+    const lanePhase: Record<string, string> = { train: "startup", test: "startup", "train.bq": "startup" };
     let timer: NodeJS.Timeout | undefined;
     let killedAt = "";
     let killedLanes: Record<string, string> = {};
@@ -132,12 +153,15 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
         // A lane is in its wait while the operation runs (its mirror follows meanwhile), then in its mirror.
         if (e.lane !== undefined && e.step !== undefined) {
           if (e.kind === "step.start" && e.step !== "mirror") lanePhase[e.lane] = e.step;
-          if (e.kind === "step.done" && e.step === "wait") lanePhase[e.lane] = "mirror";
+          if (e.kind === "step.done" && e.step === "wait")
+            lanePhase[e.lane] = e.lane.endsWith(".bq") ? "rows" : "mirror";
+          if (e.kind === "step.done" && e.step === "rows") lanePhase[e.lane] = "done";
           if (e.kind === "step.done" && e.step === "mirror") lanePhase[e.lane] = "done";
         }
         // While the exports run: at a random moment after the first lane step starts (the bucket and
         // IAM preconditions are verified again first on every run that starts an export).
-        if (mode === "wait" && e.lane !== undefined) arm(child);
+        // (Not on the BigQuery lane's first step: it needs no bucket and starts before any export.)
+        if (mode === "wait" && e.lane !== undefined && e.step !== "bigquery") arm(child);
         // Alternate the lane whose mirror start arms the kill, so both lanes' mirrors are hit.
         else if (e.kind === "mirror.start" && (e as { source?: string }).source?.endsWith(`/${target}/`)) arm(child);
       },
@@ -173,8 +197,13 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
   // Lanes run in parallel: every lane was killed both while its export ran and in its mirror.
   for (const lane of LANES) {
     const p = lanePhases[lane]!;
-    assert.ok((p["wait"] ?? 0) + (p["export"] ?? 0) >= 2, `${lane}: kills while its export ran: ${JSON.stringify(p)}`);
-    assert.ok((p["mirror"] ?? 0) >= 3, `${lane}: kills in its mirror: ${JSON.stringify(p)}`);
+    // The BigQuery export is short (~4.5 s here: rows are written at once, no objects), so ≥ 1 kill lands in it.
+    const whileExporting = lane.endsWith(".bq") ? 1 : 2;
+    assert.ok(
+      (p["wait"] ?? 0) + (p["export"] ?? 0) >= whileExporting,
+      `${lane}: kills while its export ran: ${JSON.stringify(p)}`,
+    );
+    if (!lane.endsWith(".bq")) assert.ok((p["mirror"] ?? 0) >= 3, `${lane}: kills in its mirror: ${JSON.stringify(p)}`);
   }
   t.diagnostic(`schedule: ${log.join(", ")}`);
 
@@ -183,14 +212,37 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
   const final = await spawnCli(cli, ["run", cfg, "--emulator", cloud.baseUrl, "--grant-iam"], { cwd: dir, env });
   assert.equal(final.code, 0, `final run:\n${final.stderr}`);
 
-  // Exactly one export per store, however many times the run was killed around its start.
+  // Exactly one export per store and destination, however many times the run was killed around its start.
   const ops = exportOps();
   assert.deepEqual(
-    ops.map((o) => o.source).sort(),
-    [SIIM_TEST_STORE, SIIM_TRAIN_STORE].sort(),
-    `export operations: ${ops.map((o) => `${o.name} ${o.source}`).join(", ")}`,
+    ops.map((o) => `${o.source} → ${o.destination}`).sort(),
+    [
+      `${SIIM_TEST_STORE} → gs://${BUCKET}/test`,
+      `${SIIM_TRAIN_STORE} → gs://${BUCKET}/train`,
+      `${SIIM_TRAIN_STORE} → ${TABLE}`,
+    ].sort(),
+    `export operations: ${ops.map((o) => `${o.name} ${o.source} → ${o.destination}`).join(", ")}`,
   );
   assert.ok(ops.every((o) => o.done && o.error === undefined));
+  t.diagnostic(
+    `export durations: ${ops.map((o) => `${o.destination} ${(Date.parse(o.endTime!) - Date.parse(o.createTime)) / 1000} s`).join(", ")}`,
+  );
+
+  // The table holds exactly one row per instance of the train store (read over tabledata.list).
+  const tableBase = `${cloud.baseUrl}/bigquery/v2/projects/${BQ_PROJECT}/datasets/siim_meta/tables/train`;
+  const info = (await (await fetch(tableBase)).json()) as { numRows: string; schema: { fields: { name: string }[] } };
+  const sopColumn = info.schema.fields.findIndex((f) => f.name === "SOPInstanceUID");
+  const data = (await (await fetch(`${tableBase}/data?maxResults=100000`)).json()) as {
+    rows: { f: { v: string }[] }[];
+  };
+  assert.deepEqual(
+    data.rows.map((r) => r.f[sopColumn]!.v).sort(),
+    cloud.healthcare
+      .instances(SIIM_TRAIN_STORE)
+      .map((i) => i.sopInstanceUid)
+      .sort(),
+  );
+  assert.equal(info.numRows, String(TRAIN));
 
   // Every mirrored file is byte-identical to its bucket object, and nothing else is there.
   const all = await listFiles(out);
@@ -222,7 +274,8 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
   assert.equal(state.steps["wait:test"]?.status, "done");
   const opOf = (lane: string) =>
     (state.steps[`export:${lane}`]?.result as { operation?: string } | undefined)?.operation;
-  assert.deepEqual([opOf("train"), opOf("test")].sort(), ops.map((o) => o.name).sort());
+  assert.equal(state.steps["rows:train.bq"]?.status, "done");
+  assert.deepEqual([opOf("train"), opOf("test"), opOf("train.bq")].sort(), ops.map((o) => o.name).sort());
   assert.equal(state.lastRun?.exitCode, 0);
 
   // A rerun after the final success changes nothing and says so.
@@ -231,7 +284,7 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stdout, /nothing changed: no export started, nothing downloaded/);
   assert.equal(cloud.requests.mediaGets(), media);
-  assert.equal(exportOps().length, 2);
+  assert.equal(exportOps().length, 3);
   t.diagnostic(
     `figures: ${kills} SIGKILLs survived over ${cycles} runs (+2 clean runs), ${ops.length} export operations, ${expected.size} files verified, 0 lost; ${tempsSeen.size} temp files left behind by the kills, ${temps.length} left at the end`,
   );

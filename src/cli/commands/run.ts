@@ -5,6 +5,9 @@ import { loadConfig, type LoadedConfig } from "../../config/load.ts";
 import { eitherSignal } from "../../core/abort.ts";
 import { DestinationError, exitCodeOf, interruptionOf, PartialFailureError, UsageError } from "../../core/errors.ts";
 import { redactSecrets } from "../../core/redact.ts";
+import { bigqueryLane } from "../../pipeline/bigquery-lane.ts";
+import type { OptionalLane } from "../../pipeline/lanes.ts";
+import { fhirExportLane } from "../../pipeline/store-lane.ts";
 import { planRun, runPipeline, type PipelineResult, type PipelineSpec } from "../../pipeline/pipeline.ts";
 import { planTable, statusRows } from "../format-plan.ts";
 import { acquireLock, DEFAULT_STALE_AFTER_MS } from "../../workflow/lock.ts";
@@ -79,7 +82,20 @@ export function specOf(loaded: LoadedConfig, serviceAgent: string, follow = true
     concurrency: c.mirror.concurrency,
     delete: c.mirror.delete,
     follow,
+    lanes: optionalLanes(c),
   };
+}
+
+/** The config's optional lanes: a BigQuery lane per `exports[i].bigquery`, then each of `fhirExports`. */
+export function optionalLanes(c: LoadedConfig["config"]): OptionalLane[] {
+  return [
+    ...c.exports.flatMap((e) =>
+      e.bigquery === undefined ? [] : [bigqueryLane({ store: e.store, lane: `${e.prefix}.bq`, ...e.bigquery })],
+    ),
+    ...(c.fhirExports ?? []).map((f) =>
+      fhirExportLane({ store: f.store ?? c.annotations!.store, prefix: f.prefix, dest: f.dest }),
+    ),
+  ];
 }
 
 /** `hcexport run [CONFIG]`: the whole workflow, checkpointed and resumable, under a lock. */
@@ -162,7 +178,10 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
         result.operations.length === 0 && downloaded === 0
           ? "\nnothing changed: no export started, nothing downloaded"
           : "";
-      out.result(`${table(rows)}${nothing}`, { result, nothingChanged: nothing !== "" });
+      const tables = result.tables.map(
+        (t) => `\n${t.table} holds ${t.numRows} rows${t.replayed ? " (counted by an earlier run)" : ""}`,
+      );
+      out.result(`${table(rows)}${tables.join("")}${nothing}`, { result, nothingChanged: nothing !== "" });
       const full = result.mirrors.find((m) => m.summary.destinationFault !== undefined);
       if (full !== undefined)
         throw new DestinationError(full.dest, full.summary.destinationFault!, full.summary.downloaded);
@@ -206,6 +225,7 @@ export const runCommand = (io: CliIo): CommandModule<GlobalArgs, RunArgs> => ({
               : {
                   operations: result.operations,
                   thisRun: result.steps,
+                  tables: result.tables,
                   mirrors: result.mirrors.map((m) => ({ prefix: m.prefix, dest: m.dest, ...m.summary })),
                 }),
           };

@@ -9,6 +9,56 @@ export const PERMISSION_MESSAGE =
 /** Roles that let the service agent overwrite objects (objectCreator is not enough). */
 const WRITER_ROLES = new Set(["roles/storage.objectAdmin", "roles/storage.admin"]);
 
+/** Roles that hold storage.objects.get: what reading the filter file takes (roles/storage.objectViewer at least). */
+const READER_ROLES = new Set([
+  "roles/storage.objectViewer",
+  "roles/storage.objectAdmin",
+  "roles/storage.admin",
+  "roles/storage.legacyObjectReader",
+  "roles/storage.legacyObjectOwner",
+]);
+
+/**
+ * Reads a DicomFilterConfig file (`\n` or `\r\n` separated `/studies/S[/series/SE[/instances/I]]`)
+ * as the service agent: a missing bucket or object (5), no read permission (7) or a malformed
+ * line (3) fails the operation; otherwise, which instances it selects.
+ */
+export function readFilter(
+  objects: ObjectStore,
+  uri: string,
+  member: string,
+):
+  | { ok: true; matches: (i: { studyUid: string; seriesUid: string; sopInstanceUid: string }) => boolean }
+  | { ok: false; error: { code: number; message: string } } {
+  const m = /^gs:\/\/([^/]+)\/(.+)$/.exec(uri);
+  const policy = m === null ? undefined : objects.getPolicy(m[1]!);
+  const data = m === null ? undefined : objects.readObject(m[1]!, m[2]!);
+  if (data === undefined) return { ok: false, error: { code: 5, message: `filter file ${uri} not found` } };
+  const canRead = policy?.bindings.some(
+    (b) => READER_ROLES.has(b.role) && b.condition === undefined && b.members.includes(member),
+  );
+  if (canRead !== true)
+    return {
+      ok: false,
+      error: { code: 7, message: `the service agent lacks storage.objects.get on ${uri} (roles/storage.objectViewer)` },
+    };
+  const paths = new Set<string>();
+  for (const line of data.toString("utf8").split(/\r?\n/)) {
+    if (line === "") continue;
+    const p = /^\/studies\/([0-9.]{1,64})(?:\/series\/([0-9.]{1,64})(?:\/instances\/([0-9.]{1,64}))?)?$/.exec(line);
+    if (p === null)
+      return { ok: false, error: { code: 3, message: `invalid resource path in ${uri}: ${line.slice(0, 200)}` } };
+    paths.add(line);
+  }
+  return {
+    ok: true,
+    matches: (i) =>
+      paths.has(`/studies/${i.studyUid}`) ||
+      paths.has(`/studies/${i.studyUid}/series/${i.seriesUid}`) ||
+      paths.has(`/studies/${i.studyUid}/series/${i.seriesUid}/instances/${i.sopInstanceUid}`),
+  };
+}
+
 /** Whether the bucket policy grants `member` a role that can create and overwrite objects, unconditionally. */
 export function grantsExport(
   policy: { bindings: { role: string; members: string[]; condition?: unknown }[] } | undefined,
@@ -30,6 +80,8 @@ export interface ExportJob {
   readonly objects: ObjectStore;
   /** What each instance becomes (`gcsDestination.mimeType`); default: the files as stored. */
   readonly format?: ExportFormat;
+  /** `filterConfig.resourcePathsGcsUri`: a file in the object store listing what to export. */
+  readonly filter?: string;
   /** Instances written per second. */
   readonly rate: number;
   /** Read per instance so faults can change mid-export. */
@@ -58,8 +110,8 @@ const MAX_BATCH = 64;
  */
 export async function runExport(job: ExportJob): Promise<void> {
   const { op } = job;
-  const instances = job.store.instances;
-  const total = instances.length;
+  let instances = job.store.instances;
+  let total = instances.length;
   const member = `serviceAccount:${job.serviceAgent}`;
   op.counter = { success: 0, failure: 0, pending: total };
   const finish = (error?: { code: number; message: string }) => {
@@ -80,6 +132,17 @@ export async function runExport(job: ExportJob): Promise<void> {
     });
   }
   if (!grantsExport(job.objects.getPolicy(job.bucket), member)) return finish({ code: 7, message: PERMISSION_MESSAGE });
+  if (job.filter !== undefined) {
+    const read = readFilter(job.objects, job.filter, member);
+    if (!read.ok) {
+      op.counter.pending = 0;
+      return finish(read.error);
+    }
+    instances = instances.filter(read.matches);
+    total = instances.length;
+    op.counter.pending = total;
+    job.onChange?.(false);
+  }
   const start = performance.now();
   let next = 0;
   while (next < total) {

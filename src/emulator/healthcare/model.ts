@@ -53,6 +53,8 @@ export interface OperationRecord {
   readonly destination: string;
   /** `gcsDestination.mimeType`, when given. */
   readonly mimeType?: string;
+  /** `filterConfig.resourcePathsGcsUri` (v1beta1), when given: only the instances it lists are exported. */
+  readonly filter?: string;
   /** The `response` of a finished operation (default: ExportDicomDataResponse). */
   response?: Record<string, unknown>;
   /** `error.details` (e.g. ImportDicomDataErrorDetails). */

@@ -81,9 +81,10 @@ async function startExport(
     sendJson(res, 200, { name: op.name });
     return true;
   }
-  if (body["bigqueryDestination"] !== undefined || body["filterConfig"] !== undefined) {
+  if (body["bigqueryDestination"] !== undefined) {
     throw new ApiError(501, "notImplemented", "the hcexport emulator implements only gcsDestination exports");
   }
+  const filter = filterUriOf(body["filterConfig"]);
   const gcs = body["gcsDestination"];
   if (typeof gcs !== "object" || gcs === null) throw invalidArgument("gcsDestination is required");
   rejectUnknown(gcs as Record<string, unknown>, ["uriPrefix", "mimeType"], "gcsDestination.");
@@ -102,12 +103,27 @@ async function startExport(
       source: storeName,
       destination: uriPrefix,
       ...(typeof mimeType === "string" && mimeType !== "" ? { mimeType } : {}),
+      ...(filter === undefined ? {} : { filter }),
     },
     now(),
   );
   startExportJob(o, op, store, ctx.random, () => (o.faults ?? (() => ctx.faults))(), now);
   sendJson(res, 200, { name: op.name });
   return true;
+}
+
+/** `filterConfig` of a v1beta1 export (DicomFilterConfig): `{resourcePathsGcsUri: "gs://B/OBJECT"}`; 400 otherwise. */
+function filterUriOf(config: unknown): string | undefined {
+  if (config === undefined) return undefined;
+  if (typeof config !== "object" || config === null || Array.isArray(config))
+    throw invalidArgument("filterConfig must be an object");
+  rejectUnknown(config as Record<string, unknown>, ["resourcePathsGcsUri"], "filterConfig.");
+  const uri = (config as { resourcePathsGcsUri?: unknown }).resourcePathsGcsUri;
+  if (typeof uri !== "string") throw invalidArgument("filterConfig.resourcePathsGcsUri is required");
+  const parsed = parseGsUri(uri);
+  if (!parsed.ok || parsed.value.prefix === "")
+    throw invalidArgument(`filterConfig.resourcePathsGcsUri must be gs://bucket/path/to/object, not ${uri}`);
+  return uri;
 }
 
 const IAM_RESOURCE = /^projects\/[^/]+\/locations\/[^/]+\/datasets\/[^/]+(?:\/(?:dicomStores|fhirStores)\/[^/]+)?$/;
@@ -164,6 +180,7 @@ function startExportJob(
       serviceAgent: `service-${o.projects.ensure(project).projectNumber}@gcp-sa-healthcare.iam.gserviceaccount.com`,
       objects: o.objects,
       format: parseExportMimeType(op.mimeType),
+      ...(op.filter === undefined ? {} : { filter: op.filter }),
       rate: o.exportInstancesPerSecond,
       failureRate: () => faults().exportFailureRate,
       random,
