@@ -3,7 +3,7 @@
  * with its peak RSS, medians, and start-up figures.
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { promisify } from "node:util";
 
 const exec = promisify(execFile);
@@ -41,10 +41,33 @@ export interface Measured {
   readonly seconds: number;
   /** Peak resident set size of the command (GNU time's %M), when /usr/bin/time is there. */
   readonly rssMiB?: number;
+  /** CPU seconds of the command and its children, user and system (GNU time's %U, %S). */
+  readonly cpu?: { readonly user: number; readonly sys: number };
   readonly stdout: string;
 }
 
-/** Runs `cmd args…` to its end; wall seconds and peak RSS. */
+/** CPU seconds (user + system) a live process has used so far, from /proc/PID/stat; undefined elsewhere. */
+export function processCpuSeconds(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime (fields 14, 15) in clock ticks (USER_HZ 100)
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Flushes every file system's dirty pages before a timed run (untimed), so no tool waits on the
+ * writeback of the run before it (a durable tool's barrier would otherwise pay for its predecessor).
+ */
+export function settleDisk(): void {
+  spawnSync("sync", { stdio: "ignore" });
+}
+
+/** Runs `cmd args…` to its end; wall seconds, peak RSS and CPU time. */
 export async function measure(
   cmd: string,
   args: readonly string[],
@@ -54,12 +77,16 @@ export async function measure(
   const t = performance.now();
   const { stdout, stderr } = await exec(
     gnuTime ? "/usr/bin/time" : cmd,
-    gnuTime ? ["-f", "MAXRSS_KB=%M", cmd, ...args] : [...args],
+    gnuTime ? ["-f", "MAXRSS_KB=%M CPU=%U,%S", cmd, ...args] : [...args],
     { env, maxBuffer: 512 * 1024 * 1024, timeout: 3_600_000 },
   );
   const seconds = (performance.now() - t) / 1000;
-  const kb = /MAXRSS_KB=(\d+)\s*$/.exec(stderr)?.[1];
-  return { seconds, stdout, ...(kb === undefined ? {} : { rssMiB: Number(kb) / 1024 }) };
+  const m = /MAXRSS_KB=(\d+) CPU=([\d.]+),([\d.]+)\s*$/.exec(stderr);
+  return {
+    seconds,
+    stdout,
+    ...(m === null ? {} : { rssMiB: Number(m[1]) / 1024, cpu: { user: Number(m[2]), sys: Number(m[3]) } }),
+  };
 }
 
 export const median = (xs: readonly number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -2,7 +2,9 @@
  * `npm run bench`: hcexport's mirror vs rclone vs `gcloud storage rsync` on the local cloud, side
  * by side in one run, plus the local cloud's raw serving rate (the ceiling): cold copy (plain, with
  * added latency per response, over HTTPS), no-op and 1 % re-syncs, big objects, start-up, and
- * hcexport's peak RSS for a dry run and a real mirror at two object counts. Writes
+ * hcexport's peak RSS for a dry run and a real mirror at two object counts. Each timed run starts
+ * after an untimed `sync`, and records its CPU time and the local cloud's. A column for
+ * `hcexport --no-fsync` shows what the durability barriers cost (`--no-no-fsync-column` drops it). Writes
  * bench-out/results.{md,json} and prints the table.
  *
  *   npm run bench                      # 10,000 × 150 KB, 3 × 100 MB, RSS at 10k/1M (dry) and 2k/20k (real)
@@ -14,7 +16,16 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { request } from "undici";
-import { measure, measureStartup, startServer, stopServer, type Measured, type Server } from "./bench-lib.ts";
+import {
+  measure,
+  measureStartup,
+  processCpuSeconds,
+  settleDisk,
+  startServer,
+  stopServer,
+  type Measured,
+  type Server,
+} from "./bench-lib.ts";
 import { measureServeRate } from "./serve-rate.ts";
 
 const { values } = parseArgs({
@@ -32,6 +43,8 @@ const { values } = parseArgs({
     "startup-runs": { type: "string", default: "20" },
     gcloud: { type: "boolean", default: true },
     rclone: { type: "boolean", default: true },
+    /** A column for `hcexport mirror --no-fsync` (rclone's durability): what the barriers cost. */
+    "no-fsync-column": { type: "boolean", default: true },
     out: { type: "string", default: "bench-out" },
   },
   allowNegative: true,
@@ -62,21 +75,25 @@ const gcloudEnv = (s: Server): NodeJS.ProcessEnv => {
   return env;
 };
 
+// The installed command (bin/hcexport.js: V8's compile cache, the fast help-layout modules), as a user runs it.
+const hcexportMirror = (s: Server, prefix: string, dir: string, ...extra: string[]) =>
+  measure(process.execPath, [
+    launcher,
+    "mirror",
+    `gs://bench-bucket/${prefix}`,
+    dir,
+    "--emulator",
+    s.url,
+    ...(s.ca === undefined ? [] : ["--ca-cert", s.ca]),
+    "--concurrency",
+    String(C),
+    "--quiet",
+    ...extra,
+  ]);
+
 const tools = {
-  // The installed command (bin/hcexport.js: V8's compile cache, the fast help-layout modules), as a user runs it.
-  hcexport: (s: Server, prefix: string, dir: string) =>
-    measure(process.execPath, [
-      launcher,
-      "mirror",
-      `gs://bench-bucket/${prefix}`,
-      dir,
-      "--emulator",
-      s.url,
-      ...(s.ca === undefined ? [] : ["--ca-cert", s.ca]),
-      "--concurrency",
-      String(C),
-      "--quiet",
-    ]),
+  hcexport: (s: Server, prefix: string, dir: string) => hcexportMirror(s, prefix, dir),
+  "hcexport --no-fsync": (s: Server, prefix: string, dir: string) => hcexportMirror(s, prefix, dir, "--no-fsync"),
   rclone: (s: Server, prefix: string, dir: string) =>
     measure("rclone", [
       "copy",
@@ -97,6 +114,28 @@ const tools = {
     measure("gcloud", ["storage", "rsync", "-r", `gs://bench-bucket/${prefix}`, dir], gcloudEnv(s)),
 };
 type Tool = keyof typeof tools;
+/** A tool's working directory name. */
+const slug = (t: Tool) => t.replace(/[^a-z]+/g, "-");
+
+/** What one timed run cost: the tool's wall and CPU time, and the local cloud's CPU meanwhile. */
+interface Run extends Measured {
+  readonly serverCpu?: number;
+}
+
+/** One timed run of tool `t`, after the disk has settled (untimed `sync`), with the server's CPU time. */
+async function run(t: Tool, s: Server, prefix: string, dir: string): Promise<Run> {
+  settleDisk();
+  const before = processCpuSeconds(s.child.pid);
+  const m = await tools[t](s, prefix, dir);
+  const after = processCpuSeconds(s.child.pid);
+  return { ...m, ...(before === undefined || after === undefined ? {} : { serverCpu: after - before }) };
+}
+
+/** `user + sys s; cloud s` of a run: where its wall time could go on this machine's 2 cores. */
+const cpuCell = (r: Run | undefined) =>
+  r?.cpu === undefined
+    ? "?"
+    : `${r.cpu.user.toFixed(1)} + ${r.cpu.sys.toFixed(1)} s; cloud ${r.serverCpu?.toFixed(1) ?? "?"} s`;
 /** Rewrites `fraction` of the objects under a prefix with new bytes, through the real upload API. */
 async function changeSome(url: string, prefix: string, fraction: number): Promise<number> {
   const names: string[] = [];
@@ -136,24 +175,31 @@ async function coldCopy(
   serverArgs: readonly string[],
   n: number,
   selected: readonly Tool[],
-): Promise<{ row: string[]; result: Record<string, unknown> }> {
+): Promise<{ rows: string[][]; result: Record<string, unknown> }> {
   const server = await startServer(["--objects", String(n), "--size", values.size, "--prefix", "train", ...serverArgs]);
   try {
     const ca = server.ca === undefined ? undefined : readFileSync(server.ca, "utf8");
     const ceiling = await measureServeRate(server.url, "bench-bucket", "train", C, ca);
-    const times: Record<string, Measured> = {};
+    const times: Record<string, Run> = {};
     for (const t of selected) {
-      times[t] = await tools[t](server, "train", path.join(work, `${label}-${t}`));
+      const dir = path.join(work, `${slug(t)}-${label.replace(/\W+/g, "-")}`);
+      times[t] = await run(t, server, "train", dir);
       process.stderr.write(`${label}: ${t} ${times[t]!.seconds.toFixed(2)} s\n`);
-      await rm(path.join(work, `${label}-${t}`), { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true });
     }
     return {
-      row: [
-        `cold copy, ${n} × ${Math.round(Number(values.size) / 1000)} KB, ${label}`,
-        ...selected.map((t) => rate(n, secs(times[t]))),
-        rate(n, ceiling.seconds),
+      rows: [
+        [
+          `cold copy, ${n} × ${Math.round(Number(values.size) / 1000)} KB, ${label}`,
+          ...selected.map((t) => rate(n, secs(times[t]))),
+          rate(n, ceiling.seconds),
+        ],
+        [`↳ CPU (user + sys; local cloud)`, ...selected.map((t) => cpuCell(times[t])), "–"],
       ],
-      result: { seconds: Object.fromEntries(Object.entries(times).map(([t, m]) => [t, m.seconds])), ceiling },
+      result: {
+        runs: Object.fromEntries(Object.entries(times).map(([t, m]) => [t, { ...m, stdout: undefined }])),
+        ceiling,
+      },
     };
   } finally {
     await stopServer(server);
@@ -165,6 +211,7 @@ async function main(): Promise<void> {
   await mkdir(work, { recursive: true });
   const selected: Tool[] = [
     "hcexport",
+    ...(values["no-fsync-column"] ? (["hcexport --no-fsync"] as const) : []),
     ...(useRclone ? (["rclone"] as const) : []),
     ...(useGcloud ? (["gcloud"] as const) : []),
   ];
@@ -198,34 +245,45 @@ async function main(): Promise<void> {
   try {
     const ceiling = await measureServeRate(server.url, "bench-bucket", "train", C);
     results["ceiling"] = ceiling;
-    const cold: Record<string, number> = {};
-    const noop: Record<string, number> = {};
+    const cold: Record<string, Run> = {};
+    const noop: Record<string, Run> = {};
     for (const t of selected) {
-      cold[t] = (await tools[t](server, "train", path.join(work, t))).seconds;
-      noop[t] = (await tools[t](server, "train", path.join(work, t))).seconds;
-      process.stderr.write(`${t}: cold ${cold[t]!.toFixed(2)} s, no-op ${noop[t]!.toFixed(2)} s\n`);
+      cold[t] = await run(t, server, "train", path.join(work, slug(t)));
+      noop[t] = await run(t, server, "train", path.join(work, slug(t)));
+      process.stderr.write(`${t}: cold ${cold[t]!.seconds.toFixed(2)} s, no-op ${noop[t]!.seconds.toFixed(2)} s\n`);
     }
     const changedCount = await changeSome(server.url, "train", 0.01);
-    const changed: Record<string, number> = {};
-    for (const t of selected) changed[t] = (await tools[t](server, "train", path.join(work, t))).seconds;
-    results["small"] = { cold, noop, changed, changedCount };
-    rows.push([`cold copy, ${n} × ${sizeKB} KB`, ...selected.map((t) => rate(n, cold[t]!)), rate(n, ceiling.seconds)]);
-    rows.push([`no-op re-sync`, ...selected.map((t) => `${noop[t]!.toFixed(2)} s`), "–"]);
-    rows.push([`re-sync, ${changedCount} changed (1 %)`, ...selected.map((t) => `${changed[t]!.toFixed(2)} s`), "–"]);
+    const changed: Record<string, Run> = {};
+    for (const t of selected) changed[t] = await run(t, server, "train", path.join(work, slug(t)));
+    const strip = (r: Record<string, Run>) =>
+      Object.fromEntries(Object.entries(r).map(([t, m]) => [t, { ...m, stdout: undefined }]));
+    results["small"] = { cold: strip(cold), noop: strip(noop), changed: strip(changed), changedCount };
+    rows.push([
+      `cold copy, ${n} × ${sizeKB} KB`,
+      ...selected.map((t) => rate(n, cold[t]!.seconds)),
+      rate(n, ceiling.seconds),
+    ]);
+    rows.push([`↳ CPU (user + sys; local cloud)`, ...selected.map((t) => cpuCell(cold[t])), "–"]);
+    rows.push([`no-op re-sync`, ...selected.map((t) => `${noop[t]!.seconds.toFixed(2)} s`), "–"]);
+    rows.push([
+      `re-sync, ${changedCount} changed (1 %)`,
+      ...selected.map((t) => `${changed[t]!.seconds.toFixed(2)} s`),
+      "–",
+    ]);
   } finally {
     await stopServer(server);
   }
-  for (const t of selected) await rm(path.join(work, t), { recursive: true, force: true });
+  for (const t of selected) await rm(path.join(work, slug(t)), { recursive: true, force: true });
 
   // Realistic network: latency added to every response, then HTTPS.
   if (Number(values.latency) > 0) {
     const r = await coldCopy(`${values.latency} ms added per response`, ["--latency", values.latency], n, selected);
-    rows.push(r.row);
+    rows.push(...r.rows);
     results["latency"] = { latencyMs: Number(values.latency), ...r.result };
   }
   if (values.tls) {
     const r = await coldCopy("HTTPS", ["--tls"], n, selected);
-    rows.push(r.row);
+    rows.push(...r.rows);
     results["tls"] = r.result;
   }
 
@@ -235,11 +293,17 @@ async function main(): Promise<void> {
     server = await startServer(["--objects", String(big), "--size", values["big-size"], "--prefix", "big"]);
     try {
       const bigTools = selected.filter((t) => t !== "gcloud" || big * Number(values["big-size"]) <= 2 ** 30);
-      const times: Record<string, number> = {};
-      for (const t of bigTools) times[t] = (await tools[t](server, "big", path.join(work, `${t}-big`))).seconds;
+      const runs: Record<string, Run> = {};
+      for (const t of bigTools) runs[t] = await run(t, server, "big", path.join(work, `${slug(t)}-big`));
+      const times = Object.fromEntries(Object.entries(runs).map(([t, m]) => [t, m.seconds]));
       const ceiling = await measureServeRate(server.url, "bench-bucket", "big", Math.min(C, big));
       const mb = (big * Number(values["big-size"])) / 2 ** 20;
-      results["big"] = { objects: big, bytes: Number(values["big-size"]), times, ceiling };
+      results["big"] = {
+        objects: big,
+        bytes: Number(values["big-size"]),
+        runs: Object.fromEntries(Object.entries(runs).map(([t, m]) => [t, { ...m, stdout: undefined }])),
+        ceiling,
+      };
       rows.push([
         `cold copy, ${big} × ${Math.round(Number(values["big-size"]) / 2 ** 20)} MiB`,
         ...selected.map((t) =>
@@ -247,10 +311,11 @@ async function main(): Promise<void> {
         ),
         `${ceiling.seconds.toFixed(2)} s (${Math.round(ceiling.mibPerSecond)} MiB/s)`,
       ]);
+      rows.push([`↳ CPU (user + sys; local cloud)`, ...selected.map((t) => (runs[t] ? cpuCell(runs[t]) : "–")), "–"]);
     } finally {
       await stopServer(server);
     }
-    for (const t of selected) await rm(path.join(work, `${t}-big`), { recursive: true, force: true });
+    for (const t of selected) await rm(path.join(work, `${slug(t)}-big`), { recursive: true, force: true });
   }
 
   // Peak RSS of hcexport: a listing-only run (dry run), then a real mirror, each at two object counts.
@@ -312,7 +377,7 @@ async function main(): Promise<void> {
       .join(
         " ",
       )}. Date: ${results["date"] as string}. Concurrency ${C} for every tool (rclone: --transfers/--checkers ${C}; gcloud chooses its own).`,
-    `The local cloud runs in its own process; each tool runs as a separate process, one after the other. HTTPS: a generated CA (rclone --ca-cert, gcloud core/custom_ca_certs_file, hcexport --ca-cert, the raw client undici connect.ca).`,
+    `The local cloud runs in its own process; each tool runs as a separate process, one after the other, each after an untimed \`sync\` (no run waits on the writeback of the one before). "↳ CPU": the tool's user + system CPU seconds (GNU time) and the local cloud's over the same run (/proc/PID/stat); on 2 cores a run cannot take less wall time than half their sum. HTTPS: a generated CA (rclone --ca-cert, gcloud core/custom_ca_certs_file, hcexport --ca-cert, the raw client undici connect.ca).`,
     ``,
     `| ${rows[0]!.join(" | ")} |`,
     `|${rows[0]!.map(() => "---").join("|")}|`,
