@@ -131,6 +131,10 @@ async function run(t: Tool, s: Server, prefix: string, dir: string): Promise<Run
   return { ...m, ...(before === undefined || after === undefined ? {} : { serverCpu: after - before }) };
 }
 
+/** Runs by tool for results.json (without the commands' output). */
+const runsJson = (runs: Record<string, Run>) =>
+  Object.fromEntries(Object.entries(runs).map(([t, m]) => [t, { ...m, stdout: undefined }]));
+
 /** `user + sys s; cloud s` of a run: where its wall time could go on this machine's 2 cores. */
 const cpuCell = (r: Run | undefined) =>
   r?.cpu === undefined
@@ -197,7 +201,7 @@ async function coldCopy(
         [`↳ CPU (user + sys; local cloud)`, ...selected.map((t) => cpuCell(times[t])), "–"],
       ],
       result: {
-        runs: Object.fromEntries(Object.entries(times).map(([t, m]) => [t, { ...m, stdout: undefined }])),
+        runs: runsJson(times),
         ceiling,
       },
     };
@@ -255,9 +259,7 @@ async function main(): Promise<void> {
     const changedCount = await changeSome(server.url, "train", 0.01);
     const changed: Record<string, Run> = {};
     for (const t of selected) changed[t] = await run(t, server, "train", path.join(work, slug(t)));
-    const strip = (r: Record<string, Run>) =>
-      Object.fromEntries(Object.entries(r).map(([t, m]) => [t, { ...m, stdout: undefined }]));
-    results["small"] = { cold: strip(cold), noop: strip(noop), changed: strip(changed), changedCount };
+    results["small"] = { cold: runsJson(cold), noop: runsJson(noop), changed: runsJson(changed), changedCount };
     rows.push([
       `cold copy, ${n} × ${sizeKB} KB`,
       ...selected.map((t) => rate(n, cold[t]!.seconds)),
@@ -301,7 +303,7 @@ async function main(): Promise<void> {
       results["big"] = {
         objects: big,
         bytes: Number(values["big-size"]),
-        runs: Object.fromEntries(Object.entries(runs).map(([t, m]) => [t, { ...m, stdout: undefined }])),
+        runs: runsJson(runs),
         ceiling,
       };
       rows.push([
