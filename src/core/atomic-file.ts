@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import {
+  type BigIntStats,
   closeSync,
   constants,
   fstatSync,
@@ -28,6 +29,11 @@ export interface ExpectedContent {
   readonly crc32c?: string;
   /** base64 MD5, as GCS reports it */
   readonly md5?: string;
+}
+
+/** A written file's identity for a manifest (mtime in ms and ns, inode), from its `fstat`. */
+export function fileIdentity(st: BigIntStats): Pick<WrittenFile, "mtimeMs" | "mtimeNs" | "ino"> {
+  return { mtimeMs: Number(st.mtimeMs), mtimeNs: String(st.mtimeNs), ino: String(st.ino) };
 }
 
 export interface WrittenFile {
@@ -240,9 +246,7 @@ export async function stageFile(
       path: target,
       temp,
       relName,
-      mtimeMs: Number(st.mtimeMs),
-      mtimeNs: String(st.mtimeNs),
-      ino: String(st.ino),
+      ...fileIdentity(st),
       ...got,
     };
   } finally {
@@ -338,9 +342,7 @@ export async function stageVerified(
       temp,
       relName,
       bytes,
-      mtimeMs: Number(st.mtimeMs),
-      mtimeNs: String(st.mtimeNs),
-      ino: String(st.ino),
+      ...fileIdentity(st),
     };
   } finally {
     if (!staged) {

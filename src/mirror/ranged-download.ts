@@ -2,7 +2,7 @@ import { constants, fdatasync, writev as writevCb } from "node:fs";
 import { open, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { crc32c } from "@node-rs/crc32";
-import { tempNameFor, unwritten, type StagedFile } from "../core/atomic-file.ts";
+import { fileIdentity, tempNameFor, unwritten, type StagedFile } from "../core/atomic-file.ts";
 import { noteWritten } from "../core/barrier.ts";
 import { crc32cCombine } from "../core/crc32c-combine.ts";
 import { HcexportError, IntegrityError } from "../core/errors.ts";
@@ -209,9 +209,7 @@ async function attempt(
       temp,
       relName: rel,
       bytes: obj.size,
-      mtimeMs: Number(st.mtimeMs),
-      mtimeNs: String(st.mtimeNs),
-      ino: String(st.ino),
+      ...fileIdentity(st),
       crc32c: got,
     };
   } finally {
