@@ -1,11 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
-import os from "node:os";
+import { stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { crc32cBase64 } from "../../src/core/hashing.ts";
 import { check } from "../../src/mirror/check.ts";
-import { Manifest } from "../../src/mirror/manifest.ts";
+import type { Manifest } from "../../src/mirror/manifest.ts";
+import { withManifestDest } from "../support/manifest-dest.ts";
 import type { RemoteObject } from "../../src/mirror/ports.ts";
 
 const bytes = Buffer.from("the real object bytes, 40 of them.......");
@@ -18,16 +18,7 @@ const obj = (extra: Partial<RemoteObject> = {}): RemoteObject => ({
 });
 const file = { rel: "f.dcm", type: "file" as const };
 
-async function withDest(fn: (dest: string, m: Manifest) => Promise<void>): Promise<void> {
-  const dest = await mkdtemp(path.join(os.tmpdir(), "hcx-check-"));
-  const m = Manifest.open(dest);
-  try {
-    await fn(dest, m);
-  } finally {
-    m.close();
-    await rm(dest, { recursive: true, force: true });
-  }
-}
+const withDest = (fn: (dest: string, m: Manifest) => Promise<void>) => withManifestDest("hcx-check-", fn);
 
 test("check stage: nothing on disk → download, unhashed", async () => {
   await withDest(async (dest, m) => {

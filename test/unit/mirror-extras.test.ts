@@ -1,29 +1,20 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import os from "node:os";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { tempNameFor } from "../../src/core/atomic-file.ts";
 import { systemClock, type Clock } from "../../src/core/clock.ts";
 import { handleExtra } from "../../src/mirror/extras.ts";
-import { Manifest } from "../../src/mirror/manifest.ts";
+import type { Manifest } from "../../src/mirror/manifest.ts";
+import { withManifestDest } from "../support/manifest-dest.ts";
 import type { MirrorEvent, MirrorOptions } from "../../src/mirror/mirror-types.ts";
 import type { RemoteSource } from "../../src/mirror/ports.ts";
 import { MirrorTally } from "../../src/mirror/tally.ts";
 
 const noSource = {} as RemoteSource;
 
-async function withDest(fn: (dest: string, m: Manifest) => Promise<void>): Promise<void> {
-  const dest = await mkdtemp(path.join(os.tmpdir(), "hcx-extras-"));
-  const m = Manifest.open(dest);
-  try {
-    await fn(dest, m);
-  } finally {
-    m.close();
-    await rm(dest, { recursive: true, force: true });
-  }
-}
+const withDest = (fn: (dest: string, m: Manifest) => Promise<void>) => withManifestDest("hcx-extras-", fn);
 
 test("extras stage: our own live temp files are kept while young, removed once stale", async () => {
   await withDest(async (dest, m) => {
