@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import {
   type BigIntStats,
+  type Stats,
   closeSync,
   constants,
   fstatSync,
@@ -81,19 +82,7 @@ export class DirectoryGuard {
         () => true,
         (e: NodeJS.ErrnoException) => (e.code === "EEXIST" ? false : Promise.reject(e)),
       );
-      if (!made) {
-        const st = await lstat(dir);
-        if (st.isSymbolicLink())
-          throw new UnsafeNameError(
-            remoteName,
-            `'${path.relative(this.root, dir)}' is a symlink in the destination; refusing to follow it`,
-          );
-        if (!st.isDirectory())
-          throw new UnsafeNameError(
-            remoteName,
-            `'${path.relative(this.root, dir)}' exists as a file, so it cannot also be a directory`,
-          );
-      }
+      if (!made) this.#refuseUnlessDirectory(dir, await lstat(dir), remoteName);
       this.#verified.add(dir);
     }
     return dir;
@@ -116,21 +105,25 @@ export class DirectoryGuard {
         mkdirSync(dir);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-        const st = lstatSync(dir);
-        if (st.isSymbolicLink())
-          throw new UnsafeNameError(
-            remoteName,
-            `'${path.relative(this.root, dir)}' is a symlink in the destination; refusing to follow it`,
-          );
-        if (!st.isDirectory())
-          throw new UnsafeNameError(
-            remoteName,
-            `'${path.relative(this.root, dir)}' exists as a file, so it cannot also be a directory`,
-          );
+        this.#refuseUnlessDirectory(dir, lstatSync(dir), remoteName);
       }
       this.#verified.add(dir);
     }
     return dir;
+  }
+
+  /** An existing component must be a real directory: a symlink or a file there is refused. */
+  #refuseUnlessDirectory(dir: string, st: Stats, remoteName: string): void {
+    if (st.isSymbolicLink())
+      throw new UnsafeNameError(
+        remoteName,
+        `'${path.relative(this.root, dir)}' is a symlink in the destination; refusing to follow it`,
+      );
+    if (!st.isDirectory())
+      throw new UnsafeNameError(
+        remoteName,
+        `'${path.relative(this.root, dir)}' exists as a file, so it cannot also be a directory`,
+      );
   }
 }
 
