@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
@@ -63,6 +64,58 @@ describe("walkLocal (synchronous reads)", () => {
       assert.equal(seen.length, 2);
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+  it("valid UTF-8 names come back decoded, in byte order (not UTF-16 order), directories as `name/`", async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-walk-utf8-"));
+    try {
+      // U+FF01 is EF BC 81 and U+1F600 is F0 9F 98 80: byte order puts U+FF01 first, UTF-16
+      // order (0xFF01 against the surrogate 0xD83D) the emoji. `a-b` (0x2d) sorts before `a/`.
+      for (const f of ["\u{1F600}", "\uFF01", "z", "a-b", "caf\u00e9"]) writeFileSync(path.join(dir, f), "");
+      mkdirSync(path.join(dir, "a"));
+      writeFileSync(path.join(dir, "a", "\u00e9t\u00e9"), "");
+      const walked: LocalEntry[] = [];
+      for await (const e of walkLocal(dir)) walked.push(e);
+      assert.deepEqual(
+        walked.map((e) => e.rel),
+        ["a-b", "a/\u00e9t\u00e9", "caf\u00e9", "z", "\uFF01", "\u{1F600}"],
+      );
+      assert.ok(walked.every((e) => e.raw === undefined && e.type === "file"));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("an error of a directory's read reaches the caller with its code, syscall and path, after what came before it", async () => {
+    // A path longer than PATH_MAX (4,096 bytes), made by relative mkdirs: its readdir fails
+    // with ENAMETOOLONG even for root, for whom permissions would not.
+    const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-walk-error-"));
+    const cwd = process.cwd();
+    const seg = "n".repeat(250);
+    try {
+      writeFileSync(path.join(dir, "a-first"), "");
+      process.chdir(dir);
+      for (let i = 0; i < 18; i++) {
+        mkdirSync(seg);
+        process.chdir(seg);
+      }
+      process.chdir(cwd);
+      const seen: string[] = [];
+      await assert.rejects(
+        async () => {
+          for await (const e of walkLocal(dir)) seen.push(e.rel);
+        },
+        (err: NodeJS.ErrnoException) => {
+          assert.equal(err.code, "ENAMETOOLONG");
+          assert.equal(err.syscall, "scandir");
+          assert.ok(err.path?.startsWith(dir), err.path);
+          return true;
+        },
+      );
+      assert.deepEqual(seen, ["a-first"]);
+    } finally {
+      process.chdir(cwd);
+      execFileSync("rm", ["-rf", dir]);
     }
   });
 });
