@@ -4,6 +4,9 @@
  * point above U+FFFF) meets a code unit ≥ U+E000, so those two ranges are swapped.
  */
 export function compareUtf8(a: string, b: string): number {
+  // Below U+D800 the two orders agree, and the engine's own comparison is several times faster
+  // than this loop (SIIM-shaped names share a 35-character prefix).
+  if (!HIGH.test(a) && !HIGH.test(b)) return a < b ? -1 : a > b ? 1 : 0;
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) {
     const ca = a.charCodeAt(i);
@@ -12,6 +15,8 @@ export function compareUtf8(a: string, b: string): number {
   }
   return a.length - b.length;
 }
+
+const HIGH = /[\ud800-\uffff]/;
 
 function fix(c: number): number {
   if (c >= 0xd800 && c <= 0xdfff) return c + 0x2000;
