@@ -8,7 +8,14 @@ import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud
 import { noFaults, type FaultConfig } from "../../src/emulator/types.ts";
 import { listFiles } from "../support/chaos.ts";
 import { startPty, ptySkip, type PtyExit } from "../support/pty.ts";
-import { demoConfig, lockPresent, SPINNER_FRAME, STOP_BOUND_MS, tempFiles } from "../support/pty-fixtures.ts";
+import {
+  demoConfig,
+  lockPresent,
+  SPINNER_FRAME,
+  STOP_BOUND_MS,
+  tempFiles,
+  withoutEchoRow,
+} from "../support/pty-fixtures.ts";
 
 /**
  * Issue #10, finding 1, for the commands besides `run`: Ctrl-C and SIGTERM during `mirror`,
@@ -75,7 +82,7 @@ describe("Ctrl-C and SIGTERM during mirror, dicomweb pull and fhir get", { skip 
       new RegExp(`error: interrupted by ${how === "C-c" ? "SIGINT \\(Ctrl-C\\)" : "SIGTERM"}: stopped cleanly`),
       where,
     );
-    assert.doesNotMatch(stopped.screen, SPINNER_FRAME, where);
+    assert.doesNotMatch(withoutEchoRow(stopped.screen), SPINNER_FRAME, where);
     assert.deepEqual(await tempFiles(cwd), [], where);
     const again = await startPty(args, { cwd });
     const rerun = await again.exited(30_000).finally(() => again.close());

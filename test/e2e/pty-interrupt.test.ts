@@ -7,7 +7,14 @@ import { SIIM_TEST_STORE, SIIM_TRAIN_STORE } from "../../src/emulator/dataset/si
 import { startLocalCloud, type LocalCloud } from "../../src/emulator/local-cloud.ts";
 import { noFaults, type FaultConfig } from "../../src/emulator/types.ts";
 import { startPty, ptySkip, type PtyExit } from "../support/pty.ts";
-import { demoConfig, lockPresent, SPINNER_FRAME, STOP_BOUND_MS, tempFiles } from "../support/pty-fixtures.ts";
+import {
+  demoConfig,
+  lockPresent,
+  SPINNER_FRAME,
+  STOP_BOUND_MS,
+  tempFiles,
+  withoutEchoRow,
+} from "../support/pty-fixtures.ts";
 
 /**
  * Issue #10, finding 1: Ctrl-C (SIGINT from the terminal) and SIGTERM (to the pid, as a
@@ -128,7 +135,7 @@ describe("Ctrl-C and SIGTERM during each step of run", { skip, concurrency: 2 },
         assert.match(exit.screen, /fix: run the same command again to resume where it stopped/);
         // The engine ends the interrupted step (any lane of it) with ✖ and the interruption.
         assert.match(exit.screen, new RegExp(`✖ ${step}(?: \\w+)?: `), where);
-        assert.doesNotMatch(exit.screen, SPINNER_FRAME, where);
+        assert.doesNotMatch(withoutEchoRow(exit.screen), SPINNER_FRAME, where);
         assert.deepEqual(await tempFiles(path.join(dir, "out")), [], where);
         assert.equal(await lockPresent(stateDir), false, `the lock is left after ${how} at ${step}`);
         // `status` and the report tell the interruption from a failure.
