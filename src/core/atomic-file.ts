@@ -112,6 +112,24 @@ export class DirectoryGuard {
     return dir;
   }
 
+  /**
+   * Whether every directory of `segments` below the root already exists as a real directory,
+   * without creating any: false as soon as one is missing, a symlink or not a directory (the
+   * write path then creates it or refuses it, with `ensure`). What it finds is remembered like
+   * what `ensure` made, in the same bounded set.
+   */
+  existsSync(segments: readonly string[]): boolean {
+    let dir = this.root;
+    for (const seg of segments) {
+      dir = path.join(dir, seg);
+      if (this.#verified.has(dir)) continue;
+      const st = lstatSync(dir, { throwIfNoEntry: false });
+      if (st === undefined || !st.isDirectory()) return false;
+      this.#verified.add(dir);
+    }
+    return true;
+  }
+
   /** An existing component must be a real directory: a symlink or a file there is refused. */
   #refuseUnlessDirectory(dir: string, st: Stats, remoteName: string): void {
     if (st.isSymbolicLink())
@@ -373,8 +391,21 @@ const MAX_NAME_BYTES = 255;
  * land. The name is cut at a code point boundary; the marker stays, so sweeps recognise it.
  */
 export function tempNameFor(finalName: string): string {
-  const suffix = `${TEMP_MARKER}${TEMP_ID}-${++tempCounter}`;
+  const suffix = writerTag();
   return `.${truncateUtf8(finalName, MAX_NAME_BYTES - 1 - Buffer.byteLength(suffix))}${suffix}`;
+}
+
+/**
+ * The marker, this process's writer id and a fresh counter, as every temp name ends: anything
+ * else named with it (a manifest's run row) can be judged by {@link tempWriterGone} too.
+ */
+export function writerTag(): string {
+  return `${TEMP_MARKER}${TEMP_ID}-${++tempCounter}`;
+}
+
+/** Whether `name` carries a {@link writerTag} of this very process. */
+export function taggedByThisProcess(name: string): boolean {
+  return name.includes(`${TEMP_MARKER}${TEMP_ID}-`);
 }
 
 /** The longest prefix of `s` (whole code points) that is at most `maxBytes` in UTF-8. */

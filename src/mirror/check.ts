@@ -1,5 +1,6 @@
 import path from "node:path";
 import { hashLocal, statLocal } from "./local-io.ts";
+import type { ProbedEntry } from "./local-probe.ts";
 import type { LocalEntry } from "./local-walk.ts";
 import { manifestEntry, type Manifest, type ManifestEntry } from "./manifest.ts";
 import { decide, sameContent, type Accepted } from "./plan.ts";
@@ -17,18 +18,18 @@ export type CheckOutcome =
   | { readonly kind: "download"; readonly hashed: boolean };
 
 /**
- * The check stage (rclone's checkers): stat the local file the walk saw (if any), look up its
- * manifest row, decide (plan.ts `decide`), and hash the file when the manifest cannot vouch for
- * it. Reads only; never writes.
+ * The check stage (rclone's checkers): stat the local file the walk saw (if any; a probe has
+ * already), look up its manifest row, decide (plan.ts `decide`), and hash the file when the
+ * manifest cannot vouch for it. Reads only; never writes.
  */
 export async function check(
   { rel, obj }: Accepted,
-  local: LocalEntry | undefined,
+  local: LocalEntry | ProbedEntry | undefined,
   dest: string,
   manifest: Manifest,
 ): Promise<CheckOutcome> {
   const file = path.join(dest, rel);
-  const state = local === undefined ? undefined : await statLocal(file, local.type);
+  const state = local === undefined ? undefined : "state" in local ? local.state : await statLocal(file, local.type);
   const entry = state === undefined ? undefined : manifest.get(rel);
   const d = decide(obj, state, entry);
   if (d.action === "refuse") return { kind: "refuse", reason: d.reason };

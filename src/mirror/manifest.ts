@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, renameSync } from "node:fs";
 import path from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { taggedByThisProcess, tempWriterGone, writerTag } from "../core/atomic-file.ts";
 import { RESERVED_DIR } from "../core/safe-path.ts";
 import type { RemoteObject } from "./ports.ts";
 
@@ -37,6 +38,18 @@ export function manifestEntry(
   };
 }
 
+/** The `sessions` row that says a run has ended cleanly at least once (open runs have their own rows). */
+const CLEAN_END = "clean-end";
+
+/** Run rows of this process whose manifest is still open (a library caller may run several). */
+const openRuns = new Set<string>();
+
+/** Whether the run that wrote row `id` is certainly over: this process's and closed, or a dead pid of this host. */
+function runGone(id: string): boolean {
+  if (openRuns.has(id)) return false;
+  return taggedByThisProcess(id) || tempWriterGone(id);
+}
+
 /** Puts are committed in transactions of this many (or on `flush`). */
 const BATCH = 512;
 
@@ -45,7 +58,8 @@ const BATCH = 512;
  * generation, digests and the local file's identity. Lookups go to disk, so memory stays flat at
  * millions of entries; puts are batched into transactions. A kill -9 loses at most the last
  * uncommitted batch, and those files are then re-hashed (not re-downloaded) on the next run.
- * Also holds the run's pending deletes, so they never sit in memory.
+ * Also holds the run's pending deletes, so they never sit in memory, and the runs that have not
+ * ended cleanly (`sessions`), which decide whether a re-sync must walk the destination.
  */
 export class Manifest {
   readonly file: string;
@@ -55,6 +69,8 @@ export class Manifest {
   readonly #del: StatementSync | undefined;
   readonly #addExtra: StatementSync | undefined;
   #inTx = 0;
+  /** This run's row in `sessions` (see {@link beginRun}), until {@link endRun}. */
+  #session: string | undefined;
 
   private constructor(file: string, db: DatabaseSync, readOnly: boolean) {
     this.file = file;
@@ -201,6 +217,66 @@ export class Manifest {
     return Number((this.#db.prepare("SELECT count(*) AS n FROM pending_delete").get() as { n: number }).n);
   }
 
+  /**
+   * Records that a run writing into the destination has started, durably (one synchronous commit,
+   * before any temp file exists), and says whether every run before it ended cleanly: a run that
+   * was killed, lost power or threw leaves its row, so the next run walks the destination to sweep
+   * what it left (its temp files). A manifest that never saw a clean end (new, reset, or from
+   * before this table) counts as not clean. A read-only manifest only answers.
+   */
+  beginRun(): { readonly previousClean: boolean } {
+    if (!this.#hasSessions()) return { previousClean: false };
+    const rows = this.#db.prepare("SELECT id FROM sessions").all() as Array<{ id: string }>;
+    const previousClean = rows.some((r) => r.id === CLEAN_END) && rows.every((r) => r.id === CLEAN_END);
+    if (this.#put === undefined) return { previousClean };
+    this.flush();
+    // Named like a temp file's writer, so that a later run can tell when its process is gone.
+    const id = `run${writerTag()}`;
+    // Durable before the first temp file: with synchronous=NORMAL a WAL commit is not fsynced.
+    this.#db.exec("PRAGMA synchronous = FULL");
+    try {
+      this.#db.prepare("INSERT INTO sessions (id) VALUES (?)").run(id);
+    } finally {
+      this.#db.exec("PRAGMA synchronous = NORMAL");
+    }
+    this.#session = id;
+    openRuns.add(id);
+    return { previousClean };
+  }
+
+  /**
+   * Marks this run's end as clean (every temp file it made is renamed or removed). After a walk
+   * that left no temp file behind, the rows of runs whose process is certainly gone (this host,
+   * pid not running; or this process's, closed) are cleared too, since the walk swept what they
+   * left; a row of a run that may still be going (another host, a live pid) stays.
+   */
+  endRun(options: { readonly swept?: boolean; readonly writerGone?: (id: string) => boolean } = {}): void {
+    if (this.#session === undefined || this.#put === undefined) return;
+    const gone = options.writerGone ?? runGone;
+    this.flush();
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      const del = this.#db.prepare("DELETE FROM sessions WHERE id = ?");
+      del.run(this.#session);
+      if (options.swept === true)
+        for (const { id } of this.#db.prepare("SELECT id FROM sessions").all() as Array<{ id: string }>)
+          if (id !== CLEAN_END && gone(id)) del.run(id);
+      this.#db.prepare("INSERT OR IGNORE INTO sessions (id) VALUES (?)").run(CLEAN_END);
+      this.#db.exec("COMMIT");
+    } catch (err) {
+      if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      throw err;
+    }
+    openRuns.delete(this.#session);
+    this.#session = undefined;
+  }
+
+  #hasSessions(): boolean {
+    return (
+      this.#db.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sessions'").get() !== undefined
+    );
+  }
+
   /** Commits the open batch. */
   flush(): void {
     if (this.#inTx > 0 && this.#db.isOpen) {
@@ -212,6 +288,7 @@ export class Manifest {
   }
 
   close(): void {
+    if (this.#session !== undefined) openRuns.delete(this.#session);
     if (!this.#db.isOpen) return;
     try {
       this.flush();
@@ -247,7 +324,8 @@ function createSchema(db: DatabaseSync): void {
   db.exec(`CREATE TABLE IF NOT EXISTS files (
     name TEXT PRIMARY KEY, size INTEGER NOT NULL, generation TEXT NOT NULL, crc32c TEXT, md5 TEXT, etag TEXT, mtime_ns TEXT NOT NULL, ino TEXT NOT NULL
   ) WITHOUT ROWID;
-  CREATE TABLE IF NOT EXISTS pending_delete (name PRIMARY KEY) WITHOUT ROWID`);
+  CREATE TABLE IF NOT EXISTS pending_delete (name PRIMARY KEY) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY) WITHOUT ROWID`);
   // Manifests written before the etag column: add it (NULL = unknown).
   const columns = db.prepare("PRAGMA table_info(files)").all() as Array<{ name: string }>;
   if (!columns.some((c) => c.name === "etag")) db.exec("ALTER TABLE files ADD COLUMN etag TEXT");

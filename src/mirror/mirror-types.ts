@@ -117,6 +117,11 @@ export interface MirrorSummary {
   deleteSkipped?: string;
   /** False when the listing or the local walk stopped early (then nothing is deleted). */
   complete: boolean;
+  /**
+   * Whether the destination was walked: with `delete`, or when a run before this one did not end
+   * cleanly (its temp files are swept). Otherwise each listed name was probed with `lstat` alone.
+   */
+  walked: boolean;
   /** The first 100 failures and refusals, with reasons. */
   failures: Array<{ name: string; reason: string }>;
   /** Set when the destination stopped taking files (full, over quota, read-only): the run stopped there. */

@@ -8,7 +8,8 @@ import { CommitQueue } from "./commit-queue.ts";
 import { defaultBudgetMs, type DownloadContext } from "./download.ts";
 import { handleExtra } from "./extras.ts";
 import { listAccepted, placeholderDirectory } from "./listing.ts";
-import { walkLocal } from "./local-walk.ts";
+import { probeLocal } from "./local-probe.ts";
+import { walkLocal, type LocalEntry } from "./local-walk.ts";
 import { Manifest } from "./manifest.ts";
 import { EmptySourceError, type MirrorOptions, type MirrorSummary } from "./mirror-types.ts";
 import { NameFilter, march } from "./plan.ts";
@@ -57,6 +58,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   });
   const tally = new MirrorTally(emit, clock, dryRun ? () => {} : () => manifest.flush());
   const s = tally.s;
+  let tempsLeft = false;
   const ctx: DownloadContext = {
     source: options.source,
     bucket: options.bucket,
@@ -99,14 +101,21 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
 
   try {
     try {
-      for await (const pair of march(listing, walkLocal(options.dest, signal))) {
+      // rclone's --no-traverse, when nothing needs the destination-only files: no --delete, and
+      // every run before this one ended cleanly, so no temp file of ours can be there to sweep.
+      s.walked = options.delete === true || !manifest.beginRun().previousClean;
+      const local = s.walked ? walkLocal(options.dest, signal) : noEntries();
+      for await (const pair of march(listing, local)) {
         signal?.throwIfAborted();
         if (tally.stopped) break;
         if (pair.remote === undefined) {
-          if (await handleExtra(pair.local, listPrefix, options, manifest, tally, clock)) pendingDeletes++;
+          const done = await handleExtra(pair.local, listPrefix, options, manifest, tally, clock);
+          if (done === "pending-delete") pendingDeletes++;
+          else if (done === "temp-left") tempsLeft = true;
         } else {
-          const { remote, local } = pair;
-          await pool.run(() => transferOne(remote, local, ctx, manifest, queue, tally, dryRun));
+          const { remote } = pair;
+          const found = s.walked ? pair.local : probeLocal(ctx.guard, remote.rel);
+          await pool.run(() => transferOne(remote, found, ctx, manifest, queue, tally, dryRun));
         }
       }
     } catch (err) {
@@ -127,6 +136,17 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
       throw new EmptySourceError(`gs://${options.bucket}/${listPrefix}`);
     if (options.delete === true && pendingDeletes > 0 && !dryRun)
       await applyDeletes(manifest, options, s, pendingDeletes, emit);
+    // Every temp file this run made is renamed or removed by now (a failed download removes its
+    // own); one it found and had to leave (a live writer's) keeps the next run walking. A walk
+    // that left none also clears the rows of dead runs it swept after.
+    if (!dryRun && !tempsLeft && s.complete && s.destinationFault === undefined) {
+      try {
+        manifest.endRun({ swept: s.walked });
+      } catch (err) {
+        // Not recorded (a full disk): the next run walks, which is only slower.
+        if (!tally.destination(err)) throw err;
+      }
+    }
   } finally {
     // In-flight work is committed even when aborting: its temp files are verified.
     await settle().catch(() => {});
@@ -137,3 +157,6 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   emit({ kind: "mirror.done", summary: s });
   return s;
 }
+
+/** The destination side when it is not walked: nothing but what the probe finds per name. */
+async function* noEntries(): AsyncGenerator<LocalEntry> {}

@@ -23,6 +23,7 @@ export function emptySummary(): MirrorSummary {
     wouldDownload: 0,
     wouldDelete: 0,
     complete: true,
+    walked: true,
     failures: [],
   };
 }

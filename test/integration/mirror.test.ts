@@ -327,9 +327,103 @@ describe("kill -9 mid-run", () => {
       staleTempMs: 0,
     });
     assert.equal(s.failed + s.refused, 0);
+    assert.equal(s.walked, true, "the killed run's session row makes the next run walk (and sweep)");
     assert.equal(s.downloaded, 300 - landed, `only the missing files are fetched (hashed ${s.hashed})`);
     assert.equal(emu.requests.mediaGets(), s.downloaded);
     await assertMirrored(dir);
+  });
+});
+
+describe("a re-sync after a clean run probes each name instead of walking DIR", () => {
+  const run = (dir: string, extra: Partial<Parameters<typeof mirror>[0]> = {}) =>
+    mirror({ source: source(), bucket: B, prefix: "train", dest: dir, retry: fastRetry, ...extra });
+
+  test("walks only when it must: a new manifest, --delete, a run that did not end cleanly", async () => {
+    const dir = path.join(tmp, "probe");
+    assert.equal((await run(dir)).walked, true, "a new manifest has never seen a clean end");
+    emu.requests.clear();
+    const noop = await run(dir);
+    assert.deepEqual([noop.walked, noop.downloaded, noop.skipped, noop.hashed], [false, 0, 300, 0]);
+    assert.equal(emu.requests.mediaGets(), 0);
+    // A changed local file and a deleted one are found by the probe alone.
+    const [first, second] = [...objects.keys()].map((n) => n.slice("train/".length));
+    await writeFile(path.join(dir, first!), "edited by hand");
+    await rm(path.join(dir, second!));
+    const repaired = await run(dir);
+    assert.deepEqual([repaired.walked, repaired.downloaded, repaired.skipped], [false, 2, 298]);
+    await assertMirrored(dir);
+
+    // With --delete the walk is needed (destination-only files): it finds and deletes the extra.
+    await writeFile(path.join(dir, "extra.dcm"), "not in the bucket");
+    const kept = await run(dir);
+    assert.equal(kept.walked, false);
+    assert.equal(await readFile(path.join(dir, "extra.dcm"), "utf8"), "not in the bucket");
+    const deleted = await run(dir, { delete: true });
+    assert.deepEqual([deleted.walked, deleted.deleted], [true, 1]);
+    await assertMirrored(dir);
+
+    // An interrupted run leaves its row: the next one walks, and the one after it probes again.
+    const controller = new AbortController();
+    await writeFile(path.join(dir, first!), "edited again");
+    await assert.rejects(
+      run(dir, {
+        signal: controller.signal,
+        onEvent: (e) => {
+          if (e.kind === "mirror.start") controller.abort(new Error("interrupted"));
+        },
+      }),
+    );
+    const after = await run(dir);
+    assert.deepEqual([after.walked, after.downloaded], [true, 1]);
+    assert.equal((await run(dir)).walked, false);
+    await assertMirrored(dir);
+  });
+
+  test("a symlinked parent planted after a clean run is refused, never followed", async () => {
+    const dir = path.join(tmp, "probe-link", "dest");
+    const outside = path.join(tmp, "probe-link", "outside");
+    await run(dir);
+    const victims = [...objects.keys()].filter((n) => n.startsWith("train/s3/")).map((n) => n.slice("train/".length));
+    // The same tree outside, with same-size files of other bytes: a followed link would hash them.
+    for (const rel of victims) {
+      await mkdir(path.dirname(path.join(outside, rel)), { recursive: true });
+      await writeFile(path.join(outside, rel), Buffer.alloc(objects.get(`train/${rel}`)!.length, 0x5a));
+    }
+    await rm(path.join(dir, "s3"), { recursive: true });
+    await symlink(path.join(outside, "s3"), path.join(dir, "s3"));
+    emu.requests.clear();
+    const s = await run(dir);
+    assert.equal(s.walked, false);
+    assert.deepEqual([s.refused, s.failed, s.hashed, s.skipped], [victims.length, 0, 0, 300 - victims.length]);
+    for (const f of s.failures) assert.match(f.reason, /symlink/, f.name);
+    for (const rel of victims)
+      assert.deepEqual(
+        await readFile(path.join(outside, rel)),
+        Buffer.alloc(objects.get(`train/${rel}`)!.length, 0x5a),
+      );
+  });
+
+  test("through the CLI: --json reports whether the destination was walked", async () => {
+    const dir = path.join(tmp, "probe-cli");
+    const walkedOf = async (): Promise<unknown> => {
+      const child = spawn(
+        process.execPath,
+        ["src/cli/main.ts", "mirror", `gs://${B}/train`, dir, "--emulator", emu.baseUrl, "--json"],
+        { stdio: ["ignore", "pipe", "inherit"] },
+      );
+      let out = "";
+      child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+      const code = await new Promise((r) => child.once("exit", r));
+      assert.equal(code, 0, out);
+      const done = out
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as { kind: string; summary?: { walked: boolean; skipped: number } })
+        .find((e) => e.kind === "mirror.done");
+      return [done?.summary?.walked, done?.summary?.skipped];
+    };
+    assert.deepEqual(await walkedOf(), [true, 0]);
+    assert.deepEqual(await walkedOf(), [false, 300]);
   });
 });
 

@@ -27,10 +27,10 @@ test("extras stage: our own live temp files are kept while young, removed once s
       systemClock,
       () => {},
     );
-    assert.equal(await handleExtra({ rel: temp, type: "temp" }, "p/", opts, m, tally, systemClock), false);
+    assert.equal(await handleExtra({ rel: temp, type: "temp" }, "p/", opts, m, tally, systemClock), "temp-left");
     assert.ok(existsSync(path.join(dest, temp)), "a young temp of a live writer stays");
     const later: Clock = { ...systemClock, now: () => Date.now() + 61_000 };
-    await handleExtra({ rel: temp, type: "temp" }, "p/", opts, m, tally, later);
+    assert.equal(await handleExtra({ rel: temp, type: "temp" }, "p/", opts, m, tally, later), "none");
     assert.ok(!existsSync(path.join(dest, temp)), "a stale one is removed");
   });
 });
@@ -46,9 +46,10 @@ test("extras stage: a dead writer's temp is removed at once; a dry run removes n
       systemClock,
       () => {},
     );
-    await handleExtra({ rel: dead, type: "temp" }, "p/", { ...opts, dryRun: true }, m, tally, systemClock);
+    const dry = await handleExtra({ rel: dead, type: "temp" }, "p/", { ...opts, dryRun: true }, m, tally, systemClock);
+    assert.equal(dry, "temp-left");
     assert.ok(existsSync(path.join(dest, dead)));
-    await handleExtra({ rel: dead, type: "temp" }, "p/", opts, m, tally, systemClock);
+    assert.equal(await handleExtra({ rel: dead, type: "temp" }, "p/", opts, m, tally, systemClock), "none");
     assert.ok(!existsSync(path.join(dest, dead)));
   });
 });
@@ -63,11 +64,14 @@ test("extras stage: other files are pending deletes only with --delete (and in a
     );
     const opts: MirrorOptions = { source: noSource, bucket: "b", prefix: "p", dest };
     const local = { rel: "old.dcm", type: "file" as const };
-    assert.equal(await handleExtra(local, "p/", opts, m, tally, systemClock), false);
+    assert.equal(await handleExtra(local, "p/", opts, m, tally, systemClock), "none");
     assert.equal(m.pendingDeleteCount(), 0);
-    assert.equal(await handleExtra(local, "p/", { ...opts, delete: true }, m, tally, systemClock), true);
+    assert.equal(await handleExtra(local, "p/", { ...opts, delete: true }, m, tally, systemClock), "pending-delete");
     assert.deepEqual([...m.pendingDeletes()], ["old.dcm"]);
-    assert.equal(await handleExtra(local, "p/", { ...opts, delete: true, dryRun: true }, m, tally, systemClock), true);
+    assert.equal(
+      await handleExtra(local, "p/", { ...opts, delete: true, dryRun: true }, m, tally, systemClock),
+      "pending-delete",
+    );
     assert.equal(tally.s.wouldDelete, 1);
     assert.deepEqual(events, [{ kind: "mirror.delete", path: "old.dcm", action: "would-delete" }]);
   });
