@@ -53,6 +53,14 @@ export interface WrittenFile {
  * Remembers directories already verified to be real directories (not symlinks) inside a root,
  * so that a mirror of 10,000 files does not lstat the same parents 10,000 times.
  */
+/**
+ * `path.join(dir, seg)` for a checked name segment (no `/`, `.`, `..` or empty one), without the
+ * normalisation pass: the guard builds two or three of these per file.
+ */
+function childOf(dir: string, seg: string): string {
+  return dir.endsWith(path.sep) ? dir + seg : `${dir}${path.sep}${seg}`;
+}
+
 export class DirectoryGuard {
   readonly root: string;
   /** Directories made or checked (bounded: memory flat in the object count; a forgotten one is re-checked). */
@@ -74,7 +82,7 @@ export class DirectoryGuard {
     }
     let dir = this.root;
     for (const seg of segments) {
-      dir = path.join(dir, seg);
+      dir = childOf(dir, seg);
       if (this.#verified.has(dir)) continue;
       // mkdir first: in a fresh mirror nearly every directory is new, and a directory we just
       // created cannot be a symlink. Only an existing entry needs the lstat check.
@@ -99,7 +107,7 @@ export class DirectoryGuard {
     }
     let dir = this.root;
     for (const seg of segments) {
-      dir = path.join(dir, seg);
+      dir = childOf(dir, seg);
       if (this.#verified.has(dir)) continue;
       try {
         mkdirSync(dir);
@@ -121,7 +129,7 @@ export class DirectoryGuard {
   existsSync(segments: readonly string[]): boolean {
     let dir = this.root;
     for (const seg of segments) {
-      dir = path.join(dir, seg);
+      dir = childOf(dir, seg);
       if (this.#verified.has(dir)) continue;
       const st = lstatSync(dir, { throwIfNoEntry: false });
       if (st === undefined || !st.isDirectory()) return false;

@@ -5,8 +5,11 @@
  * costs the caller a re-check.
  */
 export class RecentSet<T> {
-  readonly #max: number;
   readonly #members = new Set<T>();
+  /** Members in the order added, as a ring: the slot at `#next` holds the oldest once it is full. */
+  readonly #ring: T[] = [];
+  readonly #max: number;
+  #next = 0;
 
   constructor(max: number) {
     if (!(Number.isInteger(max) && max >= 1)) throw new RangeError(`RecentSet size must be ≥ 1, got ${max}`);
@@ -19,8 +22,11 @@ export class RecentSet<T> {
 
   add(value: T): this {
     if (this.#members.has(value)) return this;
+    // No iterator per eviction: a mirror adds two directories per file.
+    if (this.#ring.length === this.#max) this.#members.delete(this.#ring[this.#next]!);
+    this.#ring[this.#next] = value;
+    this.#next = (this.#next + 1) % this.#max;
     this.#members.add(value);
-    if (this.#members.size > this.#max) this.#members.delete(this.#members.values().next().value as T);
     return this;
   }
 

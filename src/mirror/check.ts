@@ -28,8 +28,8 @@ export async function check(
   dest: string,
   manifest: Manifest,
 ): Promise<CheckOutcome> {
-  const file = path.join(dest, rel);
-  const state = local === undefined ? undefined : "state" in local ? local.state : await statLocal(file, local.type);
+  const file = () => path.join(dest, rel);
+  const state = local === undefined ? undefined : "state" in local ? local.state : await statLocal(file(), local.type);
   const entry = state === undefined ? undefined : manifest.get(rel);
   const d = decide(obj, state, entry);
   if (d.action === "refuse") return { kind: "refuse", reason: d.reason };
@@ -38,7 +38,7 @@ export async function check(
       ? { kind: "skip", record: { ...entry!, generation: obj.generation, etag: obj.etag } }
       : { kind: "skip" };
   if (d.action === "download") return { kind: "download", hashed: false };
-  const got = await hashLocal(file, { crc32c: obj.crc32c !== undefined, md5: obj.crc32c === undefined });
+  const got = await hashLocal(file(), { crc32c: obj.crc32c !== undefined, md5: obj.crc32c === undefined });
   if (got.bytes !== obj.size || !sameContent(obj, got)) return { kind: "download", hashed: true };
   return {
     kind: "proven",

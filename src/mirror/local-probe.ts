@@ -21,7 +21,8 @@ export interface ProbedEntry extends LocalEntry {
 export function probeLocal(guard: DirectoryGuard, rel: string): ProbedEntry | undefined {
   const segments = rel.split("/");
   if (!guard.existsSync(segments.slice(0, -1))) return undefined;
-  const state = statLocalSync(path.join(guard.root, rel), "file");
+  // `rel` passed the name filter (no `.`, `..`, empty or absolute segment): a join needs no normalising.
+  const state = statLocalSync(`${guard.root}${path.sep}${rel}`, "file");
   if (state === undefined) return undefined;
   return { rel, type: state.type, state };
 }
