@@ -9,7 +9,7 @@
  * The local cloud runs as its own process (`hcexport emulator`). Each row has hcexport's peak RSS.
  * Writes bench-out/dicomweb.{md,json}.
  *
- *   npm run bench:dicomweb                       # 5,000 × 150 KB
+ *   npm run bench:dicomweb                       # 10,000 × 150 KB (issue #11: pull of 10,000 ≤ 150 MiB)
  *   npm run bench:dicomweb -- --instances 1000   # quicker
  */
 import { spawn } from "node:child_process";
@@ -21,7 +21,7 @@ import { measure } from "./bench-lib.ts";
 
 const { values } = parseArgs({
   options: {
-    instances: { type: "string", default: "5000" },
+    instances: { type: "string", default: "10000" },
     size: { type: "string", default: "150000" },
     concurrency: { type: "string", default: "16" },
     out: { type: "string", default: "bench-out" },
