@@ -1,12 +1,13 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { stageVerified, type StagedFile } from "../../src/core/atomic-file.ts";
 import { barrierFor, type Barrier } from "../../src/core/barrier.ts";
 import { CommitQueue } from "../../src/mirror/commit-queue.ts";
+import { withTempDir } from "../support/temp-dir.ts";
 
 /** A barrier that records, at each call, which names exist: proves the order data → rename → names. */
 function recordingBarrier(log: string[], fail?: { data?: Error; names?: Error }): Barrier {
@@ -23,14 +24,7 @@ function recordingBarrier(log: string[], fail?: { data?: Error; names?: Error })
   };
 }
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-cq-"));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+const withDir = (fn: (dir: string) => Promise<void>) => withTempDir("hcx-cq-", fn);
 
 const stage = (dir: string, rel: string, text = rel) => stageVerified(dir, rel, [Buffer.from(text)]);
 

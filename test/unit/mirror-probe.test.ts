@@ -1,21 +1,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
-import os from "node:os";
+import { mkdir, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { DirectoryGuard } from "../../src/core/atomic-file.ts";
 import { probeLocal } from "../../src/mirror/local-probe.ts";
 import { Manifest } from "../../src/mirror/manifest.ts";
+import { withTempDir } from "../support/temp-dir.ts";
 
-async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-probe-"));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+const withTemp = (fn: (dir: string) => Promise<void>) => withTempDir("hcx-probe-", fn);
 
 test("sessions: a re-sync may skip the walk only after every earlier run ended cleanly", async () => {
   await withTemp(async (dest) => {
