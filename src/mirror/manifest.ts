@@ -193,17 +193,17 @@ export class Manifest {
     let page = this.#ahead;
     // The common case: the row right after the last one asked for.
     if (page !== undefined && page.rows[page.next]?.[0] === name) return entryOf(page.rows[page.next++]!);
-    if (page === undefined || compareUtf8(name, page.lo) < 0 || (!page.last && compareUtf8(name, page.hi) > 0))
-      page = this.#readAhead(name);
+    // A name after the page: read the next one. Before it (asked out of order): ask alone.
+    if (page === undefined || !covers(page, name))
+      page = page !== undefined && compareUtf8(name, page.lo) < 0 ? undefined : this.#readAhead(name);
     const at = page === undefined ? -1 : findRow(page.rows, name);
     if (at >= 0) page!.next = at + 1;
     const row = at >= 0 ? page!.rows[at] : (this.#get.get(name) as Row | undefined);
     return row === undefined ? undefined : entryOf(row);
   }
 
-  /** The page from `name` on; undefined (and none kept) when `name` comes before the current one. */
-  #readAhead(name: string): Page | undefined {
-    if (this.#ahead !== undefined && compareUtf8(name, this.#ahead.lo) < 0) return undefined;
+  /** Reads and keeps the page from `name` on. */
+  #readAhead(name: string): Page {
     const rows = this.#page.all(name) as unknown as Row[];
     const last = rows.length < PAGE;
     this.#ahead = { lo: name, hi: rows.length === 0 ? name : rows[rows.length - 1]![0], last, rows, next: 0 };
@@ -213,7 +213,7 @@ export class Manifest {
   /** Keeps the read-ahead page true to the table after a write of `name` (`row` undefined: deleted). */
   #patch(name: string, row: Row | undefined): void {
     const page = this.#ahead;
-    if (page === undefined || compareUtf8(name, page.lo) < 0 || (!page.last && compareUtf8(name, page.hi) > 0)) return;
+    if (page === undefined || !covers(page, name)) return;
     const at = findRow(page.rows, name);
     if (at >= 0 && row !== undefined) {
       page.rows[at] = row;
@@ -367,6 +367,11 @@ function entryOf([name, size, generation, crc32c, md5, etag, mtimeNs, ino]: Row)
     mtimeNs,
     ino,
   };
+}
+
+/** Whether `name` falls in the range the page holds every row of. */
+function covers(page: Page, name: string): boolean {
+  return compareUtf8(name, page.lo) >= 0 && (page.last || compareUtf8(name, page.hi) <= 0);
 }
 
 /** The index of `name`'s row in `rows` (sorted in byte order), or -1. */
