@@ -143,7 +143,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
       try {
         manifest.endRun({ swept: s.walked });
       } catch (err) {
-        // Not recorded (a full disk): the next run walks, which is only slower.
+        // Not recorded (a full disk, reported as the destination fault it is): the next run walks.
         if (!tally.destination(err)) throw err;
       }
     }
