@@ -9,7 +9,8 @@ const LINGER_MS = 250;
 
 const argv = process.argv.slice(2);
 // Memory flat in the object count (issue #11): see heap-shape.ts.
-if (!(argv.length === 1 && argv[0] === "--version")) void import("./heap-shape.ts").then((m) => m.shapeHeap(argv[0]));
+if (!(argv.length === 1 && argv[0] === "--version"))
+  void import("./heap-shape.ts").then((m) => m.shapeHeap(argv.find((a) => m.SHAPED_COMMANDS.has(a)) ?? argv[0]));
 const io = { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd() };
 const controller = new AbortController();
 let interrupted: InterruptedError | undefined;
