@@ -11,6 +11,7 @@ import {
   openSync,
   renameSync,
   unlinkSync,
+  writeSync,
   writevSync,
 } from "node:fs";
 import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from "node:fs/promises";
@@ -18,7 +19,7 @@ import os from "node:os";
 import path from "node:path";
 import { noteWritten } from "./barrier.ts";
 import { IntegrityError, UnsafeNameError } from "./errors.ts";
-import { StreamingHasher } from "./hashing.ts";
+import { StreamingHasher, crc32cBase64, md5Base64 } from "./hashing.ts";
 import { processAlive } from "./process-alive.ts";
 import { TEMP_MARKER, checkRelativeName, resolveInside } from "./safe-path.ts";
 import { RecentSet } from "./recent-set.ts";
@@ -364,20 +365,75 @@ export async function stageVerified(
       ...fileIdentity(st),
     };
   } finally {
-    if (!staged) {
-      if (!closed) {
-        try {
-          closeSync(fd);
-        } catch {
-          // already failing
-        }
-      }
-      try {
-        unlinkSync(temp);
-      } catch {
-        // already gone
-      }
+    if (!staged) dropTempSync(closed ? undefined : fd, temp);
+  }
+}
+
+/**
+ * Verifies `bytes` against `expected` (size, CRC32C, else MD5), then writes them into a fresh temp
+ * file beside `root/relName` (O_EXCL, O_NOFOLLOW; parents made or checked by `guard`) with
+ * synchronous syscalls only: what a stage thread runs for each small object (stage-pool.ts).
+ * Nothing is created when the bytes do not match; on any later failure the temp file is removed.
+ * The caller counts the bytes for the barrier (`noteWritten`): a stage thread has its own count.
+ * @param name the remote name, for messages
+ */
+export function stageBufferSync(
+  root: string,
+  relName: string,
+  name: string,
+  bytes: Uint8Array,
+  expected: ExpectedContent,
+  guard: DirectoryGuard,
+): StagedFile {
+  const target = resolveInside(root, relName);
+  const check = checkRelativeName(relName);
+  if (!check.ok) throw new UnsafeNameError(name, check.reason);
+  verifyBytes(name, bytes, expected);
+  const dir = guard.ensureSync(check.segments.slice(0, -1), name);
+  const temp = childOf(dir, tempNameFor(path.basename(target)));
+  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+  let closed = false;
+  let staged = false;
+  try {
+    let written = 0;
+    while (written < bytes.byteLength) written += writeSync(fd, bytes, written, bytes.byteLength - written);
+    const st = fstatSync(fd, { bigint: true });
+    closeSync(fd);
+    closed = true;
+    staged = true;
+    return { path: target, temp, relName, bytes: written, ...fileIdentity(st) };
+  } finally {
+    if (!staged) dropTempSync(closed ? undefined : fd, temp);
+  }
+}
+
+/** Closes (unless already closed: `fd` undefined) and removes a temp file that will not be staged. */
+function dropTempSync(fd: number | undefined, temp: string): void {
+  if (fd !== undefined) {
+    try {
+      closeSync(fd);
+    } catch {
+      // already failing
     }
+  }
+  try {
+    unlinkSync(temp);
+  } catch {
+    // already gone
+  }
+}
+
+/** Throws an IntegrityError unless `bytes` have the expected size and digest (CRC32C, else MD5). */
+export function verifyBytes(name: string, bytes: Uint8Array, expected: ExpectedContent): void {
+  if (expected.size !== undefined && bytes.byteLength !== expected.size)
+    throw new IntegrityError(`${name}: got ${bytes.byteLength} bytes, expected ${expected.size}`);
+  if (expected.crc32c !== undefined) {
+    const got = crc32cBase64(bytes);
+    if (got !== expected.crc32c)
+      throw new IntegrityError(`${name}: crc32c ${got} does not match the listed ${expected.crc32c}`);
+  } else if (expected.md5 !== undefined) {
+    const got = md5Base64(bytes);
+    if (got !== expected.md5) throw new IntegrityError(`${name}: md5 ${got} does not match the listed ${expected.md5}`);
   }
 }
 
@@ -387,8 +443,25 @@ const WRITE_BATCH = 1024 * 1024;
  * the rest. The host tag and pid let a later run on this host see that the writer is dead.
  */
 const HOST_TAG = createHash("sha256").update(os.hostname()).digest("hex").slice(0, 6);
-const TEMP_ID = `${HOST_TAG}${process.pid.toString(36)}${randomBytes(3).toString("hex")}`;
+let TEMP_ID = `${HOST_TAG}${process.pid.toString(36)}${randomBytes(3).toString("hex")}`;
 let tempCounter = 0;
+
+/** This process's writer id (host tag, pid, random), for a stage thread to name temp files with. */
+export function writerIdentity(): string {
+  return TEMP_ID;
+}
+
+/**
+ * In a stage thread (stage-pool.ts): name temp files and run rows with the spawning thread's writer
+ * id, so that they are this process's to every sweep and session check, and count from
+ * `counterBase` (each thread its own range: names never collide across threads).
+ */
+export function adoptWriterIdentity(id: string, counterBase: number): void {
+  if (!/^[0-9a-f]{6}[0-9a-z]+[0-9a-f]{6}$/.test(id) || !Number.isSafeInteger(counterBase) || counterBase < 0)
+    throw new Error(`not a writer identity: ${id} ${counterBase}`);
+  TEMP_ID = id;
+  tempCounter = counterBase;
+}
 
 /** Linux and macOS file systems take at most this many bytes per name. */
 const MAX_NAME_BYTES = 255;

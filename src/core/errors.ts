@@ -147,9 +147,11 @@ export class IntegrityError extends HcexportError {
 /** A remote name that would escape or alias a path in the destination. Never retried. */
 export class UnsafeNameError extends HcexportError {
   readonly remoteName: string;
+  readonly reason: string;
   constructor(remoteName: string, reason: string) {
     super(`refusing unsafe name ${JSON.stringify(remoteName)}: ${reason}`, ExitCode.PartialMirror);
     this.remoteName = remoteName;
+    this.reason = reason;
   }
 }
 

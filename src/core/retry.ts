@@ -20,6 +20,8 @@ export const pollRetryPolicy: RetryPolicy = { retries: 8, backoff: defaultBackof
 
 const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 const RETRYABLE_CODES = new Set([
+  // A stage thread died with the object's bytes (stage-pool.ts): fetch it again.
+  "HCX_STAGE_LOST",
   "ECONNRESET",
   "ECONNREFUSED",
   "ECONNABORTED",

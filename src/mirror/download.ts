@@ -1,13 +1,13 @@
 import {
+  discardStaged,
   stageFile,
-  stageVerified,
   type DirectoryGuard,
   type ExpectedContent,
   type StagedFile,
 } from "../core/atomic-file.ts";
 import type { Clock } from "../core/clock.ts";
 import { HcexportError, IntegrityError, UnsafeNameError } from "../core/errors.ts";
-import { StreamingHasher } from "../core/hashing.ts";
+import { createStager, type Stager } from "../core/stage-pool.ts";
 import { withRetry, type RetryNotice, type RetryPolicy } from "../core/retry.ts";
 import { checkRelativeName } from "../core/safe-path.ts";
 import type { RemoteObject, RemoteSource } from "./ports.ts";
@@ -34,13 +34,19 @@ export interface DownloadContext {
    * start their writeback while slices land, so the barrier has only the tail left.
    */
   readonly durable?: boolean;
+  /** Where small objects are verified and written (stage-pool.ts); default: the calling thread. */
+  readonly stager?: Stager | undefined;
 }
+
+let fallbackStager: Stager | undefined;
+/** The stager of a context without one (tests, one-off downloads): the calling thread. */
+const inThread = () => (fallbackStager ??= createStager(0));
 
 /**
  * The transfer stage: downloads exactly the listed generation of `obj` into a verified temp file
  * beside `dest/rel` (parent directories checked first, so no request for a name that cannot
  * land; bytes verified against the listed size and CRC32C, MD5 when there is no CRC32C, while
- * streaming). Transient failures (429/5xx, resets, truncation, a hash mismatch) are retried with
+ * streaming, or for a small object, by the stager before it writes them). Transient failures (429/5xx, resets, truncation, a hash mismatch) are retried with
  * backoff. The final name is untouched: the commit stage (commit-queue.ts) syncs and renames it.
  */
 export async function downloadObject(ctx: DownloadContext, obj: RemoteObject, rel: string): Promise<StagedFile> {
@@ -112,7 +118,7 @@ function attempts(
   return streamed(ctx, obj, rel, segments, expected, signal);
 }
 
-function streamed(
+async function streamed(
   ctx: DownloadContext,
   obj: RemoteObject,
   rel: string,
@@ -120,30 +126,56 @@ function streamed(
   expected: ExpectedContent,
   signal: AbortSignal | undefined,
 ): Promise<StagedFile> {
-  return withRetry(
-    async () => {
-      await ctx.guard.ensure(segments.slice(0, -1), obj.name);
-      const body = await ctx.source.open(ctx.bucket, obj, signal);
-      try {
-        if (obj.size <= SMALL_OBJECT) {
-          const chunks = await receiveVerified(body, expected, obj.name);
-          return await stageVerified(ctx.dest, rel, chunks, { guard: ctx.guard });
+  // An abort makes withRetry reject at once, while the attempt may still be writing (on the stage
+  // thread, or a big object's last write): a temp file staged for nobody is removed, whichever
+  // side finishes last, so an interrupted run leaves none behind.
+  let abandoned = false;
+  let returned: StagedFile | undefined;
+  const claim = (staged: StagedFile): StagedFile => {
+    if (abandoned) {
+      discardStaged(staged);
+      throw new Error(`${obj.name}: staged after the download was given up`);
+    }
+    return (returned = staged);
+  };
+  try {
+    return await withRetry(
+      async () => {
+        await ctx.guard.ensure(segments.slice(0, -1), obj.name);
+        const body = await ctx.source.open(ctx.bucket, obj, signal);
+        try {
+          if (obj.size <= SMALL_OBJECT) {
+            const stager = ctx.stager ?? inThread();
+            const lease = stager.lease(obj.size);
+            try {
+              await receiveInto(body, lease.bytes, obj.name);
+              return claim(
+                await stager.stage({ root: ctx.dest, relName: rel, name: obj.name, lease, expected, guard: ctx.guard }),
+              );
+            } finally {
+              lease.release();
+            }
+          }
+          return claim(await stageFile(ctx.dest, rel, body, { guard: ctx.guard, expected }));
+        } catch (err) {
+          // Free the connection at once: an unread body would hold a pool slot until it times out.
+          // Destroyed, not returned to the pool: a stalled or overlong connection is never reused.
+          (body as { destroy?: () => void }).destroy?.();
+          throw err;
         }
-        return await stageFile(ctx.dest, rel, body, { guard: ctx.guard, expected });
-      } catch (err) {
-        // Free the connection at once: an unread body would hold a pool slot until it times out.
-        // Destroyed, not returned to the pool: a stalled or overlong connection is never reused.
-        (body as { destroy?: () => void }).destroy?.();
-        throw err;
-      }
-    },
-    {
-      clock: ctx.clock,
-      ...(ctx.retry === undefined ? {} : { policy: ctx.retry }),
-      ...(signal === undefined ? {} : { signal }),
-      ...(ctx.onRetry === undefined ? {} : { onRetry: ctx.onRetry }),
-    },
-  );
+      },
+      {
+        clock: ctx.clock,
+        ...(ctx.retry === undefined ? {} : { policy: ctx.retry }),
+        ...(signal === undefined ? {} : { signal }),
+        ...(ctx.onRetry === undefined ? {} : { onRetry: ctx.onRetry }),
+      },
+    );
+  } catch (err) {
+    abandoned = true;
+    if (returned !== undefined) discardStaged(returned);
+    throw err;
+  }
 }
 
 /**
@@ -170,19 +202,22 @@ export function defaultBudgetMs(idleTimeoutMs: number): (obj: RemoteObject) => n
 }
 
 /**
- * Reads a response body in flowing mode (no stream re-buffering), hashing each chunk, and
- * verifies size and digest: corrupt or truncated bytes never reach the disk.
+ * Reads a response body of the listed size (`whole.byteLength`) in flowing mode (no stream
+ * re-buffering) straight into `whole` (a stager's lease, which a stage thread reads in place). A
+ * body longer than that is cut off the moment it overruns (an endless body never grows memory
+ * past the listed size); a shorter one is a truncation. The digest is checked where the bytes are
+ * written (`stageBufferSync`).
  */
-export async function receiveVerified(
-  body: AsyncIterable<Uint8Array>,
-  expected: ExpectedContent,
-  name: string,
-): Promise<Uint8Array[]> {
-  const hasher = new StreamingHasher({ crc32c: expected.crc32c !== undefined, md5: expected.md5 !== undefined });
-  const chunks: Uint8Array[] = [];
-  const cap = expected.size;
+export async function receiveInto(body: AsyncIterable<Uint8Array>, whole: Uint8Array, name: string): Promise<void> {
+  const size = whole.byteLength;
   let received = 0;
-  const tooLong = () => new IntegrityError(`${name}: the body is longer than the listed ${cap} bytes; cut off`);
+  const tooLong = () => new IntegrityError(`${name}: the body is longer than the listed ${size} bytes; cut off`);
+  const take = (chunk: Uint8Array): boolean => {
+    if (received + chunk.byteLength > size) return false;
+    whole.set(chunk, received);
+    received += chunk.byteLength;
+    return true;
+  };
   const emitter = body as unknown as {
     on?: (ev: string, fn: (x: never) => void) => void;
     once: (ev: string, fn: (x: never) => void) => void;
@@ -190,33 +225,15 @@ export async function receiveVerified(
   if (typeof emitter.on === "function") {
     await new Promise<void>((resolve, reject) => {
       emitter.on!("data", (chunk: Uint8Array) => {
-        received += chunk.byteLength;
-        if (cap !== undefined && received > cap) {
-          // Cut at once: an endless body must not grow memory past the listed size.
-          (body as { destroy?: (e?: Error) => void }).destroy?.();
-          reject(tooLong());
-          return;
-        }
-        hasher.update(chunk);
-        chunks.push(chunk);
+        if (take(chunk)) return;
+        (body as { destroy?: (e?: Error) => void }).destroy?.();
+        reject(tooLong());
       });
       emitter.once("end", () => resolve());
       emitter.once("error", (err: Error) => reject(err));
     });
   } else {
-    for await (const chunk of body) {
-      received += chunk.byteLength;
-      if (cap !== undefined && received > cap) throw tooLong();
-      hasher.update(chunk);
-      chunks.push(chunk);
-    }
+    for await (const chunk of body) if (!take(chunk)) throw tooLong();
   }
-  const got = hasher.digest();
-  if (expected.size !== undefined && got.bytes !== expected.size)
-    throw new IntegrityError(`${name}: got ${got.bytes} bytes, expected ${expected.size}`);
-  if (expected.crc32c !== undefined && got.crc32c !== expected.crc32c)
-    throw new IntegrityError(`${name}: crc32c ${got.crc32c} does not match the listed ${expected.crc32c}`);
-  if (expected.md5 !== undefined && got.md5 !== expected.md5)
-    throw new IntegrityError(`${name}: md5 ${got.md5} does not match the listed ${expected.md5}`);
-  return chunks;
+  if (received !== size) throw new IntegrityError(`${name}: got ${received} bytes, expected ${size}`);
 }

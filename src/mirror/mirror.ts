@@ -4,6 +4,7 @@ import { systemClock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";
 import { DestinationError, fatalFault } from "../core/errors.ts";
 import { applyDeletes } from "./apply-deletes.ts";
+import { createStager } from "../core/stage-pool.ts";
 import { CommitQueue } from "./commit-queue.ts";
 import { defaultBudgetMs, type DownloadContext } from "./download.ts";
 import { handleExtra } from "./extras.ts";
@@ -69,6 +70,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     signal,
     budgetMs: options.idleTimeoutMs === undefined ? undefined : defaultBudgetMs(options.idleTimeoutMs),
     durable: options.fsync ?? true,
+    stager: dryRun ? undefined : createStager(),
   };
   const queue = new CommitQueue({
     barrier: barrierFor(options.dest, options.fsync ?? true),
@@ -137,9 +139,10 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     if (options.delete === true && pendingDeletes > 0 && !dryRun)
       await applyDeletes(manifest, options, s, pendingDeletes, emit);
     // Every temp file this run made is renamed or removed by now (a failed download removes its
-    // own); one it found and had to leave (a live writer's) keeps the next run walking. A walk
-    // that left none also clears the rows of dead runs it swept after.
-    if (!dryRun && !tempsLeft && s.complete && s.destinationFault === undefined) {
+    // own); one it found and had to leave (a live writer's), or one a stage thread that stopped
+    // may have left, keeps the next run walking. A walk that left none also clears the rows of
+    // dead runs it swept after.
+    if (!dryRun && !tempsLeft && ctx.stager?.lost !== true && s.complete && s.destinationFault === undefined) {
       try {
         manifest.endRun({ swept: s.walked });
       } catch (err) {
@@ -150,6 +153,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   } finally {
     // In-flight work is committed even when aborting: its temp files are verified.
     await settle().catch(() => {});
+    await ctx.stager?.close();
     closeManifest(manifest, tally);
   }
   s.durationMs = tally.elapsedMs;

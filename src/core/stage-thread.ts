@@ -1,0 +1,31 @@
+/**
+ * A stage thread (stage-pool.ts): verifies and writes each small object it is handed into a temp
+ * file, with synchronous syscalls, and answers with the staged file or the error as data. It names
+ * temp files with the spawning process's writer id, so sweeps and session checks treat them as
+ * that process's own.
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import { DirectoryGuard, adoptWriterIdentity, stageBufferSync } from "./atomic-file.ts";
+import { serializeError, type StageReply, type StageRequest, type StageThreadData } from "./stage-pool.ts";
+
+const data = workerData as StageThreadData;
+adoptWriterIdentity(data.writerId, data.counterBase);
+
+/** One guard per destination root (a run writes into one), remembering the directories it made. */
+let guard: DirectoryGuard | undefined;
+let guardFor: string | undefined;
+
+parentPort!.on("message", (m: StageRequest) => {
+  let reply: StageReply;
+  try {
+    if (guard === undefined || guardFor !== m.root) {
+      guard = new DirectoryGuard(m.root);
+      guardFor = m.root;
+    }
+    const bytes = new Uint8Array(m.buffer ?? data.arena, m.offset, m.length);
+    reply = { id: m.id, staged: stageBufferSync(m.root, m.relName, m.name, bytes, m.expected, guard) };
+  } catch (err) {
+    reply = { id: m.id, error: serializeError(err) };
+  }
+  parentPort!.postMessage(reply);
+});
