@@ -46,8 +46,9 @@ const inThread = () => (fallbackStager ??= createStager(0));
  * The transfer stage: downloads exactly the listed generation of `obj` into a verified temp file
  * beside `dest/rel` (parent directories checked first, so no request for a name that cannot
  * land; bytes verified against the listed size and CRC32C, MD5 when there is no CRC32C, while
- * streaming, or for a small object, by the stager before it writes them). Transient failures (429/5xx, resets, truncation, a hash mismatch) are retried with
- * backoff. The final name is untouched: the commit stage (commit-queue.ts) syncs and renames it.
+ * streaming, or for a small object, by the stager before it writes them). Transient failures
+ * (429/5xx, resets, truncation, a hash mismatch) are retried with backoff. The final name is
+ * untouched: the commit stage (commit-queue.ts) syncs and renames it.
  */
 export async function downloadObject(ctx: DownloadContext, obj: RemoteObject, rel: string): Promise<StagedFile> {
   const check = checkRelativeName(rel);
@@ -179,9 +180,9 @@ async function streamed(
 }
 
 /**
- * Objects up to this size are received in memory (hashed chunk by chunk as they arrive) and
- * written with one batch of syscalls once verified; larger ones stream to the temp file. 4 MiB ×
- * the concurrency bounds the memory; a SIIM instance is ~150 KB.
+ * Objects up to this size are received whole into a stager's lease, then verified and written in
+ * one go (stage-pool.ts); larger ones stream to the temp file, hashed as they arrive. 4 MiB × the
+ * concurrency bounds the memory; a SIIM instance is ~150 KB.
  */
 export const SMALL_OBJECT = 4 * 1024 * 1024;
 
