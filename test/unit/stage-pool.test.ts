@@ -200,10 +200,10 @@ describe("ThreadStager", () => {
       try {
         await stageBytes(stager, root, "first.dcm", bytesOf(10, 7));
         const [worker] = stager.workers;
-        // Asked in the same tick as the thread is stopped: its 4 MB take the thread milliseconds,
-        // stopping it far less.
-        const inFlight = stageBytes(stager, root, "lost.dcm", bytesOf(4 << 20, 8));
+        // Stopped before the request is posted but before its exit is seen: the thread still looks
+        // alive, takes the request, and never runs it (a stopping worker delivers no more messages).
         const stopped = worker!.terminate();
+        const inFlight = stageBytes(stager, root, "lost.dcm", bytesOf(4 << 20, 8));
         await assert.rejects(inFlight, (e: unknown) => isRetryable(e) && /stage thread stopped/.test(String(e)));
         await stopped;
         // A temp file it may have left is for the next run's walk to sweep: the run must not end clean.
