@@ -1,4 +1,4 @@
-import { constants, fdatasync, writev as writevCb } from "node:fs";
+import { constants, writev as writevCb } from "node:fs";
 import { open, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { crc32c } from "@node-rs/crc32";
@@ -8,6 +8,7 @@ import { crc32cCombine } from "../core/crc32c-combine.ts";
 import { HcexportError, IntegrityError } from "../core/errors.ts";
 import { crc32cToBase64 } from "../core/hashing.ts";
 import { withRetry, type RetryOptions } from "../core/retry.ts";
+import { Writeback } from "../core/writeback.ts";
 import { resolveInside } from "../core/safe-path.ts";
 import type { DownloadContext } from "./download.ts";
 import type { RemoteObject, RemoteSource } from "./ports.ts";
@@ -164,7 +165,7 @@ async function attempt(
   if (signal?.aborted === true) onAbort();
   else signal?.addEventListener("abort", onAbort, { once: true });
   let staged = false;
-  const writeback = new Writeback(fh.fd);
+  const writeback = ctx.durable === false ? undefined : new Writeback(fh.fd);
   try {
     await fh.truncate(obj.size);
     const slices = planSlices(obj.size, policy.sliceBytes);
@@ -175,10 +176,9 @@ async function attempt(
         const i = next++;
         const slice = slices[i]!;
         crcs[i] = await withRetry(
-          () => policy.gate.run(() => fetchSlice(ctx, obj, slice, fh, ac.signal)),
+          () => policy.gate.run(() => fetchSlice(ctx, obj, slice, fh, writeback, ac.signal)),
           retry(ac.signal),
         );
-        if (ctx.durable !== false) writeback.kick();
       }
     };
     // The first failure is the cause; the siblings' aborts follow from it.
@@ -200,7 +200,7 @@ async function attempt(
         `${rel}: crc32c ${got} (combined from ${slices.length} slices) does not match the listed ${obj.crc32c}`,
       );
     // The commit stage's barrier makes it durable; the early writeback left it only the tail.
-    await writeback.idle();
+    await writeback?.idle();
     const st = await fh.stat({ bigint: true });
     await fh.close();
     staged = true;
@@ -216,7 +216,7 @@ async function attempt(
     signal?.removeEventListener("abort", onAbort);
     if (!staged) {
       // No sync may still run on the descriptor when it is closed (its number could be reused).
-      await writeback.idle().catch(() => {});
+      await writeback?.idle().catch(() => {});
       await fh.close().catch(() => {});
       await unlink(temp).catch(() => {});
     }
@@ -235,6 +235,7 @@ async function fetchSlice(
   obj: RemoteObject,
   slice: Slice,
   fh: FileHandle,
+  writeback: Writeback | undefined,
   signal: AbortSignal,
 ): Promise<number> {
   const res = await ctx.source.openRange!(ctx.bucket, obj, slice.start, slice.end, signal);
@@ -269,6 +270,7 @@ async function fetchSlice(
         noteWritten(bytesWritten);
         bufs = unwritten(bufs, bytesWritten);
       }
+      writeback?.kick();
     };
     await drain(body, (buf) => {
       received += buf.byteLength;
@@ -287,45 +289,6 @@ async function fetchSlice(
     // Free the connection at once; destroyed, never returned to the pool half-read.
     body.destroy?.();
     throw err;
-  }
-}
-
-/** Background syncs in flight in this process: one, so the file writes keep libuv's other threads. */
-let backgroundSyncs = 0;
-
-/**
- * Starts the disk writes of the slices already landed while later slices still download (one
- * fdatasync in the background at a time, process-wide; skipped while another runs), so the final
- * fsync has only the tail left (measured: its wait after the last slice fell from 60–320 ms to
- * 3–120 ms for 100 MiB objects).
- */
-class Writeback {
-  readonly #fd: number;
-  #running: Promise<void> | undefined;
-  /**
-   * A background sync's error, kept for `idle`: Linux reports a writeback error once per file
-   * descriptor, so the final fsync on the same fd would not see an error this sync consumed.
-   */
-  #error: NodeJS.ErrnoException | undefined;
-  constructor(fd: number) {
-    this.#fd = fd;
-  }
-  kick(): void {
-    if (this.#running !== undefined || backgroundSyncs > 0 || this.#error !== undefined) return;
-    backgroundSyncs++;
-    this.#running = new Promise<void>((resolve) =>
-      fdatasync(this.#fd, (err) => {
-        backgroundSyncs--;
-        if (err !== null) this.#error = err;
-        this.#running = undefined;
-        resolve();
-      }),
-    );
-  }
-  /** Waits for the background sync in flight; throws the error it met. */
-  async idle(): Promise<void> {
-    await this.#running;
-    if (this.#error !== undefined) throw this.#error;
   }
 }
 
