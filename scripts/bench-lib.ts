@@ -3,7 +3,18 @@
  * with its peak RSS, medians, and start-up figures.
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fdatasyncSync,
+  openSync,
+  readFileSync,
+  statfsSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
+import { rm } from "node:fs/promises";
+import path from "node:path";
 import { promisify } from "node:util";
 
 const exec = promisify(execFile);
@@ -65,6 +76,54 @@ export function processCpuSeconds(pid: number | undefined): number | undefined {
  */
 export function settleDisk(): void {
   spawnSync("sync", { stdio: "ignore" });
+}
+
+/**
+ * Trees of finished runs, removed at the end of the bench rather than between runs: on ext4
+ * without a journal (these machines), the inode allocator skips inodes deleted in the last 30 s
+ * (`recently_deleted`), so right after an `rm -rf` of 30,000 inodes every create costs ~150 µs and
+ * the next tool's cold copy pays for the last one's removal. `room` removes them early when the
+ * disk would fill.
+ */
+export class Trash {
+  readonly #dirs: string[] = [];
+  discard(dir: string): void {
+    this.#dirs.push(dir);
+  }
+  /** Before a run writing `bytes` under `dir`: empties the trash if the file system has less than twice that free. */
+  async room(dir: string, bytes: number): Promise<void> {
+    const st = statfsSync(path.dirname(dir));
+    if (st.bavail * st.bsize >= 2 * bytes + 2 ** 30) return;
+    await this.empty();
+    settleDisk();
+    await new Promise((r) => setTimeout(r, 30_000)); // past ext4's recently_deleted window
+  }
+  async empty(): Promise<void> {
+    for (const d of this.#dirs.splice(0)) await rm(d, { recursive: true, force: true });
+  }
+}
+
+/**
+ * What the disk alone needs to make `bytes` durable: written in 8 MiB chunks to a new file under
+ * `dir`, then one fdatasync (what `dd bs=8M conv=fdatasync` does). No tool that makes the same
+ * bytes durable can finish sooner.
+ */
+export function diskFloorSeconds(dir: string, bytes: number): number {
+  settleDisk();
+  const file = path.join(dir, ".bench-disk-floor");
+  const chunk = Buffer.alloc(8 * 2 ** 20, 0xa5);
+  const t = performance.now();
+  const fd = openSync(file, "w");
+  try {
+    for (let left = bytes; left > 0; left -= chunk.byteLength)
+      writeSync(fd, chunk, 0, Math.min(left, chunk.byteLength));
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  const seconds = (performance.now() - t) / 1000;
+  unlinkSync(file);
+  return seconds;
 }
 
 /** Runs `cmd args…` to its end; wall seconds, peak RSS and CPU time. */

@@ -3,7 +3,9 @@
  * by side in one run, plus the local cloud's raw serving rate (the ceiling): cold copy (plain, with
  * added latency per response, over HTTPS), no-op and 1 % re-syncs, big objects, start-up, and
  * hcexport's peak RSS for a dry run and a real mirror at two object counts. Each timed run starts
- * after an untimed `sync`, and records its CPU time and the local cloud's. A column for
+ * after an untimed `sync`, and records its CPU time and the local cloud's; the trees written are removed
+ * at the end (see Trash). Big objects also get rclone's copy followed by `sync`, and the disk's own
+ * time to write the bytes durably (the floor of any durable copy). A column for
  * `hcexport --no-fsync` shows what the durability barriers cost (`--no-no-fsync-column` drops it). Writes
  * bench-out/results.{md,json} and prints the table.
  *
@@ -17,12 +19,14 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { request } from "undici";
 import {
+  diskFloorSeconds,
   measure,
   measureStartup,
   processCpuSeconds,
   settleDisk,
   startServer,
   stopServer,
+  Trash,
   type Measured,
   type Server,
 } from "./bench-lib.ts";
@@ -122,8 +126,11 @@ interface Run extends Measured {
   readonly serverCpu?: number;
 }
 
+const trash = new Trash();
+
 /** One timed run of tool `t`, after the disk has settled (untimed `sync`), with the server's CPU time. */
-async function run(t: Tool, s: Server, prefix: string, dir: string): Promise<Run> {
+async function run(t: Tool, s: Server, prefix: string, dir: string, bytes = 0): Promise<Run> {
+  await trash.room(dir, bytes);
   settleDisk();
   const before = processCpuSeconds(s.child.pid);
   const m = await tools[t](s, prefix, dir);
@@ -187,9 +194,9 @@ async function coldCopy(
     const times: Record<string, Run> = {};
     for (const t of selected) {
       const dir = path.join(work, `${slug(t)}-${label.replace(/\W+/g, "-")}`);
-      times[t] = await run(t, server, "train", dir);
+      times[t] = await run(t, server, "train", dir, n * Number(values.size));
       process.stderr.write(`${label}: ${t} ${times[t]!.seconds.toFixed(2)} s\n`);
-      await rm(dir, { recursive: true, force: true });
+      trash.discard(dir);
     }
     return {
       rows: [
@@ -252,7 +259,7 @@ async function main(): Promise<void> {
     const cold: Record<string, Run> = {};
     const noop: Record<string, Run> = {};
     for (const t of selected) {
-      cold[t] = await run(t, server, "train", path.join(work, slug(t)));
+      cold[t] = await run(t, server, "train", path.join(work, slug(t)), n * Number(values.size));
       noop[t] = await run(t, server, "train", path.join(work, slug(t)));
       process.stderr.write(`${t}: cold ${cold[t]!.seconds.toFixed(2)} s, no-op ${noop[t]!.seconds.toFixed(2)} s\n`);
     }
@@ -275,7 +282,7 @@ async function main(): Promise<void> {
   } finally {
     await stopServer(server);
   }
-  for (const t of selected) await rm(path.join(work, slug(t)), { recursive: true, force: true });
+  for (const t of selected) trash.discard(path.join(work, slug(t)));
 
   // Realistic network: latency added to every response, then HTTPS.
   if (Number(values.latency) > 0) {
@@ -293,10 +300,21 @@ async function main(): Promise<void> {
   const big = Number(values.big);
   if (big > 0) {
     server = await startServer(["--objects", String(big), "--size", values["big-size"], "--prefix", "big"]);
+    let rcloneSyncSeconds: number | undefined;
     try {
       const bigTools = selected.filter((t) => t !== "gcloud" || big * Number(values["big-size"]) <= 2 ** 30);
       const runs: Record<string, Run> = {};
-      for (const t of bigTools) runs[t] = await run(t, server, "big", path.join(work, `${slug(t)}-big`));
+      const bigBytes = big * Number(values["big-size"]);
+      for (const t of bigTools) {
+        runs[t] = await run(t, server, "big", path.join(work, `${slug(t)}-big`), bigBytes);
+        if (t === "rclone") {
+          // rclone leaves its bytes in the page cache; what making them durable costs, right after.
+          const s0 = performance.now();
+          settleDisk();
+          rcloneSyncSeconds = (performance.now() - s0) / 1000;
+        }
+      }
+      const floor = diskFloorSeconds(work, bigBytes);
       const times = Object.fromEntries(Object.entries(runs).map(([t, m]) => [t, m.seconds]));
       const ceiling = await measureServeRate(server.url, "bench-bucket", "big", Math.min(C, big));
       const mb = (big * Number(values["big-size"])) / 2 ** 20;
@@ -305,6 +323,9 @@ async function main(): Promise<void> {
         bytes: Number(values["big-size"]),
         runs: runsJson(runs),
         ceiling,
+        rcloneThenSyncSeconds:
+          rcloneSyncSeconds === undefined ? undefined : runs["rclone"]!.seconds + rcloneSyncSeconds,
+        diskFloorSeconds: floor,
       };
       rows.push([
         `cold copy, ${big} × ${Math.round(Number(values["big-size"]) / 2 ** 20)} MiB`,
@@ -314,10 +335,21 @@ async function main(): Promise<void> {
         `${ceiling.seconds.toFixed(2)} s (${Math.round(ceiling.mibPerSecond)} MiB/s)`,
       ]);
       rows.push([`↳ CPU (user + sys; local cloud)`, ...selected.map((t) => (runs[t] ? cpuCell(runs[t]) : "–")), "–"]);
+      rows.push([
+        `↳ on disk for sure (rclone: its copy, then \`sync\`); the disk alone writes the bytes durably in ${floor.toFixed(2)} s`,
+        ...selected.map((t) =>
+          t === "rclone" && rcloneSyncSeconds !== undefined
+            ? `${(runs[t]!.seconds + rcloneSyncSeconds).toFixed(2)} s`
+            : t === "hcexport" && times[t] !== undefined
+              ? `${times[t]!.toFixed(2)} s`
+              : "–",
+        ),
+        `${floor.toFixed(2)} s`,
+      ]);
     } finally {
       await stopServer(server);
     }
-    for (const t of selected) await rm(path.join(work, `${slug(t)}-big`), { recursive: true, force: true });
+    for (const t of selected) trash.discard(path.join(work, `${slug(t)}-big`));
   }
 
   // Peak RSS of hcexport: a listing-only run (dry run), then a real mirror, each at two object counts.
@@ -357,7 +389,7 @@ async function main(): Promise<void> {
       const dir = path.join(work, `real-rss-${count}`);
       const m = await hcx(server, dir, "--concurrency", String(C));
       real[count] = { seconds: m.seconds, ...(m.rssMiB === undefined ? {} : { rssMiB: m.rssMiB }) };
-      await rm(dir, { recursive: true, force: true });
+      trash.discard(dir);
     } finally {
       await stopServer(server);
     }
@@ -379,13 +411,14 @@ async function main(): Promise<void> {
       .join(
         " ",
       )}. Date: ${results["date"] as string}. Concurrency ${C} for every tool (rclone: --transfers/--checkers ${C}; gcloud chooses its own).`,
-    `The local cloud runs in its own process; each tool runs as a separate process, one after the other, each after an untimed \`sync\` (no run waits on the writeback of the one before). "↳ CPU": the tool's user + system CPU seconds (GNU time) and the local cloud's over the same run (/proc/PID/stat); on 2 cores a run cannot take less wall time than half their sum. HTTPS: a generated CA (rclone --ca-cert, gcloud core/custom_ca_certs_file, hcexport --ca-cert, the raw client undici connect.ca).`,
+    `The local cloud runs in its own process; each tool runs as a separate process, one after the other, each after an untimed \`sync\` (no run waits on the writeback of the one before); the trees they wrote are removed only at the end (ext4 without a journal makes creates slow for 30 s after a big removal). "↳ CPU": the tool's user + system CPU seconds (GNU time) and the local cloud's over the same run (/proc/PID/stat); on 2 cores a run cannot take less wall time than half their sum. HTTPS: a generated CA (rclone --ca-cert, gcloud core/custom_ca_certs_file, hcexport --ca-cert, the raw client undici connect.ca).`,
     ``,
     `| ${rows[0]!.join(" | ")} |`,
     `|${rows[0]!.map(() => "---").join("|")}|`,
     ...rows.slice(1).map((r) => `| ${r.join(" | ")} |`),
     ``,
   ].join("\n");
+  await trash.empty();
   await writeFile(path.join(work, "results.md"), md);
   await writeFile(path.join(work, "results.json"), `${JSON.stringify(results, null, 2)}\n`);
   process.stdout.write(md);
