@@ -268,18 +268,30 @@ async function land(
     };
     staged = await stageFile(ctx.dest, rel, rest(), { guard: ctx.guard });
   }
-  const verified = digest.active;
-  await ctx.queue.add({
+  await queueCommit(ctx, staged, rel, digest.active);
+  return uids.sopInstanceUid;
+}
+
+/**
+ * Hands a staged instance to the commit stage. Its callbacks are made here, not in `land`: a
+ * closure there shares that function's context, which holds the response (`it`), and through
+ * undici's request controller the socket read buffer its raw header bytes are views of. Each
+ * instance waiting for its batch's barrier pinned 64 KiB that way (209 of them, 13 MiB, in a heap
+ * snapshot); they lived long enough to reach the old generation and waited for a full collection,
+ * and the pull's peak RSS was 170–181 MiB instead of 135–143 (10,000 × 150 KB, c=16).
+ */
+function queueCommit(ctx: RetrieveContext, staged: StagedFile, rel: string, verified: boolean): Promise<void> {
+  const { summary } = ctx;
+  return ctx.queue.add({
     staged,
     bytes: staged.bytes,
     committed: () => {
-      ctx.summary.downloaded++;
-      ctx.summary.bytes += staged.bytes;
-      if (verified) ctx.summary.digestVerified++;
+      summary.downloaded++;
+      summary.bytes += staged.bytes;
+      if (verified) summary.digestVerified++;
     },
     failed: (err) => ctx.commitFailed(rel, err),
   });
-  return uids.sopInstanceUid;
 }
 
 /** The file name from the instance's own UIDs, checked against what was asked for. */
