@@ -7,6 +7,7 @@ import {
   closeSync,
   existsSync,
   fdatasyncSync,
+  mkdirSync,
   openSync,
   readFileSync,
   statfsSync,
@@ -124,6 +125,30 @@ export function diskFloorSeconds(dir: string, bytes: number): number {
   const seconds = (performance.now() - t) / 1000;
   unlinkSync(file);
   return seconds;
+}
+
+/**
+ * What the disk alone needs to make `n` files of `size` bytes durable, in the SIIM layout (a study
+ * and a series directory per file, under `dir`): each created and written with synchronous calls
+ * on one thread, then one `sync -f` of the file system. No network, no hashing: the floor of a
+ * durable cold copy of the same files on this disk.
+ */
+export function diskFloorFilesSeconds(dir: string, n: number, size: number): number {
+  settleDisk();
+  const chunk = Buffer.alloc(size, 0x5a);
+  const t = performance.now();
+  for (let i = 0; i < n; i++) {
+    const d = path.join(dir, `study-${i}`, `series-${i}`);
+    mkdirSync(d, { recursive: true });
+    const fd = openSync(path.join(d, `${i}.dcm`), "wx");
+    try {
+      writeSync(fd, chunk);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  spawnSync("sync", ["-f", dir], { stdio: "ignore" });
+  return (performance.now() - t) / 1000;
 }
 
 /** Runs `cmd args…` to its end; wall seconds, peak RSS and CPU time. */

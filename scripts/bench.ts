@@ -4,8 +4,9 @@
  * added latency per response, over HTTPS), no-op and 1 % re-syncs, big objects, start-up, and
  * hcexport's peak RSS for a dry run and a real mirror at two object counts. Each timed run starts
  * after an untimed `sync`, and records its CPU time and the local cloud's; the trees written are removed
- * at the end (see Trash). Big objects also get rclone's copy followed by `sync`, and the disk's own
- * time to write the bytes durably (the floor of any durable copy). A column for
+ * at the end (see Trash). Each cold copy also gets each tool's time until its bytes are on disk for
+ * sure (its run, then `sync`), and the plain and big ones the disk's own time to write the same
+ * files durably (the floor of any durable copy). A column for
  * `hcexport --no-fsync` shows what the durability barriers cost (`--no-no-fsync-column` drops it). Writes
  * bench-out/results.{md,json} and prints the table.
  *
@@ -19,6 +20,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { request } from "undici";
 import {
+  diskFloorFilesSeconds,
   diskFloorSeconds,
   measure,
   measureStartup,
@@ -124,6 +126,8 @@ const slug = (t: Tool) => t.replace(/[^a-z]+/g, "-");
 /** What one timed run cost: the tool's wall and CPU time, and the local cloud's CPU meanwhile. */
 interface Run extends Measured {
   readonly serverCpu?: number;
+  /** A `sync` right after the run: what the tool left in the page cache costs to make durable (≈ 0 for hcexport). */
+  readonly syncAfter: number;
 }
 
 const trash = new Trash();
@@ -135,7 +139,10 @@ async function run(t: Tool, s: Server, prefix: string, dir: string, bytes = 0): 
   const before = processCpuSeconds(s.child.pid);
   const m = await tools[t](s, prefix, dir);
   const after = processCpuSeconds(s.child.pid);
-  return { ...m, ...(before === undefined || after === undefined ? {} : { serverCpu: after - before }) };
+  const s0 = performance.now();
+  settleDisk();
+  const syncAfter = (performance.now() - s0) / 1000;
+  return { ...m, syncAfter, ...(before === undefined || after === undefined ? {} : { serverCpu: after - before }) };
 }
 
 /** Runs by tool for results.json (without the commands' output). */
@@ -147,6 +154,20 @@ const cpuCell = (r: Run | undefined) =>
   r?.cpu === undefined
     ? "?"
     : `${r.cpu.user.toFixed(1)} + ${r.cpu.sys.toFixed(1)} s; cloud ${r.serverCpu?.toFixed(1) ?? "?"} s`;
+/**
+ * The row under a cold copy: each tool's time until its bytes are on disk for sure (its run, then
+ * a `sync`), and what the disk alone needs for the same files, when measured.
+ */
+const onDiskRow = (runs: Record<string, Run | undefined>, tools: readonly Tool[], floor?: number): string[] => [
+  `↳ on disk for sure: the run, then \`sync\`${floor === undefined ? "" : `; the disk alone writes the same files durably in ${floor.toFixed(2)} s`}`,
+  ...tools.map((t) =>
+    t === "hcexport --no-fsync" || runs[t] === undefined
+      ? "–"
+      : `${(runs[t]!.seconds + runs[t]!.syncAfter).toFixed(2)} s`,
+  ),
+  floor === undefined ? "–" : `${floor.toFixed(2)} s`,
+];
+
 /** Rewrites `fraction` of the objects under a prefix with new bytes, through the real upload API. */
 async function changeSome(url: string, prefix: string, fraction: number): Promise<number> {
   const names: string[] = [];
@@ -206,6 +227,7 @@ async function coldCopy(
           rate(n, ceiling.seconds),
         ],
         [`↳ CPU (user + sys; local cloud)`, ...selected.map((t) => cpuCell(times[t])), "–"],
+        onDiskRow(times, selected),
       ],
       result: {
         runs: runsJson(times),
@@ -263,6 +285,9 @@ async function main(): Promise<void> {
       noop[t] = await run(t, server, "train", path.join(work, slug(t)));
       process.stderr.write(`${t}: cold ${cold[t]!.seconds.toFixed(2)} s, no-op ${noop[t]!.seconds.toFixed(2)} s\n`);
     }
+    const smallFloor = diskFloorFilesSeconds(path.join(work, "disk-floor-files"), n, Number(values.size));
+    trash.discard(path.join(work, "disk-floor-files"));
+    results["smallDiskFloorSeconds"] = smallFloor;
     const changedCount = await changeSome(server.url, "train", 0.01);
     const changed: Record<string, Run> = {};
     for (const t of selected) changed[t] = await run(t, server, "train", path.join(work, slug(t)));
@@ -273,6 +298,7 @@ async function main(): Promise<void> {
       rate(n, ceiling.seconds),
     ]);
     rows.push([`↳ CPU (user + sys; local cloud)`, ...selected.map((t) => cpuCell(cold[t])), "–"]);
+    rows.push(onDiskRow(cold, selected, smallFloor));
     rows.push([`no-op re-sync`, ...selected.map((t) => `${noop[t]!.seconds.toFixed(2)} s`), "–"]);
     rows.push([
       `re-sync, ${changedCount} changed (1 %)`,
@@ -300,20 +326,11 @@ async function main(): Promise<void> {
   const big = Number(values.big);
   if (big > 0) {
     server = await startServer(["--objects", String(big), "--size", values["big-size"], "--prefix", "big"]);
-    let rcloneSyncSeconds: number | undefined;
     try {
       const bigTools = selected.filter((t) => t !== "gcloud" || big * Number(values["big-size"]) <= 2 ** 30);
       const runs: Record<string, Run> = {};
       const bigBytes = big * Number(values["big-size"]);
-      for (const t of bigTools) {
-        runs[t] = await run(t, server, "big", path.join(work, `${slug(t)}-big`), bigBytes);
-        if (t === "rclone") {
-          // rclone leaves its bytes in the page cache; what making them durable costs, right after.
-          const s0 = performance.now();
-          settleDisk();
-          rcloneSyncSeconds = (performance.now() - s0) / 1000;
-        }
-      }
+      for (const t of bigTools) runs[t] = await run(t, server, "big", path.join(work, `${slug(t)}-big`), bigBytes);
       const floor = diskFloorSeconds(work, bigBytes);
       const times = Object.fromEntries(Object.entries(runs).map(([t, m]) => [t, m.seconds]));
       const ceiling = await measureServeRate(server.url, "bench-bucket", "big", Math.min(C, big));
@@ -323,8 +340,6 @@ async function main(): Promise<void> {
         bytes: Number(values["big-size"]),
         runs: runsJson(runs),
         ceiling,
-        rcloneThenSyncSeconds:
-          rcloneSyncSeconds === undefined ? undefined : runs["rclone"]!.seconds + rcloneSyncSeconds,
         diskFloorSeconds: floor,
       };
       rows.push([
@@ -335,17 +350,7 @@ async function main(): Promise<void> {
         `${ceiling.seconds.toFixed(2)} s (${Math.round(ceiling.mibPerSecond)} MiB/s)`,
       ]);
       rows.push([`↳ CPU (user + sys; local cloud)`, ...selected.map((t) => (runs[t] ? cpuCell(runs[t]) : "–")), "–"]);
-      rows.push([
-        `↳ on disk for sure (rclone: its copy, then \`sync\`); the disk alone writes the bytes durably in ${floor.toFixed(2)} s`,
-        ...selected.map((t) =>
-          t === "rclone" && rcloneSyncSeconds !== undefined
-            ? `${(runs[t]!.seconds + rcloneSyncSeconds).toFixed(2)} s`
-            : t === "hcexport" && times[t] !== undefined
-              ? `${times[t]!.toFixed(2)} s`
-              : "–",
-        ),
-        `${floor.toFixed(2)} s`,
-      ]);
+      rows.push(onDiskRow(runs, selected, floor));
     } finally {
       await stopServer(server);
     }

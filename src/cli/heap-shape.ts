@@ -42,9 +42,10 @@ export function shapeHeap(command: string | undefined, env = process.env): void 
 
 /**
  * The commands whose marking starts late: the mirror's. Not `dicomweb pull`: its buffers then wait
- * longer for a full collection to be freed, and its peak RSS (10,000 × 150 KB) went from 173 to
- * 230 MiB for 15 % of speed, away from its memory target; `mirror` keeps its own (20,000 × 16 KB:
- * 141 MiB). Measured side by side (README).
+ * longer for a full collection to be freed, and its peak RSS (10,000 × 150 KB, c=16) went from
+ * 141–142 to 192–199 MiB for 4–7 % of wall time (173 → 230 MiB for 15 % before the pull stopped
+ * pinning socket buffers in its commit queue), past its 150 MiB target; `mirror` keeps its own
+ * (20,000 × 16 KB: 139 MiB). Measured side by side (README).
  */
 export const LATE_MARKING: ReadonlySet<string> = new Set(["mirror", "run"]);
 
