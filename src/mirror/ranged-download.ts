@@ -8,8 +8,8 @@ import { crc32cCombine } from "../core/crc32c-combine.ts";
 import { HcexportError, IntegrityError } from "../core/errors.ts";
 import { crc32cToBase64 } from "../core/hashing.ts";
 import { withRetry, type RetryOptions } from "../core/retry.ts";
-import { Writeback } from "../core/writeback.ts";
 import { resolveInside } from "../core/safe-path.ts";
+import { Writeback } from "../core/writeback.ts";
 import type { DownloadContext } from "./download.ts";
 import type { RemoteObject, RemoteSource } from "./ports.ts";
 
