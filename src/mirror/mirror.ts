@@ -2,7 +2,7 @@ import { DirectoryGuard } from "../core/atomic-file.ts";
 import { barrierFor } from "../core/barrier.ts";
 import { systemClock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";
-import { DestinationError, fatalFault } from "../core/errors.ts";
+import { DestinationError, destinationFault, fatalFault } from "../core/errors.ts";
 import { applyDeletes } from "./apply-deletes.ts";
 import { createStager } from "../core/stage-pool.ts";
 import { CommitQueue } from "./commit-queue.ts";
@@ -12,7 +12,7 @@ import { listAccepted, placeholderDirectory } from "./listing.ts";
 import { probeLocal } from "./local-probe.ts";
 import { walkLocal, type LocalEntry } from "./local-walk.ts";
 import { Manifest } from "./manifest.ts";
-import { EmptySourceError, type MirrorOptions, type MirrorSummary } from "./mirror-types.ts";
+import { EmptySourceError, type MirrorEvent, type MirrorOptions, type MirrorSummary } from "./mirror-types.ts";
 import { NameFilter, march } from "./plan.ts";
 import { ListingError } from "./ports.ts";
 import { closeManifest, messageOf, MirrorTally } from "./tally.ts";
@@ -53,10 +53,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     const problem = await destinationProblem(options.dest);
     if (problem !== undefined) throw new DestinationError(options.dest, problem, 0);
   }
-  const manifest = Manifest.open(options.dest, {
-    readOnly: dryRun,
-    onReset: (r) => emit({ kind: "mirror.manifest-reset", ...r }),
-  });
+  const manifest = openManifest(options.dest, dryRun, emit);
   const tally = new MirrorTally(emit, clock, dryRun ? () => {} : () => manifest.flush());
   const s = tally.s;
   let tempsLeft = false;
@@ -128,7 +125,9 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
       s.complete = false;
       tally.fatal ??= fatalFault(err);
       if (tally.fatal !== undefined) throw tally.fatal;
-      tally.fail(`gs://${options.bucket}/${listPrefix}`, `listing or local walk stopped: ${messageOf(err)}`);
+      // The manifest's run record on a full disk: reported as the destination fault it is.
+      if (!tally.destination(err))
+        tally.fail(`gs://${options.bucket}/${listPrefix}`, `listing or local walk stopped: ${messageOf(err)}`);
     }
     await settle();
     signal?.throwIfAborted();
@@ -160,6 +159,21 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   tally.tick(true);
   emit({ kind: "mirror.done", summary: s });
   return s;
+}
+
+/**
+ * The destination's manifest; a disk too full (or read-only) to create or open it is the
+ * destination fault it is (exit 1, the path and the fix named), not SQLite's "database or disk is
+ * full".
+ */
+function openManifest(dest: string, dryRun: boolean, emit: (e: MirrorEvent) => void): Manifest {
+  try {
+    return Manifest.open(dest, { readOnly: dryRun, onReset: (r) => emit({ kind: "mirror.manifest-reset", ...r }) });
+  } catch (err) {
+    const fault = destinationFault(err);
+    if (fault !== undefined) throw new DestinationError(dest, fault, 0);
+    throw err;
+  }
 }
 
 /** The destination side when it is not walked: nothing but what the probe finds per name. */

@@ -212,6 +212,20 @@ describe("disk faults", { skip: canMount }, () => {
     figures.verified += big.length;
   });
 
+  test("a disk already full before the manifest exists: ENOSPC with the path and the fix, not SQLite's message; nothing left behind", async () => {
+    for (let i = 0; i < 3; i++) cloud.store.putObject(B, `full/${i}.dcm`, Buffer.alloc(1000, i), "application/dicom");
+    const dir = path.join(tmp, "already-full");
+    await mountTmpfs(dir, "size=1m");
+    await writeFile(path.join(dir, "filler"), Buffer.alloc(1024 * 1024)).catch(() => {}); // fills it to the last block
+    const r = await cli(["mirror", `gs://${B}/full`, path.join(dir, "dest")]);
+    assertFault(r, "ENOSPC");
+    assert.match(r.stderr, new RegExp(`^error: cannot write to ${path.join(dir, "dest")}: ENOSPC`, "m"));
+    assert.doesNotMatch(r.stderr, /database or disk is full/);
+    assert.match(r.stderr, /^ {2}fix: free space/m);
+    await assertNoTemps(dir);
+    assert.deepEqual(await dataFiles(path.join(dir, "dest")), []);
+  });
+
   test("inode exhaustion at concurrency 32 (ENOSPC from creating files and directories): named, nothing partial; completes with more inodes", async () => {
     const objects = new Map<string, Buffer>();
     for (let i = 0; i < 300; i++) {
