@@ -6,6 +6,7 @@ import { fileIdentity, tempNameFor, unwritten, type StagedFile } from "../core/a
 import { noteWritten } from "../core/barrier.ts";
 import { crc32cCombine } from "../core/crc32c-combine.ts";
 import { HcexportError, IntegrityError } from "../core/errors.ts";
+import { Gate } from "../core/gate.ts";
 import { crc32cToBase64 } from "../core/hashing.ts";
 import { withRetry, type RetryOptions } from "../core/retry.ts";
 import { resolveInside } from "../core/safe-path.ts";
@@ -31,28 +32,7 @@ export interface RangedPolicy {
   /** Slices of one object in flight at once. */
   readonly parallel: number;
   /** Slices of all objects in flight at once (one gate shared by every object using this policy). */
-  readonly gate: SliceGate;
-}
-
-/** A counting semaphore; a slice holds a permit only while its request runs (no hold-and-wait). */
-export class SliceGate {
-  readonly limit: number;
-  #inUse = 0;
-  readonly #waiting: Array<() => void> = [];
-  constructor(limit: number) {
-    this.limit = Math.max(1, Math.floor(limit));
-  }
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#inUse >= this.limit) await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    else this.#inUse++;
-    try {
-      return await fn();
-    } finally {
-      const next = this.#waiting.shift();
-      if (next === undefined) this.#inUse--;
-      else next(); // the permit passes straight to the next waiter
-    }
-  }
+  readonly gate: Gate;
 }
 
 export function rangedPolicy(p: Partial<Omit<RangedPolicy, "gate">> & { readonly maxInFlight?: number } = {}) {
@@ -60,7 +40,7 @@ export function rangedPolicy(p: Partial<Omit<RangedPolicy, "gate">> & { readonly
     threshold: p.threshold ?? 32 * 1024 * 1024,
     sliceBytes: p.sliceBytes ?? 16 * 1024 * 1024,
     parallel: p.parallel ?? 8,
-    gate: new SliceGate(p.maxInFlight ?? 32),
+    gate: new Gate(p.maxInFlight ?? 32),
   } satisfies RangedPolicy;
 }
 

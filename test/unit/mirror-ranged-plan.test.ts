@@ -1,6 +1,6 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { planSlices, rangedPolicy, SliceGate, wantsRanged } from "../../src/mirror/ranged-download.ts";
+import { planSlices, rangedPolicy, wantsRanged } from "../../src/mirror/ranged-download.ts";
 import type { RemoteObject, RemoteSource } from "../../src/mirror/ports.ts";
 
 const MiB = 1024 * 1024;
@@ -66,38 +66,5 @@ describe("wantsRanged", () => {
     assert.equal(wantsRanged(policy, plain, big), false);
     assert.equal(wantsRanged(false, ranged, big), false);
     assert.equal(wantsRanged(rangedPolicy({ threshold: 1, sliceBytes: 64 * MiB }), ranged, big), false);
-  });
-});
-
-describe("SliceGate", () => {
-  test("never more than `limit` tasks at once across callers, and every task runs", async () => {
-    const gate = new SliceGate(3);
-    let running = 0;
-    let peak = 0;
-    const done: number[] = [];
-    await Promise.all(
-      Array.from({ length: 20 }, (_, i) =>
-        gate.run(async () => {
-          running++;
-          peak = Math.max(peak, running);
-          await new Promise((r) => setTimeout(r, 1 + (i % 3)));
-          running--;
-          done.push(i);
-        }),
-      ),
-    );
-    assert.equal(peak, 3);
-    assert.equal(done.length, 20);
-  });
-
-  test("a failing task frees its permit", async () => {
-    const gate = new SliceGate(1);
-    await assert.rejects(
-      gate.run(async () => {
-        throw new Error("boom");
-      }),
-      /boom/,
-    );
-    assert.equal(await gate.run(async () => 7), 7);
   });
 });
