@@ -47,6 +47,9 @@ export class RequestLog {
   static readonly MAX = 50_000;
   readonly #counts = new Map<string, number>();
   readonly #statuses = new Map<number, number>();
+  /** Per `METHOD kind`: requests received whose response has not closed yet, and the most at once. */
+  readonly #open = new Map<string, number>();
+  readonly #peak = new Map<string, number>();
   #total = 0;
 
   /** Records a request; its status is filled in by {@link RequestLog.finished}. */
@@ -63,6 +66,9 @@ export class RequestLog {
     this.#total++;
     const key = `${method} ${entry.kind}`;
     this.#counts.set(key, (this.#counts.get(key) ?? 0) + 1);
+    const open = (this.#open.get(key) ?? 0) + 1;
+    this.#open.set(key, open);
+    if (open > (this.#peak.get(key) ?? 0)) this.#peak.set(key, open);
     if (this.entries.length >= RequestLog.MAX) this.entries.splice(0, RequestLog.MAX / 2);
     this.entries.push(entry);
     return entry;
@@ -71,6 +77,21 @@ export class RequestLog {
   finished(entry: RequestEntry, status: number): void {
     entry.status = status;
     this.#statuses.set(status, (this.#statuses.get(status) ?? 0) + 1);
+  }
+
+  /** The request's response closed (sent, or its connection gone): it no longer counts as in flight. Once per entry. */
+  closed(entry: RequestEntry): void {
+    const key = `${entry.method} ${entry.kind}`;
+    const open = this.#open.get(key) ?? 0;
+    if (open > 0) this.#open.set(key, open - 1);
+  }
+
+  /**
+   * The most requests of one `METHOD kind` (e.g. `"GET object.media"`) in flight at once since the
+   * last clear: received, their response not yet closed. What a client's concurrency really was.
+   */
+  peakInFlight(key: string): number {
+    return this.#peak.get(key) ?? 0;
   }
 
   /** Requests counted since the last clear: all of them, or those of one `METHOD kind` (e.g. `"GET object.media"`). */
@@ -99,19 +120,30 @@ export class RequestLog {
   }
 
   /** Counters as JSON (served at `GET /_emulator/requests`). */
-  summary(): { total: number; mediaGets: number; byRoute: Record<string, number>; byStatus: Record<string, number> } {
+  summary(): {
+    total: number;
+    mediaGets: number;
+    byRoute: Record<string, number>;
+    byStatus: Record<string, number>;
+    peakInFlight: Record<string, number>;
+  } {
+    const sorted = (m: Map<string, number>) => Object.fromEntries([...m].sort(([a], [b]) => (a < b ? -1 : 1)));
     return {
       total: this.#total,
       mediaGets: this.mediaGets(),
-      byRoute: Object.fromEntries([...this.#counts].sort(([a], [b]) => (a < b ? -1 : 1))),
+      byRoute: sorted(this.#counts),
       byStatus: Object.fromEntries([...this.#statuses].map(([s, n]) => [String(s), n])),
+      peakInFlight: sorted(this.#peak),
     };
   }
 
+  /** Forgets the counters and entries; requests still in flight keep counting toward the next peak. */
   clear(): void {
     this.entries.length = 0;
     this.#counts.clear();
     this.#statuses.clear();
+    this.#peak.clear();
+    for (const [key, open] of this.#open) if (open > 0) this.#peak.set(key, open);
     this.#total = 0;
   }
 }

@@ -86,6 +86,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Runn
       req.headers.range,
     );
     res.on("finish", () => requests.finished(entry, res.statusCode));
+    res.on("close", () => requests.closed(entry));
     try {
       if (url === undefined) throw new ApiError(400, "invalid", `malformed request target "${req.url}"`);
       if (url.pathname.startsWith("/_emulator/")) {

@@ -98,4 +98,22 @@ describe("request log", () => {
     log.clear();
     assert.equal(log.count(), 0);
   });
+  test("peak in flight: requests received whose response has not closed, per method and route", () => {
+    const log = new RequestLog();
+    const media = () => log.add("GET", "/download/storage/v1/b/b/o/x", "alt=media");
+    const a = media();
+    const b = media();
+    log.closed(a);
+    const c = media();
+    const list = log.add("GET", "/storage/v1/b/b/o", "");
+    assert.equal(log.peakInFlight("GET object.media"), 2);
+    assert.equal(log.peakInFlight("GET object.list"), 1);
+    assert.deepEqual(log.summary().peakInFlight, { "GET object.list": 1, "GET object.media": 2 });
+    log.clear();
+    assert.equal(log.peakInFlight("GET object.media"), 2, "b and c are still open after a clear");
+    for (const e of [b, c, list]) log.closed(e);
+    log.clear();
+    media();
+    assert.equal(log.peakInFlight("GET object.media"), 1);
+  });
 });
