@@ -51,10 +51,6 @@ export interface WrittenFile {
 }
 
 /**
- * Remembers directories already verified to be real directories (not symlinks) inside a root,
- * so that a mirror of 10,000 files does not lstat the same parents 10,000 times.
- */
-/**
  * `path.join(dir, seg)` for a checked name segment (no `/`, `.`, `..` or empty one), without the
  * normalisation pass: the guard builds two or three of these per file.
  */
@@ -62,6 +58,10 @@ function childOf(dir: string, seg: string): string {
   return dir.endsWith(path.sep) ? dir + seg : `${dir}${path.sep}${seg}`;
 }
 
+/**
+ * Remembers directories already verified to be real directories (not symlinks) inside a root,
+ * so that a mirror of 10,000 files does not lstat the same parents 10,000 times.
+ */
 export class DirectoryGuard {
   readonly root: string;
   /** Directories made or checked (bounded: memory flat in the object count; a forgotten one is re-checked). */

@@ -28,6 +28,13 @@ export interface Stager {
    */
   stage(job: StageJob): Promise<StagedFile>;
   /**
+   * Whether an object of `size` bytes will be staged on a stage thread, which then makes its
+   * directories itself (synchronous mkdirs, on its own core) rather than the calling thread before
+   * the request. An answer gone stale (the thread stopped) is harmless: a stage on the calling
+   * thread makes the directories too.
+   */
+  offThread(size: number): boolean;
+  /**
    * Whether a stage thread stopped while it had requests: a temp file it was writing may be left
    * behind, so the run must not be recorded as a clean end (the next one walks and sweeps it).
    */
@@ -124,6 +131,9 @@ class InThreadStager implements Stager {
   }
   lease(size: number): Lease {
     return this.arena.lease(size);
+  }
+  offThread(_size: number): boolean {
+    return false;
   }
   stage({ root, relName, name, lease, expected, guard }: StageJob): Promise<StagedFile> {
     try {
@@ -292,6 +302,10 @@ export class ThreadStager extends InThreadStager {
   /** The threads started so far (for tests). */
   get workers(): readonly Worker[] {
     return this.#threads.map((t) => t.worker);
+  }
+
+  override offThread(size: number): boolean {
+    return size >= this.#minBytes && (this.#threads.length < this.#size || this.#threads.some((t) => !t.broken));
   }
 
   override stage(job: StageJob): Promise<StagedFile> {

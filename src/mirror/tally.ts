@@ -44,6 +44,11 @@ export class MirrorTally {
   listingDone = false;
   /** A credentials/permission/bucket/DNS failure (`fatalFault`): every other object would fail alike. */
   fatal: Error | undefined;
+  /**
+   * Aborted once the run stops (`stop`, or a destination fault): the transfers' signal, so that
+   * objects waiting for a connection never send their request and those in flight end at once.
+   */
+  readonly halt = new AbortController();
 
   constructor(emit: EventSink<MirrorEvent>, clock: Clock, flush: () => void) {
     this.emit = emit;
@@ -78,12 +83,19 @@ export class MirrorTally {
     this.emit({ kind: "mirror.failed", name, reason });
   }
 
-  /** Records a full/read-only destination; true when `err` was one. */
+  /** Records a fatal fault (the first one wins) and stops the transfers. */
+  stop(fatal: Error): void {
+    this.fatal ??= fatal;
+    this.halt.abort(this.fatal);
+  }
+
+  /** Records a full/read-only destination (and stops the transfers); true when `err` was one. */
   destination(err: unknown): boolean {
     const fault = destinationFault(err);
     if (fault === undefined) return false;
     this.s.destinationFault ??= fault;
     this.s.complete = false;
+    this.halt.abort(err);
     return true;
   }
 

@@ -28,7 +28,7 @@ export async function transferOne(
   const failed = (err: unknown) => {
     if (ctx.signal?.aborted === true || tally.destination(err)) return;
     const stop = fatalFault(err, "object");
-    if (stop !== undefined) tally.fatal ??= stop;
+    if (stop !== undefined) tally.stop(stop);
     else if (err instanceof UnsafeNameError) tally.refuse(obj.name, refusalReason(err));
     else tally.fail(obj.name, `${messageOf(err)}${isRetryable(err) ? " (gave up after retries)" : ""}`);
   };

@@ -49,10 +49,22 @@ function run(
   dir: string,
   env: NodeJS.ProcessEnv = {},
   nodeArgs: string[] = [],
+  { prefix = "train", concurrency = 16 } = {},
 ): { child: ReturnType<typeof spawn>; done: Promise<{ code: number | null; stdout: string; stderr: string }> } {
   const child = spawn(
     process.execPath,
-    [...nodeArgs, cli, "mirror", `gs://${B}/train`, dir, "--emulator", emu.baseUrl, "--concurrency", "16", "--quiet"],
+    [
+      ...nodeArgs,
+      cli,
+      "mirror",
+      `gs://${B}/${prefix}`,
+      dir,
+      "--emulator",
+      emu.baseUrl,
+      "--concurrency",
+      String(concurrency),
+      "--quiet",
+    ],
     { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] },
   );
   let stdout = "";
@@ -100,6 +112,30 @@ describe("a cold copy of SIIM-sized objects through the built CLI", () => {
     process.stdout.write(
       `# full collections, ${N} × ${SIZE} B: ${count(late.stdout)} late, ${count(v8.stdout)} on V8's schedule\n`,
     );
+  });
+
+  test("--concurrency is the requests in flight: with 40 ms per response, exactly 8 at the peak, never more", async () => {
+    // The transfer stage holds twice as many objects as connections (some making directories or
+    // being written): what the server sees must still be the user's number.
+    const lat = new Map<string, Buffer>();
+    for (let i = 0; i < 64; i++) {
+      const name = `lat/${i}/${i}.dcm`;
+      lat.set(name, content(N + i));
+      emu.store.putObject(B, name, lat.get(name)!, "application/dicom");
+    }
+    const dir = path.join(tmp, "latency");
+    emu.faults = { ...noFaults, latencyMs: 40, pathFilter: "/download/" };
+    emu.requests.clear();
+    try {
+      const r = await run(dir, {}, [], { prefix: "lat", concurrency: 8 }).done;
+      assert.equal(r.code, 0, r.stderr);
+    } finally {
+      emu.faults = { ...noFaults };
+    }
+    assert.equal(emu.requests.mediaGets(), 64);
+    assert.equal(emu.requests.peakInFlight("GET object.media"), 8, JSON.stringify(emu.requests.summary()));
+    for (const [name, data] of lat) assert.ok(data.equals(await readFile(path.join(dir, name.slice(4)))), name);
+    for (const name of lat.keys()) emu.store.deleteObject(B, name);
   });
 
   test("killed with SIGKILL while the stage thread writes, the next run walks, sweeps and fetches only what is missing", async () => {
