@@ -29,7 +29,8 @@ export const DEFAULT_CONCURRENCY = 32;
  * Objects in the transfer stage per connection: one in the network (its request and body), one
  * making its directories or being verified and written. With only the first, every connection
  * idled through its object's mkdirs and write: 10,000 × 150 KB with 20 ms per response took
- * 10.7–11.2 s, with two 8.9–9.4 s (README, "Realistic network").
+ * 11.6–12.0 s, with two 9.5–10.3 s (interleaved; the full bench: 11.76 → 8.27 s). Three: within
+ * the noise of two (README, "Realistic network").
  */
 export const TRANSFER_DEPTH = 2;
 
