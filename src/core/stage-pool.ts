@@ -305,7 +305,9 @@ export class ThreadStager extends InThreadStager {
   }
 
   override offThread(size: number): boolean {
-    return size >= this.#minBytes && (this.#threads.length < this.#size || this.#threads.some((t) => !t.broken));
+    return (
+      size >= this.#minBytes && (this.#threads.length < this.#size || this.#threads.some((t) => t.broken === undefined))
+    );
   }
 
   override stage(job: StageJob): Promise<StagedFile> {
