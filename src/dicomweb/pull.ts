@@ -149,13 +149,20 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
   emit({ kind: "dicomweb.start", source: o.label, dest, mode, concurrency });
   const problem = await destinationProblem(dest);
   if (problem !== undefined) throw new DestinationError(dest, problem, 0);
-  await guard.ensure([], dest);
   // A run marks the destination while it writes; a mark left behind means it was killed, and its
   // temp files (older than a minute: a younger one may be a concurrent run's) are swept.
   const marker = path.join(dest, RESERVED_DIR, "dicomweb-pull.running");
-  if (await exists(marker)) await sweepTempFiles(dest, STALE_TEMP_MS);
-  await mkdir(path.dirname(marker), { recursive: true });
-  await writeFile(marker, `${process.pid} ${new Date(started).toISOString()}\n`);
+  try {
+    await guard.ensure([], dest);
+    if (await exists(marker)) await sweepTempFiles(dest, STALE_TEMP_MS);
+    await mkdir(path.dirname(marker), { recursive: true });
+    await writeFile(marker, `${process.pid} ${new Date(started).toISOString()}\n`);
+  } catch (err) {
+    // A disk too full (or read-only) for the mark: the destination fault, with the path and the fix.
+    const fault = destinationFault(err);
+    if (fault !== undefined) throw new DestinationError(dest, fault, 0);
+    throw err;
+  }
 
   const pool = new TaskPool(concurrency);
   /** A full or read-only destination stops the run: every further write would fail the same way. */

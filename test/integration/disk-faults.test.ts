@@ -212,7 +212,7 @@ describe("disk faults", { skip: canMount }, () => {
     figures.verified += big.length;
   });
 
-  test("a disk already full before the manifest exists: ENOSPC with the path and the fix, not SQLite's message; nothing left behind", async () => {
+  test("a disk already full before the manifest or the pull's mark exists: ENOSPC with the path and the fix, not SQLite's message; nothing left behind", async () => {
     for (let i = 0; i < 3; i++) cloud.store.putObject(B, `full/${i}.dcm`, Buffer.alloc(1000, i), "application/dicom");
     const dir = path.join(tmp, "already-full");
     await mountTmpfs(dir, "size=1m");
@@ -224,6 +224,13 @@ describe("disk faults", { skip: canMount }, () => {
     assert.match(r.stderr, /^ {2}fix: free space/m);
     await assertNoTemps(dir);
     assert.deepEqual(await dataFiles(path.join(dir, "dest")), []);
+    // The pull marks its destination before it writes: a bare "ENOSPC: …, write" before.
+    const pull = path.join(dir, "pull");
+    const p = await cli(["dicomweb", "pull", SIIM_TRAIN_STORE, pull]);
+    assertFault(p, "ENOSPC");
+    assert.match(p.stderr, new RegExp(`^error: cannot write to ${pull}: ENOSPC`, "m"));
+    assert.match(p.stderr, /^ {2}fix: free space/m);
+    assert.deepEqual(await dataFiles(pull), []);
   });
 
   test("inode exhaustion at concurrency 32 (ENOSPC from creating files and directories): named, nothing partial; completes with more inodes", async () => {
