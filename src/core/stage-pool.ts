@@ -13,18 +13,18 @@ import { IntegrityError, UnsafeNameError } from "./errors.ts";
  * Where small verified objects are written (issue #11): `stageBufferSync` — the digest check, the
  * parents' mkdir/lstat, open, write, fstat, close — on stage threads, so that the main thread
  * (HTTP, planning, commits) never waits in a file-system call and the kernel's part of each file
- * runs on the other core. The bytes are received into a slot of an arena the threads share (a
- * bigger object's own buffer is transferred instead: never copied); a thread answers with the
- * staged temp file, nothing else is shared. The commit stage renames on the main thread, as
- * before. `threads: 0`, objects below THREAD_MIN_BYTES, or a thread that cannot start or died
+ * runs on the other core. The bytes are received into a buffer of the arena (see Arena), which
+ * is transferred to the thread (moved, never copied) and comes back with its answer, the staged
+ * temp file; nothing is shared. The commit stage renames on the main thread, as before. `threads: 0`, objects below THREAD_MIN_BYTES, or a thread that cannot start or died
  * stage on the calling thread.
  */
 export interface Stager {
   /** Room for one object of `size` bytes to be received into, then staged; `release` it after `stage` settles. */
   lease(size: number): Lease;
   /**
-   * A verified temp file beside `root/relName` holding `lease.bytes` (see `stageBufferSync`). A
-   * lease outside the arena has its buffer transferred: detached from the caller.
+   * A verified temp file beside `root/relName` holding `lease.bytes` (see `stageBufferSync`). On a
+   * stage thread the lease's buffer is transferred (detached from the caller) and goes back to the
+   * arena with the answer.
    */
   stage(job: StageJob): Promise<StagedFile>;
   /**
@@ -65,51 +65,62 @@ export interface StageJob {
   readonly guard: DirectoryGuard;
 }
 
-/** Bytes to receive one object into: a slot of the shared arena, or a buffer of its own. */
+/** Bytes to receive one object into: a buffer of the arena, or one of its own. */
 export interface Lease {
   readonly bytes: Uint8Array;
-  /** Gives a slot back (idempotent); a buffer of its own is simply dropped. */
+  /** Gives the buffer back to the arena (idempotent; one moved to a thread comes back with its answer). */
   release(): void;
 }
 
 /**
- * Fixed slots in one SharedArrayBuffer, reused object after object: receiving a small object
- * allocates no buffer of its own (a fresh ArrayBuffer per object raised an in-thread cold copy's
- * full collections from 123 to 194, 10,000 × 150 KB), and a stage thread reads the slot in place,
- * with no copy and no transfer. Bigger objects, or any while every slot is out, get a
- * buffer of their own. Pages are touched only as slots are used.
+ * Buffers of `slotSize` bytes reused object after object: receiving a small object allocates no
+ * buffer of its own (a fresh ArrayBuffer per object raised an in-thread cold copy's full
+ * collections from 123 to 194, 10,000 × 150 KB). Plain ArrayBuffers, moved to a stage thread and
+ * back: this was one SharedArrayBuffer, which a thread reads in place, but V8 copies into shared
+ * memory with relaxed atomic stores (`relaxed_memmove`): receiving 10,000 × 150 KB into it cost
+ * the main thread 0.8 s (cpu-prof), 6–9 GB/s against 25–32 into a plain buffer (a microbenchmark).
+ * Up to `slots` free buffers are kept; a bigger object gets a buffer of its own, never kept.
+ * Pages are touched only as buffers are made.
  */
 export class Arena {
-  readonly sab: SharedArrayBuffer;
   readonly slotSize: number;
-  readonly #free: number[] = [];
+  readonly #slots: number;
+  readonly #free: ArrayBuffer[] = [];
   constructor(slots = ARENA_SLOTS, slotSize = ARENA_SLOT_BYTES) {
-    this.sab = new SharedArrayBuffer(slots * slotSize);
+    this.#slots = slots;
     this.slotSize = slotSize;
-    for (let i = slots - 1; i >= 0; i--) this.#free.push(i);
   }
 
   lease(size: number): Lease {
-    const slot = size <= this.slotSize ? this.#free.pop() : undefined;
-    if (slot === undefined) return { bytes: ownedBuffer(size), release: () => {} };
+    if (size > this.slotSize) return { bytes: ownedBuffer(size), release: () => {} };
+    const buffer = this.#free.pop() ?? new ArrayBuffer(this.slotSize);
     let out = true;
     return {
-      bytes: new Uint8Array(this.sab, slot * this.slotSize, size),
+      bytes: new Uint8Array(buffer, 0, size),
       release: () => {
         if (!out) return;
         out = false;
-        this.#free.push(slot);
+        this.give(buffer);
       },
     };
   }
 
-  /** Slots not leased (for tests). */
+  /**
+   * Takes a buffer back for reuse: one of this arena's size (a thread's answer returns it under a
+   * new handle), unless `slots` are free already. A buffer moved to a thread is detached here
+   * (zero bytes long) and is not taken until it comes back.
+   */
+  give(buffer: ArrayBuffer): void {
+    if (buffer.byteLength === this.slotSize && this.#free.length < this.#slots) this.#free.push(buffer);
+  }
+
+  /** Buffers ready for reuse (for tests). */
   get free(): number {
     return this.#free.length;
   }
 }
 
-/** 64 slots of 256 KiB (16 MiB, touched as used): twice the default concurrency of SIIM-sized objects. */
+/** 64 buffers of 256 KiB (16 MiB, made as needed): twice the default concurrency of SIIM-sized objects. */
 export const ARENA_SLOTS = 64;
 export const ARENA_SLOT_BYTES = 256 * 1024;
 
@@ -123,7 +134,7 @@ export function createStager(threads = stageThreadsFromEnv(), minBytes = threadM
   return threads > 0 ? new ThreadStager(threads, minBytes) : new InThreadStager();
 }
 
-/** Stages on the calling thread; a `ThreadStager` shares its arena with its threads. */
+/** Stages on the calling thread; a `ThreadStager` lends its arena's buffers to its threads. */
 class InThreadStager implements Stager {
   readonly arena = new Arena();
   get lost(): boolean {
@@ -149,16 +160,13 @@ class InThreadStager implements Stager {
   }
 }
 
-/**
- * What a stage thread is asked: bytes in the shared arena (`buffer` absent) or in a buffer of their
- * own that travels in the transfer list.
- */
+/** What a stage thread is asked: the bytes are `length` bytes of `buffer`, which travels in the transfer list. */
 export interface StageRequest {
   readonly id: number;
   readonly root: string;
   readonly relName: string;
   readonly name: string;
-  readonly buffer?: ArrayBuffer;
+  readonly buffer: ArrayBuffer;
   readonly offset: number;
   readonly length: number;
   readonly expected: ExpectedContent;
@@ -168,12 +176,12 @@ export interface StageRequest {
 export interface StageThreadData {
   readonly writerId: string;
   readonly counterBase: number;
-  readonly arena: SharedArrayBuffer;
 }
 
-/** What a stage thread answers: the staged file, or its error as plain data. */
-export type StageReply =
-  { readonly id: number; readonly staged: StagedFile } | { readonly id: number; readonly error: SerializedError };
+/** What a stage thread answers: the staged file, or its error as plain data; and the request's buffer, back. */
+export type StageReply = { readonly id: number; readonly buffer: ArrayBuffer } & (
+  { readonly staged: StagedFile } | { readonly error: SerializedError }
+);
 
 export interface SerializedError {
   readonly kind: "unsafe" | "integrity" | "system";
@@ -249,7 +257,6 @@ class StageThread {
     const workerData: StageThreadData = {
       writerId: writerIdentity(),
       counterBase: (index + 1) * COUNTER_RANGE,
-      arena: arena.sab,
     };
     this.worker = new Worker(new URL(`./stage-thread${ext}`, import.meta.url), {
       workerData,
@@ -261,6 +268,7 @@ class StageThread {
     // Never what keeps the process alive: a request in flight is awaited by its caller.
     this.worker.unref();
     this.worker.on("message", (r: StageReply) => {
+      arena.give(r.buffer);
       const p = this.pending.get(r.id);
       if (p === undefined) return;
       this.pending.delete(r.id);
@@ -315,7 +323,6 @@ export class ThreadStager extends InThreadStager {
     const t = bytes.byteLength >= this.#minBytes ? this.#pick() : undefined;
     if (t === undefined) return super.stage(job);
     const id = this.#next++;
-    const shared = bytes.buffer === this.arena.sab;
     return new Promise<StagedFile>((resolve, reject) => {
       t.pending.set(id, { resolve, reject });
       const req: StageRequest = {
@@ -323,13 +330,13 @@ export class ThreadStager extends InThreadStager {
         root: job.root,
         relName: job.relName,
         name: job.name,
-        ...(shared ? {} : { buffer: bytes.buffer as ArrayBuffer }),
+        buffer: bytes.buffer as ArrayBuffer,
         offset: bytes.byteOffset,
         length: bytes.byteLength,
         expected: job.expected,
       };
       try {
-        t.worker.postMessage(req, req.buffer === undefined ? [] : [req.buffer]);
+        t.worker.postMessage(req, [req.buffer]);
       } catch (err) {
         t.pending.delete(id);
         reject(err as Error);

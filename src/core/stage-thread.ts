@@ -22,10 +22,15 @@ parentPort!.on("message", (m: StageRequest) => {
       guard = new DirectoryGuard(m.root);
       guardFor = m.root;
     }
-    const bytes = new Uint8Array(m.buffer ?? data.arena, m.offset, m.length);
-    reply = { id: m.id, staged: stageBufferSync(m.root, m.relName, m.name, bytes, m.expected, guard) };
+    const bytes = new Uint8Array(m.buffer, m.offset, m.length);
+    reply = {
+      id: m.id,
+      buffer: m.buffer,
+      staged: stageBufferSync(m.root, m.relName, m.name, bytes, m.expected, guard),
+    };
   } catch (err) {
-    reply = { id: m.id, error: serializeError(err) };
+    reply = { id: m.id, buffer: m.buffer, error: serializeError(err) };
   }
-  parentPort!.postMessage(reply);
+  // The buffer goes back with the answer, for the next object.
+  parentPort!.postMessage(reply, [m.buffer]);
 });

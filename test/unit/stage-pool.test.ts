@@ -49,26 +49,39 @@ async function stageBytes(
 }
 
 describe("Arena", () => {
-  it("hands out slots of the shared buffer, takes them back once, and gives bigger or surplus requests buffers of their own", () => {
+  it("reuses its buffers (plain, not shared), takes each back once, never keeps a bigger one or more than its slots", () => {
     const arena = new Arena(2, 1024);
     const a = arena.lease(1000);
     const b = arena.lease(10);
-    assert.equal(a.bytes.buffer, arena.sab);
-    assert.equal(b.bytes.buffer, arena.sab);
-    assert.notEqual(a.bytes.byteOffset, b.bytes.byteOffset);
-    assert.equal(a.bytes.byteLength, 1000);
-    assert.equal(arena.free, 0);
-    const c = arena.lease(10); // every slot out
-    assert.notEqual(c.bytes.buffer, arena.sab);
+    assert.ok(a.bytes.buffer instanceof ArrayBuffer, "a plain ArrayBuffer: V8 copies into a shared one slowly");
+    assert.notEqual(a.bytes.buffer, b.bytes.buffer);
+    assert.deepEqual([a.bytes.byteOffset, a.bytes.byteLength, a.bytes.buffer.byteLength], [0, 1000, 1024]);
+    const c = arena.lease(10); // more out than slots: a buffer like the others
     const big = arena.lease(2000);
-    assert.notEqual(big.bytes.buffer, arena.sab);
     assert.equal(big.bytes.byteLength, 2000);
     a.release();
-    a.release(); // idempotent: the slot is not handed out twice
+    a.release(); // idempotent: not handed out twice
     assert.equal(arena.free, 1);
-    const d = arena.lease(5);
-    assert.equal(d.bytes.byteOffset, a.bytes.byteOffset);
-    assert.notEqual(arena.lease(5).bytes.buffer, arena.sab);
+    assert.equal(arena.lease(5).bytes.buffer, a.bytes.buffer, "the same buffer again");
+    assert.notEqual(arena.lease(5).bytes.buffer, a.bytes.buffer);
+    big.release();
+    assert.equal(arena.free, 0, "a bigger object's buffer is not kept");
+    b.release();
+    c.release();
+    arena.give(new ArrayBuffer(1024));
+    assert.equal(arena.free, 2, "never more than its slots");
+  });
+
+  it("a buffer moved to another thread is not taken back until it returns", () => {
+    const arena = new Arena(4, 1024);
+    const lease = arena.lease(100);
+    const buffer = lease.bytes.buffer as ArrayBuffer;
+    const moved = structuredClone(buffer, { transfer: [buffer] });
+    lease.release(); // detached here: nothing to take back
+    assert.equal(arena.free, 0);
+    arena.give(moved); // the thread's answer brings it back
+    assert.equal(arena.free, 1);
+    assert.equal(arena.lease(100).bytes.buffer, moved);
   });
 });
 
@@ -189,6 +202,11 @@ describe("ThreadStager", () => {
         assert.equal(stager.lost, false);
         await stageBytes(stager, root, "big.dcm", bytesOf(64 * 1024, 6));
         assert.equal(stager.workers.length, 1);
+        // Its buffer went to the thread and came back with the answer: one buffer serves every object.
+        assert.equal(stager.arena.free, 1);
+        const again = await stageBytes(stager, root, "big2.dcm", bytesOf(64 * 1024, 7));
+        assert.deepEqual(await readFile(again.temp), bytesOf(64 * 1024, 7));
+        assert.equal(stager.arena.free, 1);
       } finally {
         await stager.close();
       }
