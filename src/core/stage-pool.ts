@@ -15,8 +15,9 @@ import { IntegrityError, UnsafeNameError } from "./errors.ts";
  * (HTTP, planning, commits) never waits in a file-system call and the kernel's part of each file
  * runs on the other core. The bytes are received into a buffer of the arena (see Arena), which
  * is transferred to the thread (moved, never copied) and comes back with its answer, the staged
- * temp file; nothing is shared. The commit stage renames on the main thread, as before. `threads: 0`, objects below THREAD_MIN_BYTES, or a thread that cannot start or died
- * stage on the calling thread.
+ * temp file; nothing is shared. The commit stage renames on the main thread, as before.
+ * `threads: 0`, objects below THREAD_MIN_BYTES, or a thread that cannot start or died stage on
+ * the calling thread.
  */
 export interface Stager {
   /** Room for one object of `size` bytes to be received into, then staged; `release` it after `stage` settles. */
