@@ -192,6 +192,15 @@ export class DestinationError extends HcexportError {
   }
 }
 
+/**
+ * `err` as the DestinationError of `dest` when it is a destination fault (see
+ * `destinationFault`), with `landed` files before it; otherwise `err` itself, to rethrow.
+ */
+export function asDestinationError(err: unknown, dest: string, landed: number): unknown {
+  const fault = destinationFault(err);
+  return fault === undefined ? err : new DestinationError(dest, fault, landed);
+}
+
 /** DNS answers that mean "this host does not exist here" (NXDOMAIN, no such name). */
 const UNKNOWN_HOST_CODES = new Set(["ENOTFOUND", "EAI_NONAME", "EAI_FAIL"]);
 

@@ -3,7 +3,7 @@ import path from "node:path";
 import { DirectoryGuard } from "../core/atomic-file.ts";
 import { systemClock, type Clock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";
-import { DestinationError, destinationFault } from "../core/errors.ts";
+import { asDestinationError, DestinationError, destinationFault } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import { withRetry, type RetryPolicy } from "../core/retry.ts";
 import { RESERVED_DIR } from "../core/safe-path.ts";
@@ -159,9 +159,7 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
     await writeFile(marker, `${process.pid} ${new Date(started).toISOString()}\n`);
   } catch (err) {
     // A disk too full (or read-only) for the mark: the destination fault, with the path and the fix.
-    const fault = destinationFault(err);
-    if (fault !== undefined) throw new DestinationError(dest, fault, 0);
-    throw err;
+    throw asDestinationError(err, dest, 0);
   }
 
   const pool = new TaskPool(concurrency);

@@ -2,7 +2,7 @@ import { DirectoryGuard } from "../core/atomic-file.ts";
 import { barrierFor } from "../core/barrier.ts";
 import { systemClock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";
-import { DestinationError, destinationFault, fatalFault } from "../core/errors.ts";
+import { asDestinationError, DestinationError, fatalFault } from "../core/errors.ts";
 import { Gate } from "../core/gate.ts";
 import { applyDeletes } from "./apply-deletes.ts";
 import { createStager } from "../core/stage-pool.ts";
@@ -182,9 +182,7 @@ function openManifest(dest: string, dryRun: boolean, emit: (e: MirrorEvent) => v
   try {
     return Manifest.open(dest, { readOnly: dryRun, onReset: (r) => emit({ kind: "mirror.manifest-reset", ...r }) });
   } catch (err) {
-    const fault = destinationFault(err);
-    if (fault !== undefined) throw new DestinationError(dest, fault, 0);
-    throw err;
+    throw asDestinationError(err, dest, 0);
   }
 }
 
