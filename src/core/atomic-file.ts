@@ -6,6 +6,7 @@ import {
   constants,
   fstatSync,
   fsync as fsyncCb,
+  ftruncateSync,
   lstatSync,
   mkdirSync,
   openSync,
@@ -18,6 +19,14 @@ import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from "no
 import os from "node:os";
 import path from "node:path";
 import { noteWritten } from "./barrier.ts";
+import {
+  AlignedScratch,
+  createMaybeDirectSync,
+  DIRECT_MIN_BYTES,
+  directIo,
+  DirectRefused,
+  writeDirectSync,
+} from "./direct-io.ts";
 import { IntegrityError, UnsafeNameError } from "./errors.ts";
 import { StreamingHasher, crc32cBase64, md5Base64 } from "./hashing.ts";
 import { processAlive } from "./process-alive.ts";
@@ -48,6 +57,8 @@ export interface WrittenFile {
   readonly ino: string;
   readonly crc32c?: string;
   readonly md5?: string;
+  /** Written with direct I/O (core/direct-io.ts): it left no dirty pages for a barrier to count. */
+  readonly direct?: boolean;
 }
 
 /**
@@ -375,6 +386,11 @@ export async function stageVerified(
  * synchronous syscalls only: what a stage thread runs for each small object (stage-pool.ts).
  * Nothing is created when the bytes do not match; on any later failure the temp file is removed.
  * The caller counts the bytes for the barrier (`noteWritten`): a stage thread has its own count.
+ *
+ * With `allowDirect` (a stage thread: it may wait for the disk), objects of DIRECT_MIN_BYTES or
+ * more are written with direct I/O (core/direct-io.ts): copied into an aligned buffer, checked
+ * there (what is written is what is verified), written in whole blocks, the file cut back to its
+ * size. A file system that refuses the write gets this file again, and every later one, buffered.
  * @param name the remote name, for messages
  */
 export function stageBufferSync(
@@ -384,28 +400,50 @@ export function stageBufferSync(
   bytes: Uint8Array,
   expected: ExpectedContent,
   guard: DirectoryGuard,
+  allowDirect = false,
 ): StagedFile {
   const target = resolveInside(root, relName);
   const check = checkRelativeName(relName);
   if (!check.ok) throw new UnsafeNameError(name, check.reason);
-  verifyBytes(name, bytes, expected);
+  const size = bytes.byteLength;
+  const wantDirect = allowDirect && directIo.on && size >= DIRECT_MIN_BYTES;
+  const data = wantDirect ? SCRATCH.copyOf(bytes) : bytes;
+  verifyBytes(name, wantDirect ? data.subarray(0, size) : data, expected);
   const dir = guard.ensureSync(check.segments.slice(0, -1), name);
   const temp = childOf(dir, tempNameFor(path.basename(target)));
-  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+  const { fd, direct } = createMaybeDirectSync(
+    temp,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    0o644,
+    wantDirect,
+  );
   let closed = false;
   let staged = false;
   try {
-    let written = 0;
-    while (written < bytes.byteLength) written += writeSync(fd, bytes, written, bytes.byteLength - written);
+    if (direct) {
+      writeDirectSync(fd, data, 0);
+      if (data.byteLength > size) ftruncateSync(fd, size);
+    } else {
+      let written = 0;
+      while (written < size) written += writeSync(fd, data, written, size - written);
+    }
     const st = fstatSync(fd, { bigint: true });
     closeSync(fd);
     closed = true;
     staged = true;
-    return { path: target, temp, relName, bytes: written, ...fileIdentity(st) };
+    return { path: target, temp, relName, bytes: size, ...fileIdentity(st), ...(direct ? { direct } : {}) };
+  } catch (err) {
+    if (!(err instanceof DirectRefused)) throw err;
   } finally {
     if (!staged) dropTempSync(closed ? undefined : fd, temp);
   }
+  // The file system refused the direct write: this file again, and every later one, buffered.
+  directIo.disable();
+  return stageBufferSync(root, relName, name, bytes, expected, guard);
 }
+
+/** The aligned copy `stageBufferSync` writes directly from (one per thread: it stages one file at a time). */
+const SCRATCH = new AlignedScratch();
 
 /** Closes (unless already closed: `fd` undefined) and removes a temp file that will not be staged. */
 function dropTempSync(fd: number | undefined, temp: string): void {

@@ -26,7 +26,8 @@ parentPort!.on("message", (m: StageRequest) => {
     reply = {
       id: m.id,
       buffer: m.buffer,
-      staged: stageBufferSync(m.root, m.relName, m.name, bytes, m.expected, guard),
+      // A stage thread may wait for the disk: direct I/O where it applies.
+      staged: stageBufferSync(m.root, m.relName, m.name, bytes, m.expected, guard, true),
     };
   } catch (err) {
     reply = { id: m.id, buffer: m.buffer, error: serializeError(err) };

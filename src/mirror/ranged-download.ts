@@ -1,9 +1,18 @@
 import { constants, writev as writevCb } from "node:fs";
-import { open, unlink, type FileHandle } from "node:fs/promises";
+import { unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { crc32c } from "@node-rs/crc32";
 import { fileIdentity, tempNameFor, unwritten, type StagedFile } from "../core/atomic-file.ts";
 import { noteWritten } from "../core/barrier.ts";
+import {
+  AlignedChunks,
+  alignUp,
+  createMaybeDirect,
+  DIRECT_ALIGN,
+  directIo,
+  DirectRefused,
+  writeDirect,
+} from "../core/direct-io.ts";
 import { crc32cCombine } from "../core/crc32c-combine.ts";
 import { HcexportError, IntegrityError } from "../core/errors.ts";
 import { Gate } from "../core/gate.ts";
@@ -23,6 +32,13 @@ import type { RemoteObject, RemoteSource } from "./ports.ts";
  * barrier, the rename, the manifest row), like every other download. A failed slice is retried alone; a combined mismatch (a corrupt slice,
  * which one is unknown) retries the whole object. A server that ignores Range (200, whole body)
  * makes `rangedDownload` return undefined: the caller streams the object instead.
+ *
+ * Where the file system allows, the temp file is written with direct I/O (core/direct-io.ts):
+ * each slice's bytes are copied into page-aligned 1 MiB chunks, hashed there (what is written is
+ * what is checked) and written with O_DIRECT, the object's last block padded and the file cut
+ * back to its size at the end. No page cache is filled and none is synced later; there is no
+ * background writeback to run. A file system that refuses a direct write gets the object again,
+ * buffered, and every later one buffered too.
  */
 
 export interface RangedPolicy {
@@ -114,12 +130,20 @@ export async function rangedDownload(
     ...(s === undefined ? {} : { signal: s }),
     ...(ctx.onRetry === undefined ? {} : { onRetry: ctx.onRetry }),
   });
-  try {
-    return await withRetry(() => attempt(ctx, policy, obj, rel, segments, signal, retry), {
+  const run = () =>
+    withRetry(() => attempt(ctx, policy, obj, rel, segments, signal, retry), {
       ...retry(signal),
       // Slices retry themselves; only a combined mismatch is worth fetching every slice again.
       isRetryable: (err) => err instanceof CombinedMismatch,
     });
+  try {
+    try {
+      return await run();
+    } catch (err) {
+      if (!(err instanceof DirectRefused)) throw err;
+      directIo.disable();
+      return await run();
+    }
   } catch (err) {
     if (err instanceof RangeIgnored) return undefined;
     throw err;
@@ -138,14 +162,20 @@ async function attempt(
   const target = resolveInside(ctx.dest, rel);
   const dir = await ctx.guard.ensure(segments.slice(0, -1), obj.name);
   const temp = path.join(dir, tempNameFor(path.basename(target)));
-  const fh = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+  const { handle: fh, direct } = await createMaybeDirect(
+    temp,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    0o644,
+    // Every slice but the last starts and ends on a block: its writes are aligned.
+    directIo.on && policy.sliceBytes % DIRECT_ALIGN === 0,
+  );
   // One slice failing for good stops its siblings at once (no bytes fetched for a lost cause).
   const ac = new AbortController();
   const onAbort = () => ac.abort(signal?.reason);
   if (signal?.aborted === true) onAbort();
   else signal?.addEventListener("abort", onAbort, { once: true });
   let staged = false;
-  const writeback = ctx.durable === false ? undefined : new Writeback(fh.fd);
+  const writeback = ctx.durable === false || direct ? undefined : new Writeback(fh.fd);
   try {
     await fh.truncate(obj.size);
     const slices = planSlices(obj.size, policy.sliceBytes);
@@ -156,7 +186,12 @@ async function attempt(
         const i = next++;
         const slice = slices[i]!;
         crcs[i] = await withRetry(
-          () => policy.gate.run(() => fetchSlice(ctx, obj, slice, fh, writeback, ac.signal)),
+          () =>
+            policy.gate.run(() =>
+              direct
+                ? fetchSliceDirect(ctx, obj, slice, fh.fd, ac.signal)
+                : fetchSlice(ctx, obj, slice, fh, writeback, ac.signal),
+            ),
           retry(ac.signal),
         );
       }
@@ -181,6 +216,8 @@ async function attempt(
       );
     // The commit stage's barrier makes it durable; the early writeback left it only the tail.
     await writeback?.idle();
+    // The last block was written whole (padded): back to the object's size.
+    if (direct) await fh.truncate(obj.size);
     const st = await fh.stat({ bigint: true });
     await fh.close();
     staged = true;
@@ -206,6 +243,9 @@ async function attempt(
 /** Positional writes gather network chunks up to this size (one syscall per MiB, not per chunk). */
 const WRITE_BATCH = 1024 * 1024;
 
+/** Direct writes go in chunks of WRITE_BATCH from this pool (one chunk per slice in flight). */
+const DIRECT_CHUNKS = new AlignedChunks(WRITE_BATCH);
+
 /**
  * One slice: GET its range, check the answer is that range, write it at its offset while
  * hashing; its CRC32C. Too many or too few bytes, or another range, is an IntegrityError (retried).
@@ -221,14 +261,7 @@ async function fetchSlice(
   const res = await ctx.source.openRange!(ctx.bucket, obj, slice.start, slice.end, signal);
   const body = res.body;
   try {
-    if (res.status === 200) throw new RangeIgnored(`${obj.name}: the server ignored Range (200, whole body)`);
-    const want = `bytes ${slice.start}-${slice.end}/${obj.size}`;
-    if (res.status !== 206 || res.contentRange !== want)
-      throw new IntegrityError(
-        `${obj.name}: asked for ${want.slice(6)}, got HTTP ${res.status} with Content-Range ${res.contentRange ?? "(none)"}`,
-      );
-    if (res.generation !== undefined && res.generation !== obj.generation)
-      throw new IntegrityError(`${obj.name}: got generation ${res.generation}, listed ${obj.generation}`);
+    const want = checkSliceAnswer(res, obj, slice);
     const length = slice.end - slice.start + 1;
     let crc = 0;
     let received = 0;
@@ -270,6 +303,91 @@ async function fetchSlice(
     body.destroy?.();
     throw err;
   }
+}
+
+/**
+ * `fetchSlice` on a direct descriptor: the body is copied into an aligned chunk, hashed there and
+ * written whole chunks at a time; the object's last block is padded with zeros (the caller cuts
+ * the file back to its size). Chunks are full except a slice's last, which is a whole number of
+ * blocks unless the slice ends the object.
+ */
+async function fetchSliceDirect(
+  ctx: DownloadContext,
+  obj: RemoteObject,
+  slice: Slice,
+  fd: number,
+  signal: AbortSignal,
+): Promise<number> {
+  const res = await ctx.source.openRange!(ctx.bucket, obj, slice.start, slice.end, signal);
+  const body = res.body;
+  const chunk = DIRECT_CHUNKS.take();
+  try {
+    const want = checkSliceAnswer(res, obj, slice);
+    const length = slice.end - slice.start + 1;
+    let crc = 0;
+    let received = 0;
+    let fill = 0;
+    let position = slice.start;
+    const put = async () => {
+      crc = crc32c(chunk.subarray(0, fill), crc);
+      const padded = alignUp(fill);
+      chunk.fill(0, fill, padded);
+      // No noteWritten: a direct write leaves no dirty pages.
+      await writeDirect(fd, chunk.subarray(0, padded), position);
+      position += fill;
+      fill = 0;
+    };
+    /** Copies `buf` from `from` on, writing each chunk it fills. */
+    const copyRest = async (buf: Buffer, from: number) => {
+      for (let at = from; at < buf.byteLength;) {
+        const n = buf.copy(chunk, fill, at);
+        fill += n;
+        at += n;
+        if (fill === chunk.byteLength) await put();
+      }
+    };
+    await drain(body, (buf) => {
+      received += buf.byteLength;
+      if (received > length)
+        throw new IntegrityError(`${obj.name}: slice ${want.slice(6)} is longer than ${length} bytes; cut off`);
+      // The common case (the chunk has room) stays synchronous: no promise per network chunk.
+      const n = buf.copy(chunk, fill);
+      fill += n;
+      if (fill < chunk.byteLength) return undefined;
+      return put().then(() => copyRest(buf, n));
+    });
+    if (received !== length)
+      throw new IntegrityError(`${obj.name}: slice ${want.slice(6)}: got ${received} bytes, expected ${length}`);
+    if (fill > 0) await put();
+    return crc;
+  } catch (err) {
+    // Free the connection at once; destroyed, never returned to the pool half-read.
+    body.destroy?.();
+    throw err;
+  } finally {
+    // drain settles only once no write is in flight: the chunk is free.
+    DIRECT_CHUNKS.give(chunk);
+  }
+}
+
+/**
+ * Checks that an answer to a slice's GET is that slice (206 with its Content-Range, the listed
+ * generation); its Content-Range. A 200 (the whole body) is RangeIgnored.
+ */
+function checkSliceAnswer(
+  res: { status: number; contentRange?: string | undefined; generation?: string | undefined },
+  obj: RemoteObject,
+  slice: Slice,
+): string {
+  if (res.status === 200) throw new RangeIgnored(`${obj.name}: the server ignored Range (200, whole body)`);
+  const want = `bytes ${slice.start}-${slice.end}/${obj.size}`;
+  if (res.status !== 206 || res.contentRange !== want)
+    throw new IntegrityError(
+      `${obj.name}: asked for ${want.slice(6)}, got HTTP ${res.status} with Content-Range ${res.contentRange ?? "(none)"}`,
+    );
+  if (res.generation !== undefined && res.generation !== obj.generation)
+    throw new IntegrityError(`${obj.name}: got generation ${res.generation}, listed ${obj.generation}`);
+  return want;
 }
 
 type Body = AsyncIterable<Uint8Array> & { destroy?: (err?: Error) => void };

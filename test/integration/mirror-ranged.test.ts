@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { createServer, type IncomingMessage, type Server } from "node:http";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { closeSync, constants } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { DirectoryGuard, renameStaged } from "../../src/core/atomic-file.ts";
@@ -22,6 +23,8 @@ import { HttpClient } from "../../src/net/http-client.ts";
 import { TEMP_MARKER } from "../../src/core/safe-path.ts";
 import { listFiles, requireBuiltCli, spawnCli } from "../support/chaos.ts";
 import { mountSkip } from "../support/cli.ts";
+import { residentBytes } from "../support/page-cache.ts";
+import { createMaybeDirectSync } from "../../src/core/direct-io.ts";
 
 const MiB = 1024 * 1024;
 const fastRetry = { retries: 8, backoff: { initialMs: 1, maxMs: 5, multiplier: 2, jitter: "equal" as const } };
@@ -233,6 +236,53 @@ describe("ranged download of a big object", () => {
       (await entries(ctx.dest)).filter((e) => !e.endsWith("/")),
       [],
     );
+  });
+});
+
+describe("ranged download, direct I/O", () => {
+  const ODD = "odd/scan.dcm";
+  /** 40 MiB and a bit: the last slice ends mid-block, so its last write is padded and the file cut back. */
+  const odd = randomBytes(40 * MiB + 1234);
+  before(() => void emu.store.putObject(B, ODD, odd, "application/dicom"));
+
+  test("the built CLI lands a big object that ends mid-block byte for byte, none of it through the page cache", async (t) => {
+    const dest = path.join(tmp, "odd");
+    const r = await spawnCli(
+      requireBuiltCli(),
+      ["mirror", `gs://${B}/odd/`, dest, "--emulator", emu.baseUrl, "--quiet"],
+      {
+        cwd: tmp,
+      },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const file = path.join(dest, "scan.dcm");
+    const cached = residentBytes([file]);
+    assert.equal((await stat(file)).size, odd.length);
+    assert.deepEqual(await readFile(file), odd);
+    // 16 MiB slices (the default): three ranged GETs, the last one 8 MiB + 1234 bytes.
+    const ranges = emu.requests.entries.filter(
+      (e) => e.kind === "object.media" && e.path.endsWith(encodeURIComponent(ODD)),
+    );
+    assert.equal(ranges.length, 3);
+    if (cached === undefined) return t.skip("no fincore (util-linux)");
+    const probe = createMaybeDirectSync(
+      path.join(tmp, "odd-probe"),
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL,
+      0o644,
+      true,
+    );
+    closeSync(probe.fd);
+    if (!probe.direct) return t.skip("this file system refuses O_DIRECT");
+    assert.ok(cached <= odd.length * 0.01, `${cached} of ${odd.length} bytes in the page cache`);
+  });
+
+  test("slices that are not whole blocks are written through the page cache, and land the same", async (t) => {
+    const ctx = ctxFor(gcsSource(client, emu.baseUrl), policy({ sliceBytes: SLICE + 1 }));
+    const w = await landed(ctx, obj, "scan.dcm");
+    const cached = residentBytes([w.path]);
+    assert.deepEqual(await readFile(w.path), data);
+    if (cached === undefined) return t.skip("no fincore (util-linux)");
+    assert.ok(cached >= data.length * 0.9, `${cached} of ${data.length} bytes in the page cache`);
   });
 });
 

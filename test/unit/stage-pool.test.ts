@@ -14,6 +14,7 @@ import { isRetryable } from "../../src/core/retry.ts";
 import {
   Arena,
   createStager,
+  defaultStageThreads,
   deserializeError,
   serializeError,
   stageThreadsFromEnv,
@@ -113,9 +114,12 @@ describe("settings from the environment", () => {
   it("take valid values only", () => {
     assert.equal(stageThreadsFromEnv("0"), 0);
     assert.equal(stageThreadsFromEnv("2"), 2);
-    assert.equal(stageThreadsFromEnv("-1"), 1);
-    assert.equal(stageThreadsFromEnv("many"), 1);
-    assert.equal(stageThreadsFromEnv(""), 1);
+    assert.equal(stageThreadsFromEnv("-1"), defaultStageThreads());
+    assert.equal(stageThreadsFromEnv("many"), defaultStageThreads());
+    assert.equal(stageThreadsFromEnv(""), defaultStageThreads());
+    // Two threads where they wait for the disk (direct I/O), one where they copy into the page cache.
+    assert.equal(defaultStageThreads(true), 2);
+    assert.equal(defaultStageThreads(false), 1);
     assert.equal(threadMinBytesFromEnv("0"), 0);
     assert.equal(threadMinBytesFromEnv("1.5"), THREAD_MIN_BYTES);
     assert.equal(threadMinBytesFromEnv(""), THREAD_MIN_BYTES);
