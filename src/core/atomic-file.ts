@@ -387,8 +387,8 @@ export async function stageVerified(
  * Nothing is created when the bytes do not match; on any later failure the temp file is removed.
  * The caller counts the bytes for the barrier (`noteWritten`): a stage thread has its own count.
  *
- * With `allowDirect` (a stage thread: it may wait for the disk), objects of DIRECT_MIN_BYTES or
- * more are written with direct I/O (core/direct-io.ts): copied into an aligned buffer, checked
+ * With `allowDirect` (a stage thread: it may wait for the disk) and `HCX_DIRECT_IO=all`, objects of
+ * DIRECT_MIN_BYTES or more are written with direct I/O (core/direct-io.ts): copied into an aligned buffer, checked
  * there (what is written is what is verified), written in whole blocks, the file cut back to its
  * size. A file system that refuses the write gets this file again, and every later one, buffered.
  * @param name the remote name, for messages
@@ -406,7 +406,7 @@ export function stageBufferSync(
   const check = checkRelativeName(relName);
   if (!check.ok) throw new UnsafeNameError(name, check.reason);
   const size = bytes.byteLength;
-  const wantDirect = allowDirect && directIo.on && size >= DIRECT_MIN_BYTES;
+  const wantDirect = allowDirect && directIo.small && size >= DIRECT_MIN_BYTES;
   const data = wantDirect ? SCRATCH.copyOf(bytes) : bytes;
   verifyBytes(name, wantDirect ? data.subarray(0, size) : data, expected);
   const dir = guard.ensureSync(check.segments.slice(0, -1), name);

@@ -48,12 +48,13 @@ export interface Stager {
 /**
  * Stage threads by default. Writing through the page cache, one: the thread is busy copying bytes
  * into the cache, and one keeps a 2-core machine's second core for the local cloud and GC
- * (measured, README). With direct I/O (core/direct-io.ts), two: a thread then mostly waits for the
- * disk, one write per file. Measured, 10,000 × 150 KB on the bench VM, 3 interleaved triples:
- * direct with one thread 9.3–10.0 s, with two 7.45–7.50 s, buffered with one 8.2–9.1 s. Only
- * objects of THREAD_MIN_BYTES or more start a thread, so runs of small objects start none.
+ * (measured, README). Writing directly (`HCX_DIRECT_IO=all`, core/direct-io.ts), two: a thread
+ * then mostly waits for the disk, one write per file. Measured, 10,000 × 150 KB on the bench VM, 3
+ * interleaved triples on a fresh VM: direct with one thread 9.3–10.0 s, with two 7.45–7.50 s,
+ * buffered with one 8.2–9.1 s. Only objects of THREAD_MIN_BYTES or more start a thread, so runs of
+ * small objects start none.
  */
-export function defaultStageThreads(direct = directIo.on): number {
+export function defaultStageThreads(direct = directIo.small): number {
   return direct ? 2 : 1;
 }
 

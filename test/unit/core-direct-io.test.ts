@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { closeSync, constants, openSync, readdirSync, readFileSync, statSync, writeSync } from "node:fs";
 import path from "node:path";
-import { describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import {
   AlignedChunks,
   AlignedScratch,
@@ -11,6 +11,7 @@ import {
   DIRECT_ALIGN,
   DIRECT_MIN_BYTES,
   directIo,
+  directIoModeFrom,
   DirectRefused,
   writeDirect,
   writeDirectSync,
@@ -42,6 +43,15 @@ function enforcesAlignment(dir: string): boolean {
 }
 
 describe("direct I/O pieces", () => {
+  it("the mode: big objects by default, all with HCX_DIRECT_IO=all, off with 0 or where O_DIRECT does not exist", () => {
+    assert.equal(directIoModeFrom(undefined, true), "big");
+    assert.equal(directIoModeFrom("", true), "big");
+    assert.equal(directIoModeFrom("all", true), "all");
+    assert.equal(directIoModeFrom("0", true), "off");
+    assert.equal(directIoModeFrom("off", true), "off");
+    assert.equal(directIoModeFrom("all", false), "off");
+  });
+
   it("rounds sizes up to whole blocks", () => {
     assert.equal(alignUp(0), 0);
     assert.equal(alignUp(1), DIRECT_ALIGN);
@@ -125,12 +135,15 @@ describe("direct I/O pieces", () => {
   });
 });
 
-describe("stageBufferSync with direct I/O", () => {
+describe("stageBufferSync with direct I/O (HCX_DIRECT_IO=all)", () => {
+  const was = directIo.on ? (directIo.small ? "all" : "big") : "off";
+  before(() => directIo.set("all"));
+  after(() => directIo.set(was));
   const expectedOf = (b: Buffer) => ({ size: b.byteLength, crc32c: crc32cBase64(b) });
 
   it("writes the exact bytes and size of an object that ends mid-block, and says it wrote directly", async (t) => {
     await withTempDir("hcx-direct-stage-", async (dir) => {
-      if (!directIo.on) return t.skip("no direct I/O on this platform");
+      if (directIoModeFrom("all") === "off") return t.skip("no direct I/O on this platform");
       const bytes = Buffer.alloc(DIRECT_MIN_BYTES + 12_345);
       for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31) & 0xff;
       const staged = stageBufferSync(
