@@ -1,4 +1,4 @@
-import { spawn, type ChildProcessByStdio } from "node:child_process";
+import type { ChildProcessByStdio } from "node:child_process";
 import type { Readable, Writable } from "node:stream";
 import { existsSync, readFileSync } from "node:fs";
 import { open } from "node:fs/promises";
@@ -166,6 +166,8 @@ class SyncHelper {
     const script = `while IFS= read -r d; do if "$0" -f "$d" 2>&1; then echo "@ok"; else echo "@fail"; fi; done`;
     let child: SyncChild;
     try {
+      // Loaded here: child_process (with dgram) is start-up a run with nothing to write never needs.
+      const { spawn } = process.getBuiltinModule("node:child_process");
       child = spawn("/bin/sh", ["-c", script, this.#bin], { stdio: ["pipe", "pipe", "ignore"] });
     } catch {
       this.#failed = true;

@@ -1,7 +1,6 @@
 import { constants, writev as writevCb } from "node:fs";
 import { unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
-import { crc32c } from "@node-rs/crc32";
 import { fileIdentity, tempNameFor, unwritten, type StagedFile } from "../core/atomic-file.ts";
 import { noteWritten } from "../core/barrier.ts";
 import {
@@ -16,7 +15,7 @@ import {
 import { crc32cCombine } from "../core/crc32c-combine.ts";
 import { HcexportError, IntegrityError } from "../core/errors.ts";
 import { Gate } from "../core/gate.ts";
-import { crc32cToBase64 } from "../core/hashing.ts";
+import { crc32c, crc32cToBase64 } from "../core/hashing.ts";
 import { withRetry, type RetryOptions } from "../core/retry.ts";
 import { resolveInside } from "../core/safe-path.ts";
 import { Writeback } from "../core/writeback.ts";

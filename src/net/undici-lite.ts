@@ -4,10 +4,30 @@
  * WebSocket, cookies, caches, mocks, ~110 modules): about half of a `mirror` run's start-up on the
  * bench machine. The request goes through the same `api-request.js` undici's `request()` calls.
  */
-import { createRequire } from "node:module";
+import { createRequire, Module } from "node:module";
 import type { Agent as UndiciAgent, Dispatcher } from "undici";
 
 const load = createRequire(import.meta.url);
+
+/**
+ * undici's client loads its HTTP/2 half at start, and with it `node:http2` (and TLS, and crypto):
+ * ~14 ms of every command's start-up, for connections hcexport never makes (it never sets
+ * `allowH2`). A stand-in in the require cache takes its place and loads the real module at the
+ * first HTTP/2 connection, so nothing changes for one.
+ */
+function deferHttp2(): void {
+  const id = load.resolve("undici/lib/dispatcher/client-h2.js");
+  if (load.cache[id] !== undefined) return;
+  const standIn = new Module(id);
+  standIn.filename = id;
+  standIn.loaded = true;
+  standIn.exports = function connectH2(this: unknown, ...args: unknown[]): unknown {
+    if (load.cache[id] === standIn) delete load.cache[id];
+    return (load(id) as (...a: unknown[]) => unknown).apply(this, args);
+  };
+  load.cache[id] = standIn;
+}
+deferHttp2();
 
 /** undici's `Agent` (a pool per origin). */
 export const Agent = load("undici/lib/dispatcher/agent.js") as typeof UndiciAgent;

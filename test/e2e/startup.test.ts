@@ -1,11 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
+import { promisify } from "node:util";
 
 // Issue #14.5: `hcexport --version` and `--help` cost little more than starting Node at all,
 // because the command index loads no command's code. The target is 100 ms of wall time beyond
@@ -112,6 +113,64 @@ test("--version and --help load no Google SDK, HTTP client or command module", a
       assert.ok(!loaded.some((u) => /node_modules\/string-width\//.test(u)), "help widths come from the cheap path");
     }
   } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("a mirror with nothing to fetch loads no HTTP/2, child_process or CRC32C addon; one that fetches loads what it uses", async () => {
+  const { startEmulator } = await import("../../src/emulator/server.ts");
+  const emu = await startEmulator();
+  const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-startup-mirror-"));
+  try {
+    emu.store.createBucket({ name: "lazy", projectNumber: "1" });
+    // Small: staged and verified on the main thread (whose modules the hook sees).
+    for (let i = 0; i < 100; i++)
+      emu.store.putObject("lazy", `full/${i}/b.dcm`, Buffer.alloc(16_000, i), "application/dicom");
+    const log = path.join(dir, "loaded.txt");
+    const hook = path.join(dir, "hook.mjs");
+    // Every module URL, and the builtins Node evaluated (process.moduleLoadList: "NativeModule x").
+    await writeFile(
+      hook,
+      `import { registerHooks } from "node:module";
+       import { writeFileSync } from "node:fs";
+       const seen = [];
+       registerHooks({ load(url, context, next) { seen.push(url); return next(url, context); } });
+       process.on("exit", () => writeFileSync(${JSON.stringify(log)}, [...seen, ...process.moduleLoadList].join("\\n")));`,
+    );
+    const loadedBy = async (prefix: string) => {
+      // Asynchronously: the local cloud answers from this process's event loop.
+      await promisify(execFile)(process.execPath, [
+        "--import",
+        pathToFileURL(hook).href,
+        LAUNCHER,
+        "mirror",
+        `gs://lazy/${prefix}`,
+        path.join(dir, prefix),
+        "--emulator",
+        emu.baseUrl,
+        "--quiet",
+      ]);
+      const loaded = (await readFile(log, "utf8")).split("\n");
+      return {
+        http2: loaded.includes("NativeModule http2"),
+        childProcess: loaded.includes("NativeModule child_process"),
+        crc32: loaded.some((u) => u.includes("/node_modules/@node-rs/crc32")),
+        undici: loaded.some((u) => u.includes("/node_modules/undici/")),
+      };
+    };
+    const empty = await loadedBy("empty");
+    assert.ok(empty.undici, "the hook saw the HTTP client load (else it proves nothing)");
+    assert.deepEqual(
+      { http2: empty.http2, childProcess: empty.childProcess, crc32: empty.crc32 },
+      { http2: false, childProcess: false, crc32: false },
+    );
+    // Verified with the addon. (Whether its batches sync through the `sync -f` helper depends on
+    // their size and the machine's dirty pages, so child_process is not asserted here.)
+    const full = await loadedBy("full");
+    assert.deepEqual({ http2: full.http2, crc32: full.crc32 }, { http2: false, crc32: true });
+    assert.deepEqual(readFileSync(path.join(dir, "full/99/b.dcm")), Buffer.alloc(16_000, 99));
+  } finally {
+    await emu.close();
     await rm(dir, { recursive: true, force: true });
   }
 });
