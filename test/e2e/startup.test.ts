@@ -72,20 +72,29 @@ test(`--version and --help start within ${BOUND_MS} ms of a bare node -e 0 (medi
   }
 });
 
+/**
+ * Writes a preload (`--import HOOK`) that records, at exit, into LOG: every module URL Node loads
+ * (ES modules and require()d CommonJS alike), then the builtins it evaluated
+ * (`process.moduleLoadList`: "NativeModule http2" and so on).
+ */
+async function writeLoadHook(dir: string): Promise<{ hook: string; log: string }> {
+  const log = path.join(dir, "loaded.txt");
+  const hook = path.join(dir, "hook.mjs");
+  await writeFile(
+    hook,
+    `import { registerHooks } from "node:module";
+     import { writeFileSync } from "node:fs";
+     const seen = [];
+     registerHooks({ load(url, context, next) { seen.push(url); return next(url, context); } });
+     process.on("exit", () => writeFileSync(${JSON.stringify(log)}, [...seen, ...process.moduleLoadList].join("\\n")));`,
+  );
+  return { hook, log };
+}
+
 test("--version and --help load no Google SDK, HTTP client or command module", async () => {
   const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-startup-"));
   try {
-    const log = path.join(dir, "loaded.txt");
-    const hook = path.join(dir, "hook.mjs");
-    // Records every module URL Node loads (ES modules and require()d CommonJS alike).
-    await writeFile(
-      hook,
-      `import { registerHooks } from "node:module";
-       import { writeFileSync } from "node:fs";
-       const seen = [];
-       registerHooks({ load(url, context, next) { seen.push(url); return next(url, context); } });
-       process.on("exit", () => writeFileSync(${JSON.stringify(log)}, seen.join("\\n")));`,
-    );
+    const { hook, log } = await writeLoadHook(dir);
     for (const flag of ["--version", "--help"]) {
       const r = spawnSync(process.execPath, ["--import", pathToFileURL(hook).href, LAUNCHER, flag], {
         encoding: "utf8",
@@ -126,17 +135,7 @@ test("a mirror with nothing to fetch loads no HTTP/2, child_process or CRC32C ad
     // Small: staged and verified on the main thread (whose modules the hook sees).
     for (let i = 0; i < 100; i++)
       emu.store.putObject("lazy", `full/${i}/b.dcm`, Buffer.alloc(16_000, i), "application/dicom");
-    const log = path.join(dir, "loaded.txt");
-    const hook = path.join(dir, "hook.mjs");
-    // Every module URL, and the builtins Node evaluated (process.moduleLoadList: "NativeModule x").
-    await writeFile(
-      hook,
-      `import { registerHooks } from "node:module";
-       import { writeFileSync } from "node:fs";
-       const seen = [];
-       registerHooks({ load(url, context, next) { seen.push(url); return next(url, context); } });
-       process.on("exit", () => writeFileSync(${JSON.stringify(log)}, [...seen, ...process.moduleLoadList].join("\\n")));`,
-    );
+    const { hook, log } = await writeLoadHook(dir);
     const loadedBy = async (prefix: string) => {
       // Asynchronously: the local cloud answers from this process's event loop.
       await promisify(execFile)(process.execPath, [
