@@ -387,10 +387,11 @@ export async function stageVerified(
  * Nothing is created when the bytes do not match; on any later failure the temp file is removed.
  * The caller counts the bytes for the barrier (`noteWritten`): a stage thread has its own count.
  *
- * With `allowDirect` (a stage thread: it may wait for the disk) and `HCX_DIRECT_IO=all`, objects of
- * DIRECT_MIN_BYTES or more are written with direct I/O (core/direct-io.ts): copied into an aligned buffer, checked
- * there (what is written is what is verified), written in whole blocks, the file cut back to its
- * size. A file system that refuses the write gets this file again, and every later one, buffered.
+ * With `allowDirect` (a stage thread: it may wait for the disk) and `HCX_DIRECT_IO=all`, objects
+ * of DIRECT_MIN_BYTES or more are written with direct I/O (core/direct-io.ts): copied into an
+ * aligned buffer, checked there (what is written is what is verified), written in whole blocks,
+ * the file cut back to its size. A file system that refuses the write gets this file again, and
+ * every later one, buffered.
  * @param name the remote name, for messages
  */
 export function stageBufferSync(

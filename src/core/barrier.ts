@@ -166,7 +166,7 @@ class SyncHelper {
     const script = `while IFS= read -r d; do if "$0" -f "$d" 2>&1; then echo "@ok"; else echo "@fail"; fi; done`;
     let child: SyncChild;
     try {
-      // Loaded here: child_process (with dgram) is start-up a run with nothing to write never needs.
+      // Loaded here, not at start-up: a run with nothing to sync never needs child_process (or the dgram it loads).
       const { spawn } = process.getBuiltinModule("node:child_process");
       child = spawn("/bin/sh", ["-c", script, this.#bin], { stdio: ["pipe", "pipe", "ignore"] });
     } catch {

@@ -15,8 +15,8 @@ import { open, unlink, type FileHandle } from "node:fs/promises";
  * the length must be multiples of the device's alignment (`statx` `stx_dio_mem_align` /
  * `stx_dio_offset_align`, 512 on the bench disk). Everything here is aligned to DIRECT_ALIGN
  * (4096, the largest logical block size in use), so no query is needed:
- * - buffers come from `AlignedChunks` (WebAssembly memories, which V8 maps page-aligned; an
- *   ArrayBuffer's address is whatever malloc gave);
+ * - buffers come from `AlignedChunks` and `AlignedScratch` (WebAssembly memories, which V8 maps
+ *   page-aligned; an ArrayBuffer's address is whatever malloc gave);
  * - offsets and lengths are multiples of DIRECT_ALIGN, the file's last block padded with zeros
  *   and the file cut back to its size with one ftruncate.
  *
@@ -152,17 +152,40 @@ export function createMaybeDirectSync(
  * short write that is not, is DirectRefused.
  */
 export async function writeDirect(fd: number, buf: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < buf.byteLength) {
+  for (let done = 0; done < buf.byteLength;) {
     const n = await new Promise<number>((resolve, reject) =>
       writeCb(fd, buf, done, buf.byteLength - done, position + done, (err, written) =>
-        err ? reject(err.code === "EINVAL" ? new DirectRefused(err) : err) : resolve(written),
+        err ? reject(refusedOr(err)) : resolve(written),
       ),
     );
-    done += n;
-    if (done < buf.byteLength && (n === 0 || done % DIRECT_ALIGN !== 0))
-      throw new DirectRefused(new Error(`short direct write: ${done} of ${buf.byteLength} bytes`));
+    done = goOn(done, n, buf.byteLength);
   }
+}
+
+/** `writeDirect`, synchronous (a stage thread's). */
+export function writeDirectSync(fd: number, buf: Uint8Array, position: number): void {
+  for (let done = 0; done < buf.byteLength;) {
+    let n: number;
+    try {
+      n = writeSync(fd, buf, done, buf.byteLength - done, position + done);
+    } catch (err) {
+      throw refusedOr(err);
+    }
+    done = goOn(done, n, buf.byteLength);
+  }
+}
+
+/** A direct write's error: EINVAL (the file system refused it) as DirectRefused, any other as is. */
+function refusedOr(err: unknown): unknown {
+  return (err as NodeJS.ErrnoException).code === "EINVAL" ? new DirectRefused(err) : err;
+}
+
+/** The bytes written after `n` more of `total`; a short write that cannot go on aligned is DirectRefused. */
+function goOn(done: number, n: number, total: number): number {
+  const now = done + n;
+  if (now < total && (n === 0 || now % DIRECT_ALIGN !== 0))
+    throw new DirectRefused(new Error(`short direct write: ${now} of ${total} bytes`));
+  return now;
 }
 
 /** WebAssembly's memory constructor (not in the TypeScript libraries this project compiles with). */
@@ -172,26 +195,10 @@ const WasmMemory = (
   }
 ).WebAssembly.Memory;
 
-/** `writeDirect`, synchronous (a stage thread's). */
-export function writeDirectSync(fd: number, buf: Uint8Array, position: number): void {
-  let done = 0;
-  while (done < buf.byteLength) {
-    let n: number;
-    try {
-      n = writeSync(fd, buf, done, buf.byteLength - done, position + done);
-    } catch (err) {
-      throw (err as NodeJS.ErrnoException).code === "EINVAL" ? new DirectRefused(err) : err;
-    }
-    done += n;
-    if (done < buf.byteLength && (n === 0 || done % DIRECT_ALIGN !== 0))
-      throw new DirectRefused(new Error(`short direct write: ${done} of ${buf.byteLength} bytes`));
-  }
-}
-
 /**
- * With `HCX_DIRECT_IO=all`, objects at least this big are written directly by a stage thread. Below, the page cache
- * costs little (a few pages) while a direct write waits for the disk (a synchronous block write
- * per file, ~0.1–0.4 ms on the bench VM).
+ * With `HCX_DIRECT_IO=all`, objects at least this big are written directly by a stage thread.
+ * Below, the page cache costs little (a few pages) while a direct write waits for the disk (a
+ * synchronous block write per file, ~0.1–0.4 ms on the bench VM).
  */
 export const DIRECT_MIN_BYTES = 64 * 1024;
 

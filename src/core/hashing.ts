@@ -6,8 +6,8 @@ let nativeCrc32c: Crc32c | undefined;
 
 /**
  * `@node-rs/crc32`'s CRC32C (unsigned 32-bit; `initial` continues a running one), its native
- * addon loaded at the first call: the dlopen is ~5 ms of start-up that a run with nothing to
- * fetch (a no-op re-sync, `--help`) never needs.
+ * addon loaded at the first call: its dlopen is several ms of start-up that a run with nothing to
+ * fetch (a no-op re-sync) never needs.
  */
 export function crc32c(input: Buffer, initial?: number): number {
   nativeCrc32c ??= (createRequire(import.meta.url)("@node-rs/crc32") as { crc32c: Crc32c }).crc32c;

@@ -137,13 +137,12 @@ export async function rangedDownload(
       isRetryable: (err) => err instanceof CombinedMismatch,
     });
   try {
-    try {
-      return await run();
-    } catch (err) {
+    return await run().catch((err: unknown) => {
       if (!(err instanceof DirectRefused)) throw err;
+      // The file system took the flag but not the write: this object again, buffered, and every later one.
       directIo.disable();
-      return await run();
-    }
+      return run();
+    });
   } catch (err) {
     if (err instanceof RangeIgnored) return undefined;
     throw err;
