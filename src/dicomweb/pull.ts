@@ -1,3 +1,4 @@
+import { lstatSync } from "node:fs";
 import { lstat, mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { DirectoryGuard } from "../core/atomic-file.ts";
@@ -220,7 +221,7 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
       if (s.destinationFault !== undefined) break;
       s.listed++;
       const ref = listed.ref;
-      if (await isComplete(dest, instancePath(ref))) {
+      if (isComplete(dest, instancePath(ref))) {
         s.skipped++;
         tick();
         continue;
@@ -293,11 +294,17 @@ async function exists(file: string): Promise<boolean> {
   );
 }
 
-/** A file only ever appears under its final name complete and verified, so existing = done. */
-async function isComplete(dest: string, rel: string): Promise<boolean> {
+/**
+ * Whether `rel` is already a non-empty file under `dest` (a file only ever appears under its final
+ * name complete and verified, so existing = done). A synchronous `lstat` that returns
+ * undefined for a missing file, as the mirror's `statLocal`: the promise API's rejection (an Error
+ * with its stack, per instance not yet pulled) cost the main thread ~0.1 ms per instance (cpu-prof,
+ * 3,000 instances: 0.29 s in this function plus 0.06 s making the errors).
+ */
+function isComplete(dest: string, rel: string): boolean {
   try {
-    const st = await lstat(path.join(dest, rel));
-    return st.isFile() && st.size > 0;
+    const st = lstatSync(path.join(dest, rel), { throwIfNoEntry: false });
+    return st !== undefined && st.isFile() && st.size > 0;
   } catch {
     return false;
   }

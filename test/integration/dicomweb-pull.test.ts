@@ -1,7 +1,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, truncate } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { dicomwebSource } from "../../src/dicomweb/client.ts";
@@ -132,6 +132,11 @@ describe("dicomweb pull against the local cloud", () => {
     await assertPulled(dest);
     const again = await run(dest);
     assert.deepEqual([again.downloaded, again.skipped], [0, TRAIN]);
+    // An empty file under a final name (a power loss with --no-fsync) is not "already here".
+    await truncate(path.join(dest, before[0]!), 0);
+    const mended = await run(dest);
+    assert.deepEqual([mended.downloaded, mended.skipped], [1, TRAIN - 1]);
+    await assertPulled(dest);
   });
 
   for (const mode of ["series", "study"] as const) {
