@@ -1,5 +1,5 @@
 import { constants, writev as writevCb } from "node:fs";
-import { unlink, type FileHandle } from "node:fs/promises";
+import { unlink } from "node:fs/promises";
 import path from "node:path";
 import { fileIdentity, tempNameFor, unwritten, type StagedFile } from "../core/atomic-file.ts";
 import { noteWritten } from "../core/barrier.ts";
@@ -178,6 +178,8 @@ async function attempt(
   try {
     await fh.truncate(obj.size);
     const slices = planSlices(obj.size, policy.sliceBytes);
+    const sinkAt = (position: number) =>
+      direct ? directSink(fh.fd, position) : bufferedSink(fh.fd, position, writeback);
     const crcs = new Array<number>(slices.length);
     let next = 0;
     const worker = async () => {
@@ -185,12 +187,7 @@ async function attempt(
         const i = next++;
         const slice = slices[i]!;
         crcs[i] = await withRetry(
-          () =>
-            policy.gate.run(() =>
-              direct
-                ? fetchSliceDirect(ctx, obj, slice, fh.fd, ac.signal)
-                : fetchSlice(ctx, obj, slice, fh, writeback, ac.signal),
-            ),
+          () => policy.gate.run(() => fetchSlice(ctx, obj, slice, sinkAt, ac.signal)),
           retry(ac.signal),
         );
       }
@@ -246,127 +243,138 @@ const WRITE_BATCH = 1024 * 1024;
 const DIRECT_CHUNKS = new AlignedChunks(WRITE_BATCH);
 
 /**
- * One slice: GET its range, check the answer is that range, write it at its offset while
- * hashing; its CRC32C. Too many or too few bytes, or another range, is an IntegrityError (retried).
+ * Where one slice's bytes go, from its first byte: each network chunk as it arrives (`take`; a
+ * promise while it writes, and the body waits), then what is left once all of them arrived
+ * (`finish`); `crc` is the CRC32C of what it wrote. `release` gives back what it holds, once its
+ * last write settled.
+ */
+interface SliceSink {
+  take(buf: Buffer): Promise<void> | undefined;
+  finish(): Promise<void>;
+  crc(): number;
+  release(): void;
+}
+
+/**
+ * One slice: GET its range, check the answer is that range, feed its bytes to the sink `sinkAt`
+ * makes for the slice's offset; their CRC32C. Too many or too few bytes, or another range, is an
+ * IntegrityError (retried).
  */
 async function fetchSlice(
   ctx: DownloadContext,
   obj: RemoteObject,
   slice: Slice,
-  fh: FileHandle,
-  writeback: Writeback | undefined,
+  sinkAt: (position: number) => SliceSink,
   signal: AbortSignal,
 ): Promise<number> {
   const res = await ctx.source.openRange!(ctx.bucket, obj, slice.start, slice.end, signal);
   const body = res.body;
+  let sink: SliceSink | undefined;
   try {
     const want = checkSliceAnswer(res, obj, slice);
+    const to = sinkAt(slice.start);
+    sink = to;
     const length = slice.end - slice.start + 1;
-    let crc = 0;
     let received = 0;
-    let batch: Buffer[] = [];
-    let batched = 0;
-    let position = slice.start;
-    const fd = fh.fd;
-    const flush = async () => {
-      let bufs = batch;
-      batch = [];
-      while (batched > 0) {
-        // fs.writev on the fd, not FileHandle.writev: measured, the promise API's per-call cost
-        // on the main thread was a third of the client's CPU on big objects (and more GC).
-        const bytesWritten = await new Promise<number>((resolve, reject) =>
-          writevCb(fd, bufs, position, (err, n) => (err ? reject(err) : resolve(n))),
-        );
-        position += bytesWritten;
-        batched -= bytesWritten;
-        noteWritten(bytesWritten);
-        bufs = unwritten(bufs, bytesWritten);
-      }
-      writeback?.kick();
-    };
     await drain(body, (buf) => {
       received += buf.byteLength;
       if (received > length)
         throw new IntegrityError(`${obj.name}: slice ${want.slice(6)} is longer than ${length} bytes; cut off`);
-      crc = crc32c(buf, crc);
-      batch.push(buf);
-      batched += buf.byteLength;
-      return batched >= WRITE_BATCH ? flush() : undefined;
-    });
-    await flush();
-    if (received !== length)
-      throw new IntegrityError(`${obj.name}: slice ${want.slice(6)}: got ${received} bytes, expected ${length}`);
-    return crc;
-  } catch (err) {
-    // Free the connection at once; destroyed, never returned to the pool half-read.
-    body.destroy?.();
-    throw err;
-  }
-}
-
-/**
- * `fetchSlice` on a direct descriptor: the body is copied into an aligned chunk, hashed there and
- * written whole chunks at a time; the object's last block is padded with zeros (the caller cuts
- * the file back to its size). Chunks are full except a slice's last, which is a whole number of
- * blocks unless the slice ends the object.
- */
-async function fetchSliceDirect(
-  ctx: DownloadContext,
-  obj: RemoteObject,
-  slice: Slice,
-  fd: number,
-  signal: AbortSignal,
-): Promise<number> {
-  const res = await ctx.source.openRange!(ctx.bucket, obj, slice.start, slice.end, signal);
-  const body = res.body;
-  const chunk = DIRECT_CHUNKS.take();
-  try {
-    const want = checkSliceAnswer(res, obj, slice);
-    const length = slice.end - slice.start + 1;
-    let crc = 0;
-    let received = 0;
-    let fill = 0;
-    let position = slice.start;
-    const put = async () => {
-      crc = crc32c(chunk.subarray(0, fill), crc);
-      const padded = alignUp(fill);
-      chunk.fill(0, fill, padded);
-      // No noteWritten: a direct write leaves no dirty pages.
-      await writeDirect(fd, chunk.subarray(0, padded), position);
-      position += fill;
-      fill = 0;
-    };
-    /** Copies `buf` from `from` on, writing each chunk it fills. */
-    const copyRest = async (buf: Buffer, from: number) => {
-      for (let at = from; at < buf.byteLength;) {
-        const n = buf.copy(chunk, fill, at);
-        fill += n;
-        at += n;
-        if (fill === chunk.byteLength) await put();
-      }
-    };
-    await drain(body, (buf) => {
-      received += buf.byteLength;
-      if (received > length)
-        throw new IntegrityError(`${obj.name}: slice ${want.slice(6)} is longer than ${length} bytes; cut off`);
-      // The common case (the chunk has room) stays synchronous: no promise per network chunk.
-      const n = buf.copy(chunk, fill);
-      fill += n;
-      if (fill < chunk.byteLength) return undefined;
-      return put().then(() => copyRest(buf, n));
+      return to.take(buf);
     });
     if (received !== length)
       throw new IntegrityError(`${obj.name}: slice ${want.slice(6)}: got ${received} bytes, expected ${length}`);
-    if (fill > 0) await put();
-    return crc;
+    await to.finish();
+    return to.crc();
   } catch (err) {
     // Free the connection at once; destroyed, never returned to the pool half-read.
     body.destroy?.();
     throw err;
   } finally {
-    // drain settles only once no write is in flight: the chunk is free.
-    DIRECT_CHUNKS.give(chunk);
+    // drain settles only once no write is in flight: what the sink holds is free.
+    sink?.release();
   }
+}
+
+/**
+ * Network chunks gathered up to WRITE_BATCH and written with one positional writev, through the
+ * page cache; after each, `writeback` (if any) starts its background sync.
+ */
+function bufferedSink(fd: number, position: number, writeback: Writeback | undefined): SliceSink {
+  let crc = 0;
+  let batch: Buffer[] = [];
+  let batched = 0;
+  const flush = async () => {
+    let bufs = batch;
+    batch = [];
+    while (batched > 0) {
+      // fs.writev on the fd, not FileHandle.writev: measured, the promise API's per-call cost
+      // on the main thread was a third of the client's CPU on big objects (and more GC).
+      const bytesWritten = await new Promise<number>((resolve, reject) =>
+        writevCb(fd, bufs, position, (err, n) => (err ? reject(err) : resolve(n))),
+      );
+      position += bytesWritten;
+      batched -= bytesWritten;
+      noteWritten(bytesWritten);
+      bufs = unwritten(bufs, bytesWritten);
+    }
+    writeback?.kick();
+  };
+  return {
+    take: (buf) => {
+      crc = crc32c(buf, crc);
+      batch.push(buf);
+      batched += buf.byteLength;
+      return batched >= WRITE_BATCH ? flush() : undefined;
+    },
+    finish: flush,
+    crc: () => crc,
+    release: () => {},
+  };
+}
+
+/**
+ * Network chunks copied into an aligned chunk of DIRECT_CHUNKS, hashed there and written with
+ * O_DIRECT a whole chunk at a time. Chunks are full except a slice's last, which is a whole
+ * number of blocks unless the slice ends the object: that one is padded with zeros (the caller
+ * cuts the file back to its size).
+ */
+function directSink(fd: number, position: number): SliceSink {
+  const chunk = DIRECT_CHUNKS.take();
+  let crc = 0;
+  let fill = 0;
+  const put = async () => {
+    crc = crc32c(chunk.subarray(0, fill), crc);
+    const padded = alignUp(fill);
+    chunk.fill(0, fill, padded);
+    // No noteWritten: a direct write leaves no dirty pages.
+    await writeDirect(fd, chunk.subarray(0, padded), position);
+    position += fill;
+    fill = 0;
+  };
+  /** Copies `buf` from `from` on, writing each chunk it fills. */
+  const copyRest = async (buf: Buffer, from: number) => {
+    for (let at = from; at < buf.byteLength;) {
+      const n = buf.copy(chunk, fill, at);
+      fill += n;
+      at += n;
+      if (fill === chunk.byteLength) await put();
+    }
+  };
+  return {
+    take: (buf) => {
+      // The common case (the chunk has room) stays synchronous: no promise per network chunk.
+      const n = buf.copy(chunk, fill);
+      fill += n;
+      if (fill < chunk.byteLength) return undefined;
+      return put().then(() => copyRest(buf, n));
+    },
+    finish: async () => {
+      if (fill > 0) await put();
+    },
+    crc: () => crc,
+    release: () => DIRECT_CHUNKS.give(chunk),
+  };
 }
 
 /**
