@@ -28,19 +28,11 @@ import {
   writeDirectSync,
 } from "./direct-io.ts";
 import { IntegrityError, UnsafeNameError } from "./errors.ts";
-import { StreamingHasher, crc32cBase64, md5Base64 } from "./hashing.ts";
+import { verifyBytes, type ExpectedContent } from "./expected-content.ts";
+import { StreamingHasher } from "./hashing.ts";
 import { processAlive } from "./process-alive.ts";
 import { TEMP_MARKER, checkRelativeName, resolveInside } from "./safe-path.ts";
 import { RecentSet } from "./recent-set.ts";
-
-/** What the bytes must be; any field given is verified before the file gets its final name. */
-export interface ExpectedContent {
-  readonly size?: number;
-  /** base64 big-endian CRC32C, as GCS reports it */
-  readonly crc32c?: string;
-  /** base64 MD5, as GCS reports it */
-  readonly md5?: string;
-}
 
 /** A written file's identity for a manifest (mtime in ms and ns, inode), from its `fstat`. */
 export function fileIdentity(st: BigIntStats): Pick<WrittenFile, "mtimeMs" | "mtimeNs" | "ino"> {
@@ -166,6 +158,7 @@ export class DirectoryGuard {
 }
 
 export interface AtomicWriteOptions {
+  /** Size, CRC32C, MD5 (a header `digest` is not checked here: a streaming caller checks its own). */
   readonly expected?: ExpectedContent;
   /** fsync the file before renaming it into place (default true). */
   readonly fsync?: boolean;
@@ -459,20 +452,6 @@ function dropTempSync(fd: number | undefined, temp: string): void {
     unlinkSync(temp);
   } catch {
     // already gone
-  }
-}
-
-/** Throws an IntegrityError unless `bytes` have the expected size and digest (CRC32C, else MD5). */
-export function verifyBytes(name: string, bytes: Uint8Array, expected: ExpectedContent): void {
-  if (expected.size !== undefined && bytes.byteLength !== expected.size)
-    throw new IntegrityError(`${name}: got ${bytes.byteLength} bytes, expected ${expected.size}`);
-  if (expected.crc32c !== undefined) {
-    const got = crc32cBase64(bytes);
-    if (got !== expected.crc32c)
-      throw new IntegrityError(`${name}: crc32c ${got} does not match the listed ${expected.crc32c}`);
-  } else if (expected.md5 !== undefined) {
-    const got = md5Base64(bytes);
-    if (got !== expected.md5) throw new IntegrityError(`${name}: md5 ${got} does not match the listed ${expected.md5}`);
   }
 }
 

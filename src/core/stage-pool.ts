@@ -1,11 +1,6 @@
 import { Worker } from "node:worker_threads";
-import {
-  stageBufferSync,
-  writerIdentity,
-  type DirectoryGuard,
-  type ExpectedContent,
-  type StagedFile,
-} from "./atomic-file.ts";
+import { stageBufferSync, writerIdentity, type DirectoryGuard, type StagedFile } from "./atomic-file.ts";
+import type { ExpectedContent } from "./expected-content.ts";
 import { noteWritten } from "./barrier.ts";
 import { directIo } from "./direct-io.ts";
 import { IntegrityError, UnsafeNameError } from "./errors.ts";
@@ -58,11 +53,11 @@ export function defaultStageThreads(direct = directIo.small): number {
   return direct ? 2 : 1;
 }
 
-/** The stage threads wanted: `HCX_STAGE_THREADS` (0–8, for measurements), else the default. */
-export function stageThreadsFromEnv(env = process.env["HCX_STAGE_THREADS"]): number {
-  if (env === undefined || env === "") return defaultStageThreads();
+/** The stage threads wanted: `HCX_STAGE_THREADS` (0–8, for measurements), else `fallback`. */
+export function stageThreadsFromEnv(env = process.env["HCX_STAGE_THREADS"], fallback = defaultStageThreads()): number {
+  if (env === undefined || env === "") return fallback;
   const n = Number(env);
-  return Number.isInteger(n) && n >= 0 && n <= 8 ? n : defaultStageThreads();
+  return Number.isInteger(n) && n >= 0 && n <= 8 ? n : fallback;
 }
 
 /** One object to stage: where it goes (`relName` under `root`, untrusted), its bytes and what they must be. */

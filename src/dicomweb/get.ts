@@ -7,6 +7,7 @@ import { DestinationError, HcexportError, HttpError, IntegrityError, destination
 import type { EventSink } from "../core/events.ts";
 import { withRetry, type RetryPolicy } from "../core/retry.ts";
 import { barrierFor } from "../core/barrier.ts";
+import { createStager } from "../core/stage-pool.ts";
 import { CommitQueue } from "../mirror/commit-queue.ts";
 import { TaskPool } from "../mirror/task-pool.ts";
 import { cheapestDigest, DigestVerifier, expectedDigests } from "./digest.ts";
@@ -92,6 +93,8 @@ export async function get(o: GetOptions): Promise<PullSummary> {
     dest,
     guard,
     queue: new CommitQueue({ barrier: barrierFor(dest, o.fsync ?? true) }),
+    // One answer at a time, written on this thread (a stage thread would cost more to start).
+    stager: createStager(0),
     commitFailed: (rel, err) => {
       commitFault ??= destinationFault(err);
       s.failed++;

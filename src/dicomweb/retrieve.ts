@@ -1,7 +1,10 @@
-import { stageFile, stageVerified, type DirectoryGuard, type StagedFile } from "../core/atomic-file.ts";
+import { stageFile, type DirectoryGuard, type StagedFile } from "../core/atomic-file.ts";
+import type { Lease, Stager } from "../core/stage-pool.ts";
 import { HcexportError, HttpError, IntegrityError, UnsafeNameError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";
 import type { CommitQueue } from "../mirror/commit-queue.ts";
+import type { ExpectedDigest } from "../core/expected-content.ts";
+import { receiveInto } from "../net/receive-into.ts";
 import { cheapestDigest, DigestVerifier, expectedDigests } from "./digest.ts";
 import { MultipartError, MultipartParser, parseContentType, type MultipartEvent } from "./multipart.ts";
 import { Part10Inspector, type Part10Uids } from "./part10.ts";
@@ -51,6 +54,11 @@ export interface RetrieveContext {
   readonly guard: DirectoryGuard;
   /** The commit stage shared with the mirror: barrier, rename, barrier (pull keeps no manifest). */
   readonly queue: CommitQueue;
+  /**
+   * Where an instance received whole is checked against its digest and written: the mirror's
+   * write path for small objects (stage-pool.ts), on a stage thread when the stager has one.
+   */
+  readonly stager: Stager;
   /** An instance whose commit failed (its barrier or rename). */
   readonly commitFailed: (rel: string, err: unknown) => void;
   /** What single-instance requests ask for; switches to multipart once if the server refuses it. */
@@ -197,10 +205,13 @@ interface LandOptions {
 }
 
 /**
- * Verifies one instance's bytes while receiving them into a temp file beside its final name, and
- * queues it for the commit stage (barrier, rename, barrier). Small bodies are received in memory
- * and written in one go; larger ones stream to the temp file once their header has named them.
- * Returns the SOP Instance UID staged, or undefined when the part was not wanted (already on disk).
+ * Verifies one instance's bytes (Part 10 structure, its UIDs, any digest the server announced) and
+ * stages it in a temp file beside its final name, then queues it for the commit stage (barrier,
+ * rename, barrier). A body of known length that fits in memory is received whole into a stager's
+ * buffer, which checks its digest and writes it (`landWhole`); a multipart part is received in
+ * memory up to IN_MEMORY and staged the same way, and a bigger body streams to its temp file once
+ * its header has named it, its digest checked as it streams. Returns the SOP Instance UID staged, or undefined when the
+ * part was not wanted (already on disk).
  */
 async function land(
   ctx: RetrieveContext,
@@ -208,8 +219,10 @@ async function land(
   headers: Record<string, string | string[] | undefined>,
   o: LandOptions,
 ): Promise<string | undefined> {
+  const announced = cheapestDigest(expectedDigests(headers))[0];
+  if (o.length !== undefined && o.length > 0 && o.length <= IN_MEMORY)
+    return landWhole(ctx, body, announced, o, o.length);
   const inspector = new Part10Inspector();
-  const digest = new DigestVerifier(cheapestDigest(expectedDigests(headers)));
   const head: Uint8Array[] = [];
   let headBytes = 0;
   const it = body[Symbol.asyncIterator]();
@@ -230,7 +243,6 @@ async function land(
     headBytes += n.value.byteLength;
     if (headBytes > cap) throw tooLong();
     inspector.update(n.value);
-    digest.update(n.value);
     head.push(n.value);
     if (!inspector.identified && headBytes > MAX_UNIDENTIFIED)
       throw new IntegrityError(`no Study/Series/SOP Instance UIDs in the first ${MAX_UNIDENTIFIED} bytes`);
@@ -241,35 +253,97 @@ async function land(
     if (!done) for (let n = await it.next(); n.done !== true; n = await it.next()) void n;
     return undefined;
   }
-  const finalCheck = () => {
-    const result = inspector.finish();
-    if (!result.ok) throw new IntegrityError(`${rel}: ${result.problem}`);
-    if (o.length !== undefined && result.bytes !== o.length)
-      throw new IntegrityError(`${rel}: got ${result.bytes} bytes, Content-Length said ${o.length}`);
+  if (done) {
+    structureCheck(inspector, rel, o);
+    await stageAndQueue(ctx, leaseOf(ctx.stager, head, headBytes), rel, announced);
+    return uids.sopInstanceUid;
+  }
+  const digest = new DigestVerifier(announced === undefined ? [] : [announced]);
+  for (const c of head) digest.update(c);
+  let total = headBytes;
+  const rest = async function* () {
+    yield* head;
+    for (let n = await it.next(); n.done !== true; n = await it.next()) {
+      total += n.value.byteLength;
+      if (total > cap) throw tooLong();
+      inspector.update(n.value);
+      digest.update(n.value);
+      yield n.value;
+    }
+    structureCheck(inspector, rel, o);
     const mismatch = digest.active ? digest.mismatch() : undefined;
     if (mismatch !== undefined) throw new IntegrityError(`${rel}: ${mismatch}`);
   };
-  let staged: StagedFile;
-  if (done) {
-    finalCheck();
-    staged = await stageVerified(ctx.dest, rel, head, { guard: ctx.guard });
-  } else {
-    let total = headBytes;
-    const rest = async function* () {
-      yield* head;
-      for (let n = await it.next(); n.done !== true; n = await it.next()) {
-        total += n.value.byteLength;
-        if (total > cap) throw tooLong();
-        inspector.update(n.value);
-        digest.update(n.value);
-        yield n.value;
-      }
-      finalCheck();
-    };
-    staged = await stageFile(ctx.dest, rel, rest(), { guard: ctx.guard });
-  }
+  const staged = await stageFile(ctx.dest, rel, rest(), { guard: ctx.guard });
   await queueCommit(ctx, staged, rel, digest.active);
   return uids.sopInstanceUid;
+}
+
+/**
+ * `land` for a body whose length is known and fits in memory (a single-part answer): received
+ * whole into a stager's buffer as the mirror receives its small objects (flowing mode: no promise
+ * per chunk, and no chunk kept, so no socket buffer is pinned while the instance waits for its
+ * barrier), inspected in one pass, then handed to the stager, which checks the digest where it
+ * writes (and, on a stage thread, takes the buffer as it is, moved rather than copied).
+ */
+async function landWhole(
+  ctx: RetrieveContext,
+  body: AsyncIterable<Uint8Array>,
+  announced: ExpectedDigest | undefined,
+  o: LandOptions,
+  length: number,
+): Promise<string | undefined> {
+  const lease = ctx.stager.lease(length);
+  try {
+    const label = o.expect === undefined ? "an instance" : instancePath(o.expect);
+    await receiveInto(body, lease.bytes, label, "Content-Length's");
+    const inspector = new Part10Inspector();
+    inspector.update(lease.bytes);
+    const uids = inspector.uids;
+    const rel = nameOf(uids, o);
+    if (o.isWanted !== undefined && !o.isWanted(uids)) return undefined;
+    structureCheck(inspector, rel, o);
+    await stageAndQueue(ctx, lease, rel, announced);
+    return uids.sopInstanceUid;
+  } finally {
+    lease.release();
+  }
+}
+
+/** The Part 10 structure is whole and as long as the server said. */
+function structureCheck(inspector: Part10Inspector, rel: string, o: LandOptions): void {
+  const result = inspector.finish();
+  if (!result.ok) throw new IntegrityError(`${rel}: ${result.problem}`);
+  if (o.length !== undefined && result.bytes !== o.length)
+    throw new IntegrityError(`${rel}: got ${result.bytes} bytes, Content-Length said ${o.length}`);
+}
+
+/** A lease holding `chunks` (`bytes` in all): a multipart part, whose length is known only at its end. */
+function leaseOf(stager: Stager, chunks: readonly Uint8Array[], bytes: number): Lease {
+  const lease = stager.lease(bytes);
+  let at = 0;
+  for (const c of chunks) {
+    lease.bytes.set(c, at);
+    at += c.byteLength;
+  }
+  return lease;
+}
+
+/** Stages an instance received whole (on a stage thread when the stager has one) and hands it to the commit stage. */
+async function stageAndQueue(
+  ctx: RetrieveContext,
+  lease: Lease,
+  rel: string,
+  announced: ExpectedDigest | undefined,
+): Promise<void> {
+  const expected = { size: lease.bytes.byteLength, ...(announced === undefined ? {} : { digest: announced }) };
+  let staged: StagedFile;
+  try {
+    staged = await ctx.stager.stage({ root: ctx.dest, relName: rel, name: rel, lease, expected, guard: ctx.guard });
+  } finally {
+    lease.release();
+  }
+  await queueCommit(ctx, staged, rel, announced !== undefined);
 }
 
 /**

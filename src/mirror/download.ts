@@ -1,14 +1,10 @@
-import {
-  discardStaged,
-  stageFile,
-  type DirectoryGuard,
-  type ExpectedContent,
-  type StagedFile,
-} from "../core/atomic-file.ts";
+import { discardStaged, stageFile, type DirectoryGuard, type StagedFile } from "../core/atomic-file.ts";
+import type { ExpectedContent } from "../core/expected-content.ts";
 import type { Clock } from "../core/clock.ts";
-import { HcexportError, IntegrityError, UnsafeNameError } from "../core/errors.ts";
+import { HcexportError, UnsafeNameError } from "../core/errors.ts";
 import type { Gate } from "../core/gate.ts";
 import { createStager, type Stager } from "../core/stage-pool.ts";
+import { receiveInto } from "../net/receive-into.ts";
 import { withRetry, type RetryNotice, type RetryPolicy } from "../core/retry.ts";
 import { checkRelativeName } from "../core/safe-path.ts";
 import type { RemoteObject, RemoteSource } from "./ports.ts";
@@ -243,41 +239,4 @@ export class BudgetError extends HcexportError {
  */
 export function defaultBudgetMs(idleTimeoutMs: number): (obj: RemoteObject) => number {
   return (obj) => 6 * idleTimeoutMs + Math.ceil(obj.size / 256);
-}
-
-/**
- * Reads a response body of the listed size (`whole.byteLength`) in flowing mode (no stream
- * re-buffering) straight into `whole` (a stager's lease, which a stage thread reads in place). A
- * body longer than that is cut off the moment it overruns (an endless body never grows memory
- * past the listed size); a shorter one is a truncation. The digest is checked where the bytes are
- * written (`stageBufferSync`).
- */
-export async function receiveInto(body: AsyncIterable<Uint8Array>, whole: Uint8Array, name: string): Promise<void> {
-  const size = whole.byteLength;
-  let received = 0;
-  const tooLong = () => new IntegrityError(`${name}: the body is longer than the listed ${size} bytes; cut off`);
-  const take = (chunk: Uint8Array): boolean => {
-    if (received + chunk.byteLength > size) return false;
-    whole.set(chunk, received);
-    received += chunk.byteLength;
-    return true;
-  };
-  const emitter = body as unknown as {
-    on?: (ev: string, fn: (x: never) => void) => void;
-    once: (ev: string, fn: (x: never) => void) => void;
-  };
-  if (typeof emitter.on === "function") {
-    await new Promise<void>((resolve, reject) => {
-      emitter.on!("data", (chunk: Uint8Array) => {
-        if (take(chunk)) return;
-        (body as { destroy?: (e?: Error) => void }).destroy?.();
-        reject(tooLong());
-      });
-      emitter.once("end", () => resolve());
-      emitter.once("error", (err: Error) => reject(err));
-    });
-  } else {
-    for await (const chunk of body) if (!take(chunk)) throw tooLong();
-  }
-  if (received !== size) throw new IntegrityError(`${name}: got ${received} bytes, expected ${size}`);
 }

@@ -46,6 +46,7 @@ function run(
     signal?: AbortSignal;
     onEvent?: (e: PullEvent) => void;
     pageSize?: number;
+    stageThreads?: number;
   } = {},
 ): Promise<PullSummary> {
   return pull({
@@ -59,6 +60,7 @@ function run(
     retry: fastRetry,
     ...(o.onEvent === undefined ? {} : { onEvent: o.onEvent }),
     ...(o.signal === undefined ? {} : { signal: o.signal }),
+    ...(o.stageThreads === undefined ? {} : { stageThreads: o.stageThreads }),
   });
 }
 
@@ -75,69 +77,85 @@ after(async () => {
 });
 
 describe("dicomweb pull against the local cloud", () => {
-  test("under 5% 503 + 5% 429 + 2% resets + 1% truncation + 1% corruption: every instance byte-identical, corruption caught by the digest", async () => {
-    cloud.faults = {
-      ...noFaults,
-      rate503: 0.05,
-      rate429: 0.05,
-      resetRate: 0.02,
-      truncateRate: 0.01,
-      corruptRate: 0.01,
-      pathFilter: "/dicomWeb/",
-    };
-    const dest = path.join(tmp, "faults");
-    const retries: string[] = [];
-    const s = await run(dest, { onEvent: (e) => void (e.kind === "dicomweb.retry" && retries.push(e.reason)) });
-    cloud.faults = { ...noFaults };
-    assert.equal(s.failed, 0, JSON.stringify(s.problems));
-    assert.equal(s.listed, TRAIN);
-    assert.equal(s.downloaded, TRAIN);
-    assert.equal(
-      s.digestVerified,
-      TRAIN,
-      "the emulator answers Want-Repr-Digest, so every body was checked against it",
-    );
-    assert.ok(retries.length >= 5, `faults were injected and retried (${retries.length})`);
-    assert.ok(
-      retries.some((r) => /sha-256|md5|truncated|bytes/.test(r)),
-      `a corrupt or short body was caught: ${retries.join(" | ")}`,
-    );
-    await assertPulled(dest);
-  });
+  // Written on this thread (the default), and on a stage thread (HCX_STAGE_THREADS=1), which
+  // checks the digest where it writes and may still be writing when the run is interrupted.
+  for (const stageThreads of [0, 1]) {
+    const on = stageThreads === 0 ? "" : ", on a stage thread";
+    test(`under 5% 503 + 5% 429 + 2% resets + 1% truncation + 1% corruption: every instance byte-identical, corruption caught by the digest${on}`, async () => {
+      cloud.faults = {
+        ...noFaults,
+        rate503: 0.05,
+        rate429: 0.05,
+        resetRate: 0.02,
+        truncateRate: 0.01,
+        corruptRate: 0.01,
+        pathFilter: "/dicomWeb/",
+      };
+      const dest = path.join(tmp, `faults-${stageThreads}`);
+      const retries: string[] = [];
+      const s = await run(dest, {
+        stageThreads,
+        onEvent: (e) => void (e.kind === "dicomweb.retry" && retries.push(e.reason)),
+      });
+      cloud.faults = { ...noFaults };
+      assert.equal(s.failed, 0, JSON.stringify(s.problems));
+      assert.equal(s.listed, TRAIN);
+      assert.equal(s.downloaded, TRAIN);
+      assert.equal(
+        s.digestVerified,
+        TRAIN,
+        "the emulator answers Want-Repr-Digest, so every body was checked against it",
+      );
+      assert.ok(retries.length >= 5, `faults were injected and retried (${retries.length})`);
+      assert.ok(
+        // Caught by the digest, by the Part 10 structure (a flipped byte in a header), or as a short body.
+        retries.some((r) => /crc32c|sha-256|md5|truncated|bytes|invalid VR|element|other side closed/.test(r)),
+        `a corrupt or short body was caught: ${retries.join(" | ")}`,
+      );
+      await assertPulled(dest);
+    });
 
-  test("interrupted, then rerun: retrieves only what is missing and sweeps the killed run's leftovers", async () => {
-    const dest = path.join(tmp, "resume");
-    const ac = new AbortController();
-    let landed = 0;
-    await run(dest, {
-      signal: ac.signal,
-      onEvent: (e) => {
-        if (e.kind === "dicomweb.progress" && e.downloaded >= 60 && landed === 0) {
-          landed = e.downloaded;
-          ac.abort();
-        }
-      },
-    }).catch(() => undefined);
-    const before = (await files(dest)).filter((f) => f.endsWith(".dcm"));
-    assert.ok(before.length >= 60 && before.length < TRAIN, `${before.length} files after the interruption`);
-    const retrievesBefore = countRetrieves();
-    const s = await run(dest);
-    assert.equal(s.skipped, before.length);
-    assert.equal(s.downloaded, TRAIN - before.length);
-    assert.equal(
-      countRetrieves() - retrievesBefore,
-      TRAIN - before.length,
-      "no instance already on disk was requested again",
-    );
-    await assertPulled(dest);
-    const again = await run(dest);
-    assert.deepEqual([again.downloaded, again.skipped], [0, TRAIN]);
-    // An empty file under a final name (a power loss with --no-fsync) is not "already here".
-    await truncate(path.join(dest, before[0]!), 0);
-    const mended = await run(dest);
-    assert.deepEqual([mended.downloaded, mended.skipped], [1, TRAIN - 1]);
-    await assertPulled(dest);
-  });
+    test(`interrupted, then rerun: retrieves only what is missing and sweeps the killed run's leftovers${on}`, async () => {
+      const dest = path.join(tmp, `resume-${stageThreads}`);
+      const ac = new AbortController();
+      let landed = 0;
+      await run(dest, {
+        stageThreads,
+        signal: ac.signal,
+        onEvent: (e) => {
+          if (e.kind === "dicomweb.progress" && e.downloaded >= 60 && landed === 0) {
+            landed = e.downloaded;
+            ac.abort();
+          }
+        },
+      }).catch(() => undefined);
+      const left = await files(dest);
+      assert.deepEqual(
+        left.filter((f) => f.includes(".hcx-tmp-")),
+        [],
+        "an interrupted run waits for the instances being written, and commits them: no temp file is left",
+      );
+      const before = left.filter((f) => f.endsWith(".dcm"));
+      assert.ok(before.length >= 60 && before.length < TRAIN, `${before.length} files after the interruption`);
+      const retrievesBefore = countRetrieves();
+      const s = await run(dest);
+      assert.equal(s.skipped, before.length);
+      assert.equal(s.downloaded, TRAIN - before.length);
+      assert.equal(
+        countRetrieves() - retrievesBefore,
+        TRAIN - before.length,
+        "no instance already on disk was requested again",
+      );
+      await assertPulled(dest);
+      const again = await run(dest);
+      assert.deepEqual([again.downloaded, again.skipped], [0, TRAIN]);
+      // An empty file under a final name (a power loss with --no-fsync) is not "already here".
+      await truncate(path.join(dest, before[0]!), 0);
+      const mended = await run(dest);
+      assert.deepEqual([mended.downloaded, mended.skipped], [1, TRAIN - 1]);
+      await assertPulled(dest);
+    });
+  }
 
   for (const mode of ["series", "study"] as const) {
     test(`${mode} mode: one multipart stream per ${mode}, streamed apart, with resets and truncations mid-stream`, async () => {

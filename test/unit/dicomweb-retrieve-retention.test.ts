@@ -11,6 +11,7 @@ import type { Barrier } from "../../src/core/barrier.ts";
 import { ACCEPT_SINGLE, instancePath, retrieveInstance, type RetrieveContext } from "../../src/dicomweb/retrieve.ts";
 import type { PullSummary } from "../../src/dicomweb/pull.ts";
 import { CommitQueue } from "../../src/mirror/commit-queue.ts";
+import { createStager } from "../../src/core/stage-pool.ts";
 import { generateInstance } from "../../src/emulator/dataset/instances.ts";
 
 v8.setFlagsFromString("--expose-gc");
@@ -67,6 +68,7 @@ describe("retrieveInstance and the commit stage", () => {
       dest,
       guard: new DirectoryGuard(dest),
       queue,
+      stager: createStager(0),
       commitFailed: (rel, err) => assert.fail(`${rel}: ${String(err)}`),
       accept: ACCEPT_SINGLE,
       summary,

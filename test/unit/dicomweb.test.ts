@@ -8,6 +8,8 @@ import path from "node:path";
 import { HttpError } from "../../src/core/errors.ts";
 import { generateInstance } from "../../src/emulator/dataset/instances.ts";
 import { DigestVerifier, expectedDigests } from "../../src/dicomweb/digest.ts";
+import { digestBase64, nodeHashName, verifyBytes } from "../../src/core/expected-content.ts";
+import { IntegrityError } from "../../src/core/errors.ts";
 import {
   MultipartError,
   MultipartParser,
@@ -263,6 +265,25 @@ describe("response digests", () => {
     assert.match(String(bad.mismatch()), /sha-256 .* does not match the repr-digest header/);
     // A compressed representation's Repr-Digest is not about the bytes received: ignored.
     assert.equal(expectedDigests({ "repr-digest": `sha-256=:${sha}:`, "content-encoding": "gzip" }).length, 0);
+  });
+
+  test("a whole body is checked against an announced digest with the streaming check's message; unknown names are no algorithm", () => {
+    const sha = createHash("sha256").update(file).digest("base64");
+    const [announced] = expectedDigests({ "repr-digest": `sha-256=:${sha}:` });
+    verifyBytes("x.dcm", file, { size: file.length, digest: announced! });
+    const flipped = Buffer.from(file);
+    flipped[5000] = flipped[5000]! ^ 0xff;
+    const streamed = new DigestVerifier([announced!]);
+    streamed.update(flipped);
+    assert.throws(
+      () => verifyBytes("x.dcm", flipped, { digest: announced! }),
+      (e: unknown) => e instanceof IntegrityError && e.message === `x.dcm: ${streamed.mismatch()}`,
+    );
+    // Names from a server's header that are Object.prototype's, not algorithms: skipped, not a crash.
+    assert.deepEqual(expectedDigests({ "repr-digest": "constructor=:AAAA:, __proto__=:AAAA:, toString=:AAAA:" }), []);
+    assert.equal(nodeHashName("constructor" as never), undefined);
+    assert.equal(nodeHashName("sha-512"), "sha512");
+    assert.equal(digestBase64("md5", file), createHash("md5").update(file).digest("base64"));
   });
 });
 

@@ -8,6 +8,10 @@ import { isParseFailure, parseStoredInstance } from "../../src/emulator/healthca
 import { ApiError } from "../../src/emulator/http-util.ts";
 import { IamPolicies } from "../../src/emulator/healthcare/iam-policies.ts";
 import { writePart10 } from "../../src/emulator/dataset/dicom-writer.ts";
+import { reprDigest } from "../../src/emulator/healthcare/wado.ts";
+import { expectedDigests, WANT_REPR_DIGEST } from "../../src/dicomweb/digest.ts";
+import { crc32cBase64 } from "../../src/core/hashing.ts";
+import { createHash } from "node:crypto";
 
 test("gcsSource.uri wildcards: * stays in a segment, ** crosses them, ? is one character, the rest is literal", () => {
   const match = (pattern: string, names: string[]) => names.filter(gcsWildcard(pattern).test);
@@ -95,4 +99,21 @@ test("IAM etags are compared as bytes: the URL-safe base64 gcloud sends back mat
   const next = iam.set("r", { policy: { bindings: [], etag: urlSafe } });
   assert.deepEqual(next.bindings, undefined);
   assert.throws(() => iam.set("r", { policy: { bindings: [], etag: urlSafe } }), /concurrent policy changes/);
+});
+
+test("Want-Repr-Digest: one Repr-Digest, in the algorithm of the highest weight; none for weight 0 or nothing asked", () => {
+  const data = Buffer.from("an instance's bytes");
+  const sha = `sha-256=:${createHash("sha256").update(data).digest("base64")}:`;
+  const md5 = `md5=:${createHash("md5").update(data).digest("base64")}:`;
+  const crc = `crc32c=:${crc32cBase64(data)}:`;
+  assert.deepEqual(reprDigest(WANT_REPR_DIGEST, data), { "repr-digest": crc }, "hcexport's own ask");
+  assert.deepEqual(reprDigest("sha-256=10, md5=3", data), { "repr-digest": sha });
+  assert.deepEqual(reprDigest("sha-256=1, md5=5", data), { "repr-digest": md5 });
+  assert.deepEqual(reprDigest(["md5=2", "sha-256=2"], data), { "repr-digest": sha }, "a tie: sha-256 before md5");
+  assert.deepEqual(reprDigest("md5=0, sha-256=0", data), {});
+  assert.deepEqual(reprDigest("sha-512=9", data), {}, "not one the emulator computes");
+  assert.deepEqual(reprDigest(undefined, data), {});
+  // What it sends is what the client parses and checks.
+  const [announced] = expectedDigests(reprDigest(WANT_REPR_DIGEST, data));
+  assert.deepEqual(announced, { algorithm: "crc32c", value: crc32cBase64(data), header: "repr-digest" });
 });

@@ -1,13 +1,10 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { mkdir, readFile, readdir, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { describe, it } from "node:test";
-import {
-  DirectoryGuard,
-  taggedByThisProcess,
-  tempWriterGone,
-  type ExpectedContent,
-} from "../../src/core/atomic-file.ts";
+import { DirectoryGuard, taggedByThisProcess, tempWriterGone } from "../../src/core/atomic-file.ts";
+import type { ExpectedContent } from "../../src/core/expected-content.ts";
 import { destinationFault, IntegrityError, UnsafeNameError } from "../../src/core/errors.ts";
 import { crc32cBase64 } from "../../src/core/hashing.ts";
 import { isRetryable } from "../../src/core/retry.ts";
@@ -117,6 +114,10 @@ describe("settings from the environment", () => {
     assert.equal(stageThreadsFromEnv("-1"), defaultStageThreads());
     assert.equal(stageThreadsFromEnv("many"), defaultStageThreads());
     assert.equal(stageThreadsFromEnv(""), defaultStageThreads());
+    // A command with its own default (the pull: none) still takes the variable.
+    assert.equal(stageThreadsFromEnv(undefined, 0), 0);
+    assert.equal(stageThreadsFromEnv("1", 0), 1);
+    assert.equal(stageThreadsFromEnv("nine", 0), 0);
     // Two threads where they wait for the disk (direct I/O), one where they copy into the page cache.
     assert.equal(defaultStageThreads(true), 2);
     assert.equal(defaultStageThreads(false), 1);
@@ -168,7 +169,25 @@ for (const threads of [0, 1]) {
             stageBytes(stager, root, "a/b.dcm", data, { size: 79_999 }),
             (e: unknown) => e instanceof IntegrityError && /got 80000 bytes, expected 79999/.test(e.message),
           );
+          // A digest from the answer's headers (the pull's Repr-Digest), checked where the bytes are written.
+          const otherSha = createHash("sha256").update(bytesOf(80_000, 3)).digest("base64");
+          await assert.rejects(
+            stageBytes(stager, root, "a/b.dcm", data, {
+              size: 80_000,
+              digest: { algorithm: "sha-256", value: otherSha, header: "repr-digest" },
+            }),
+            (e: unknown) =>
+              e instanceof IntegrityError &&
+              e.message ===
+                `a/b.dcm: sha-256 ${createHash("sha256").update(data).digest("base64")} does not match the repr-digest header's ${otherSha}`,
+          );
           assert.deepEqual(await readdir(root), []);
+          const sha = createHash("sha256").update(data).digest("base64");
+          const staged = await stageBytes(stager, root, "a/b.dcm", data, {
+            size: 80_000,
+            digest: { algorithm: "sha-256", value: sha, header: "repr-digest" },
+          });
+          assert.deepEqual(await readFile(staged.temp), data, "the matching digest is written");
         } finally {
           await stager.close();
         }

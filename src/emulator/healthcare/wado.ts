@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { crc32cBase64 } from "../../core/hashing.ts";
 import { decideFault, faultsApply } from "../faults.ts";
 import { ApiError } from "../http-util.ts";
 import { sendMedia } from "../media.ts";
@@ -104,21 +105,30 @@ function syntaxOf(i: StoreInstance): string {
 }
 
 /**
- * RFC 9530: a client that sends `Want-Repr-Digest` gets `Repr-Digest` for sha-256 and/or md5
+ * RFC 9530: a client that sends `Want-Repr-Digest` gets `Repr-Digest` in the one algorithm it
+ * prefers most (the highest weight; on a tie the first of crc32c, sha-256, md5), of those three
  * (the Healthcare API does not document one; the emulator offers it so clients can prove that
- * they verify it — corruption faults keep the true digest).
+ * they verify it — corruption faults keep the true digest). One, not every one asked for: the RFC
+ * lets the server choose, one digest proves the bytes, and the local cloud shares the machine
+ * with the client it serves (hashing each body with sha-256 and md5 cost it 3.8 s of a 10,000 ×
+ * 150 KB pull, cpu-prof). crc32c is 4 big-endian bytes, as the registry defines it and GCS sends it.
  */
 export function reprDigest(want: string | string[] | undefined, data: Buffer): Record<string, string> {
   const asked = (Array.isArray(want) ? want.join(",") : (want ?? "")).toLowerCase();
-  const parts: string[] = [];
-  for (const [alg, node] of [
-    ["sha-256", "sha256"],
-    ["md5", "md5"],
-  ] as const) {
+  let best: { alg: string; weight: number } | undefined;
+  for (const alg of ["crc32c", "sha-256", "md5"]) {
     const m = new RegExp(`(?:^|[,\\s])${alg}\\s*=\\s*(\\d+)`).exec(asked);
-    if (m !== null && Number(m[1]) > 0) parts.push(`${alg}=:${createHash(node).update(data).digest("base64")}:`);
+    const weight = m === null ? 0 : Number(m[1]);
+    if (weight > 0 && (best === undefined || weight > best.weight)) best = { alg, weight };
   }
-  return parts.length === 0 ? {} : { "repr-digest": parts.join(", ") };
+  if (best === undefined) return {};
+  const value =
+    best.alg === "crc32c"
+      ? crc32cBase64(data)
+      : createHash(best.alg === "md5" ? "md5" : "sha256")
+          .update(data)
+          .digest("base64");
+  return { "repr-digest": `${best.alg}=:${value}:` };
 }
 
 function drain(res: ServerResponse): Promise<void> {
