@@ -210,8 +210,8 @@ interface LandOptions {
  * rename, barrier). A body of known length that fits in memory is received whole into a stager's
  * buffer, which checks its digest and writes it (`landWhole`); a multipart part is received in
  * memory up to IN_MEMORY and staged the same way, and a bigger body streams to its temp file once
- * its header has named it, its digest checked as it streams. Returns the SOP Instance UID staged, or undefined when the
- * part was not wanted (already on disk).
+ * its header has named it, its digest checked as it streams. Returns the SOP Instance UID staged,
+ * or undefined when the part was not wanted (already on disk).
  */
 async function land(
   ctx: RetrieveContext,

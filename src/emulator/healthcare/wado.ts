@@ -1,6 +1,6 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { crc32cBase64 } from "../../core/hashing.ts";
+import { digestBase64, type DigestAlgorithm } from "../../core/expected-content.ts";
 import { decideFault, faultsApply } from "../faults.ts";
 import { ApiError } from "../http-util.ts";
 import { sendMedia } from "../media.ts";
@@ -115,20 +115,13 @@ function syntaxOf(i: StoreInstance): string {
  */
 export function reprDigest(want: string | string[] | undefined, data: Buffer): Record<string, string> {
   const asked = (Array.isArray(want) ? want.join(",") : (want ?? "")).toLowerCase();
-  let best: { alg: string; weight: number } | undefined;
-  for (const alg of ["crc32c", "sha-256", "md5"]) {
+  let best: { alg: DigestAlgorithm; weight: number } | undefined;
+  for (const alg of ["crc32c", "sha-256", "md5"] as const) {
     const m = new RegExp(`(?:^|[,\\s])${alg}\\s*=\\s*(\\d+)`).exec(asked);
     const weight = m === null ? 0 : Number(m[1]);
     if (weight > 0 && (best === undefined || weight > best.weight)) best = { alg, weight };
   }
-  if (best === undefined) return {};
-  const value =
-    best.alg === "crc32c"
-      ? crc32cBase64(data)
-      : createHash(best.alg === "md5" ? "md5" : "sha256")
-          .update(data)
-          .digest("base64");
-  return { "repr-digest": `${best.alg}=:${value}:` };
+  return best === undefined ? {} : { "repr-digest": `${best.alg}=:${digestBase64(best.alg, data)}:` };
 }
 
 function drain(res: ServerResponse): Promise<void> {
