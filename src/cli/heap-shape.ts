@@ -41,11 +41,13 @@ export function shapeHeap(command: string | undefined, env = process.env): void 
 }
 
 /**
- * The commands whose marking starts late: the mirror's. Not `dicomweb pull`: its buffers then wait
- * longer for a full collection to be freed, and its peak RSS (10,000 × 150 KB, c=16) went from
- * 141–142 to 192–199 MiB for 4–7 % of wall time (173 → 230 MiB for 15 % before the pull stopped
- * pinning socket buffers in its commit queue), past its 150 MiB target; `mirror` keeps its own
- * (20,000 × 16 KB: 139 MiB). Measured side by side (README).
+ * The commands whose marking starts late: the mirror's. Not `dicomweb pull`: with late marking its
+ * peak RSS (10,000 × 150 KB, c=16, tmpfs, 6 interleaved rounds) was 146–152 MiB against 139–148,
+ * at its 150 MiB target, for user CPU −0.3 to −0.9 s and no steady gain in wall time (6.6–8.1 s
+ * against 6.2–7.8). It used to gain 15 %, when socket reads still reached the old generation
+ * through undici's `rawHeaders` (see `RawHeadersReleased`) and only full collections freed them:
+ * then late marking let them pile up to V8's 64 MiB external-memory trigger (192–215 MiB RSS).
+ * Measured side by side (README).
  */
 export const LATE_MARKING: ReadonlySet<string> = new Set(["mirror", "run"]);
 
