@@ -24,6 +24,12 @@ export interface DatasetOptions {
   readonly seed?: number;
   /** Approximate bytes per instance (default 8 KiB; the real images are ~150 KB). */
   readonly instanceBytes?: number;
+  /**
+   * Render every instance once, at start, and serve those bytes (`emulator --stored`), as a real
+   * store serves what it holds; memory: (train + test) × instanceBytes. By default each request
+   * renders its instance again, so memory stays flat in the dataset's size.
+   */
+  readonly stored?: boolean;
 }
 
 export interface LocalCloudOptions extends EmulatorOptions {
@@ -123,12 +129,21 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
   });
 }
 
+/** The instance with its bytes rendered now and kept: every `data()` returns the same Buffer. */
+export function storedInstance(inst: GeneratedInstance): GeneratedInstance {
+  const bytes = inst.data();
+  return { ...inst, data: () => bytes };
+}
+
 /** Creates the SIIM stores and the FHIR DocumentReference; returns the annotations CSV. */
 export function loadSiim(model: HealthcareModel, d: DatasetOptions, baseUrl: string): string {
   const seed = d.seed ?? 1;
   const instanceBytes = d.instanceBytes ?? 8 * 1024;
   const make = (count: number, storeIndex: number): GeneratedInstance[] =>
-    Array.from({ length: count }, (_, i) => generateInstance(i, { seed, instanceBytes, storeIndex }));
+    Array.from({ length: count }, (_, i) => {
+      const inst = generateInstance(i, { seed, instanceBytes, storeIndex });
+      return d.stored === true ? storedInstance(inst) : inst;
+    });
   const train = make(d.train, 0);
   model.addDicomStore(SIIM_TRAIN_STORE, train);
   model.addDicomStore(SIIM_TEST_STORE, make(d.test, 1));

@@ -7,11 +7,21 @@ import path from "node:path";
 import dicomParser from "dicom-parser";
 import { generateInstance, imageSide } from "../../src/emulator/dataset/instances.ts";
 import { annotationsCsv, annotationStats } from "../../src/emulator/dataset/annotations.ts";
+import { storedInstance } from "../../src/emulator/local-cloud.ts";
 import { peer } from "../support/peers.ts";
 
 const opts = { seed: 7, instanceBytes: 150_000, storeIndex: 0 };
 
 describe("generated DICOM instances", () => {
+  test("stored (emulator --stored): rendered once, the same Buffer on every call, the same bytes", () => {
+    const inst = generateInstance(4, opts);
+    assert.notEqual(inst.data(), inst.data(), "rendered per call by default");
+    const kept = storedInstance(inst);
+    assert.equal(kept.data(), kept.data());
+    assert.ok(kept.data().equals(inst.data()));
+    assert.equal(kept.sopInstanceUid, inst.sopInstanceUid);
+  });
+
   test("are deterministic for a seed and differ across seeds and stores", () => {
     const a = generateInstance(3, opts);
     const b = generateInstance(3, opts);

@@ -2,7 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { generateInstance } from "../../src/emulator/dataset/instances.ts";
 import { applyMask, createFields } from "../../src/emulator/healthcare/resource-fields.ts";
-import { gcsWildcard } from "../../src/emulator/healthcare/import-job.ts";
+import { gcsWildcard, putInstance } from "../../src/emulator/healthcare/import-job.ts";
+import { studyInstances, type DicomStoreRecord } from "../../src/emulator/healthcare/model.ts";
 import { pageOf } from "../../src/emulator/healthcare/rpc.ts";
 import { isParseFailure, parseStoredInstance } from "../../src/emulator/healthcare/stored-instance.ts";
 import { ApiError } from "../../src/emulator/http-util.ts";
@@ -116,4 +117,28 @@ test("Want-Repr-Digest: one Repr-Digest, in the algorithm of the highest weight;
   // What it sends is what the client parses and checks.
   const [announced] = expectedDigests(reprDigest(WANT_REPR_DIGEST, data));
   assert.deepEqual(announced, { algorithm: "crc32c", value: crc32cBase64(data), header: "repr-digest" });
+});
+
+test("studyInstances: a study's instances in store order, following pushes and in-place replacements", () => {
+  const opts = { seed: 3, instanceBytes: 600, storeIndex: 0 };
+  const [a, b, c] = [0, 1, 2].map((i) => generateInstance(i, opts));
+  // Two instances of a's study (the second one made from c, moved into a's study).
+  const c2 = { ...c!, studyUid: a!.studyUid };
+  const store: DicomStoreRecord = {
+    name: "s",
+    instances: [a!, b!, c2],
+    bySop: new Map([a!, b!, c2].map((i) => [i.sopInstanceUid, i])),
+    config: {},
+  };
+  const sops = (study: string) => studyInstances(store, study).map((i) => i.sopInstanceUid);
+  assert.deepEqual(sops(a!.studyUid), [a!.sopInstanceUid, c2.sopInstanceUid]);
+  assert.deepEqual(sops(b!.studyUid), [b!.sopInstanceUid]);
+  assert.deepEqual(sops("1.2.3"), []);
+  const d = generateInstance(3, opts);
+  putInstance(store, { ...d, studyUid: b!.studyUid });
+  assert.deepEqual(sops(b!.studyUid), [b!.sopInstanceUid, d.sopInstanceUid], "a pushed instance is found");
+  // Replaced in place (same SOP Instance UID, same length): moved back to its own study.
+  putInstance(store, c!);
+  assert.deepEqual(sops(a!.studyUid), [a!.sopInstanceUid]);
+  assert.deepEqual(sops(c!.studyUid), [c!.sopInstanceUid]);
 });

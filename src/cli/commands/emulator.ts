@@ -17,6 +17,7 @@ interface EmulatorArgs extends GlobalArgs {
   seed: number;
   "instance-bytes": number;
   "export-rate": number;
+  stored: boolean;
   "fault-429": number;
   "fault-503": number;
   "fault-reset": number;
@@ -82,6 +83,12 @@ export const emulatorCommand = (io: CliIo): CommandModule<GlobalArgs, EmulatorAr
         type: "number",
         default: 8192,
         describe: "approximate size of each DICOM file (real: ~150000)",
+      })
+      .option("stored", {
+        type: "boolean",
+        default: false,
+        describe:
+          "render each dataset instance once at start and serve those bytes, as a real store does (memory: instances × --instance-bytes)",
       })
       .option("export-rate", {
         type: "number",
@@ -151,7 +158,15 @@ export const emulatorCommand = (io: CliIo): CommandModule<GlobalArgs, EmulatorAr
       tls: args.tls,
       ...(args.data === undefined ? {} : { dataDir: args.data }),
       ...(args.dataset === "siim"
-        ? { dataset: { train: args.train, test: args.test, seed: args.seed, instanceBytes: args["instance-bytes"] } }
+        ? {
+            dataset: {
+              train: args.train,
+              test: args.test,
+              seed: args.seed,
+              instanceBytes: args["instance-bytes"],
+              stored: args.stored,
+            },
+          }
         : {}),
     });
     io.stdout.write(`listening on ${cloud.baseUrl}\n`);

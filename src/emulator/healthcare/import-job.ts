@@ -1,7 +1,7 @@
 import { setImmediate as yieldToLoop } from "node:timers/promises";
 import type { IamPolicy, ObjectStore } from "../types.ts";
 import { PERMISSION_MESSAGE } from "./export-job.ts";
-import type { DicomStoreRecord, OperationRecord, StoreInstance } from "./model.ts";
+import { instancesChanged, type DicomStoreRecord, type OperationRecord, type StoreInstance } from "./model.ts";
 import { isParseFailure, parseStoredInstance } from "./stored-instance.ts";
 
 /** Roles that let the service agent list and read the source objects. */
@@ -33,8 +33,10 @@ export function gcsWildcard(objectPattern: string): { prefix: string; test: (nam
 /** Adds or replaces an instance of a store; returns whether an instance of that SOP Instance UID was there. */
 export function putInstance(store: DicomStoreRecord, inst: StoreInstance): boolean {
   const old = store.bySop.get(inst.sopInstanceUid);
-  if (old !== undefined) store.instances[store.instances.indexOf(old)] = inst;
-  else store.instances.push(inst);
+  if (old !== undefined) {
+    store.instances[store.instances.indexOf(old)] = inst;
+    instancesChanged(store);
+  } else store.instances.push(inst);
   store.bySop.set(inst.sopInstanceUid, inst);
   return old !== undefined;
 }

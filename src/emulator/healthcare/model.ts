@@ -62,6 +62,34 @@ export interface OperationRecord {
 }
 
 /** The state of the emulated Healthcare API: stores, operations and the annotations CSV. */
+/**
+ * The instances of one study, in the store's order, from an index built at the first lookup and
+ * again whenever the store's instances change (a new length, or `instancesChanged`). A study's
+ * WADO or QIDO request used to filter every instance of the store: a per-study pull of 10,000
+ * single-instance studies made 10^8 comparisons, 14–24 s of the local cloud's CPU.
+ */
+export function studyInstances(store: DicomStoreRecord, study: string): readonly StoreInstance[] {
+  let index = studyIndexes.get(store.instances);
+  if (index === undefined || index.length !== store.instances.length) {
+    const byStudy = new Map<string, StoreInstance[]>();
+    for (const inst of store.instances) {
+      const list = byStudy.get(inst.studyUid);
+      if (list === undefined) byStudy.set(inst.studyUid, [inst]);
+      else list.push(inst);
+    }
+    index = { length: store.instances.length, byStudy };
+    studyIndexes.set(store.instances, index);
+  }
+  return index.byStudy.get(study) ?? [];
+}
+
+/** Drops a store's study index after an instance was replaced in place (the length unchanged). */
+export function instancesChanged(store: DicomStoreRecord): void {
+  studyIndexes.delete(store.instances);
+}
+
+const studyIndexes = new WeakMap<readonly StoreInstance[], { length: number; byStudy: Map<string, StoreInstance[]> }>();
+
 export class HealthcareModel {
   readonly dicomStores = new Map<string, DicomStoreRecord>();
   readonly fhirStores = new Map<string, FhirStoreRecord>();

@@ -6,7 +6,13 @@ import type { EmulatorService, FaultConfig, ObjectStore, RequestContext } from "
 import { parseExportMimeType } from "./export-formats.ts";
 import type { BigQueryExports } from "../bigquery/healthcare-exports.ts";
 import { runExport } from "./export-job.ts";
-import { operationJson, type DicomStoreRecord, type HealthcareModel, type OperationRecord } from "./model.ts";
+import {
+  operationJson,
+  studyInstances,
+  type DicomStoreRecord,
+  type HealthcareModel,
+  type OperationRecord,
+} from "./model.ts";
 import { instanceAttributes, isFilteredQuery, qidoSearch, type QidoLevel } from "./qido.ts";
 import { framesOrRendered } from "./frames.ts";
 import { imageAttributes } from "./pixels.ts";
@@ -290,7 +296,9 @@ async function dicomWeb(
   const selected = () =>
     (scope.instance !== undefined
       ? [store.bySop.get(scope.instance)].filter((x) => x !== undefined)
-      : store.instances
+      : scope.study !== undefined
+        ? studyInstances(store, scope.study)
+        : store.instances
     ).filter(
       (x) =>
         (scope.study === undefined || x.studyUid === scope.study) &&
@@ -323,7 +331,8 @@ async function dicomWeb(
     return false;
   if (level === "studies" && scope.study !== undefined) return false;
   if (level === "series" && scope.series !== undefined) return false;
-  const rows = qidoSearch(store.instances, level as QidoLevel, scope, url.searchParams);
+  const inScope = scope.study === undefined ? store.instances : studyInstances(store, scope.study);
+  const rows = qidoSearch(inScope, level as QidoLevel, scope, url.searchParams);
   if (rows.length === 0 && isFilteredQuery(url.searchParams, scope)) {
     res.writeHead(204).end();
     return true;

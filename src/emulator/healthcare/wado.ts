@@ -121,7 +121,15 @@ export function reprDigest(want: string | string[] | undefined, data: Buffer): R
     const weight = m === null ? 0 : Number(m[1]);
     if (weight > 0 && (best === undefined || weight > best.weight)) best = { alg, weight };
   }
-  return best === undefined ? {} : { "repr-digest": `${best.alg}=:${digestBase64(best.alg, data)}:` };
+  return best === undefined ? {} : { "repr-digest": `${best.alg}=:${digestOf(best.alg, data)}:` };
+}
+
+/** Digests of bodies served again (a stored instance's bytes, `emulator --stored`), kept with the body. */
+const digests = new WeakMap<Buffer, Partial<Record<DigestAlgorithm, string>>>();
+function digestOf(alg: DigestAlgorithm, data: Buffer): string {
+  let known = digests.get(data);
+  if (known === undefined) digests.set(data, (known = {}));
+  return (known[alg] ??= digestBase64(alg, data));
 }
 
 function drain(res: ServerResponse): Promise<void> {
