@@ -17,7 +17,7 @@ import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { measure } from "./bench-lib.ts";
+import { measure, processCpuSeconds, settleDisk } from "./bench-lib.ts";
 
 const { values } = parseArgs({
   options: {
@@ -34,9 +34,20 @@ const cli = path.resolve("dist/cli/main.js");
 const STORE =
   "projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/dicomStores/dicom-images-train";
 
-/** Wall seconds and peak RSS (MiB, when /usr/bin/time is there) of one hcexport run. */
-async function timed(args: string[]): Promise<{ seconds: number; rssMiB?: number }> {
-  return measure(process.execPath, [cli, ...args]);
+/** The local cloud's pid, for its CPU time over each run. */
+let cloudPid: number | undefined;
+
+/**
+ * Wall seconds and peak RSS (MiB, when /usr/bin/time is there) of one hcexport run, after an
+ * untimed `sync` (no run waits on the writeback of the one before: the mirror alone follows `run`'s
+ * 1.4 GB), and the local cloud's CPU seconds over it.
+ */
+async function timed(args: string[]): Promise<{ seconds: number; rssMiB?: number; cloudCpu?: number }> {
+  settleDisk();
+  const before = processCpuSeconds(cloudPid);
+  const m = await measure(process.execPath, [cli, ...args]);
+  const after = processCpuSeconds(cloudPid);
+  return { ...m, ...(before === undefined || after === undefined ? {} : { cloudCpu: after - before }) };
 }
 
 async function main(): Promise<void> {
@@ -64,6 +75,7 @@ async function main(): Promise<void> {
     ],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
+  cloudPid = emulator.pid;
   let out = "";
   emulator.stdout!.setEncoding("utf8");
   const url = await new Promise<string>((resolve, reject) => {
@@ -75,9 +87,9 @@ async function main(): Promise<void> {
     emulator.once("exit", (code) => reject(new Error(`emulator exited ${code}`)));
   });
   try {
-    const rows: Array<[string, number, number | undefined, string]> = [];
-    const add = (what: string, m: { seconds: number; rssMiB?: number }, note = "") => {
-      rows.push([what, m.seconds, m.rssMiB, note]);
+    const rows: Array<[string, number, number | undefined, string, number | undefined]> = [];
+    const add = (what: string, m: { seconds: number; rssMiB?: number; cloudCpu?: number }, note = "") => {
+      rows.push([what, m.seconds, m.rssMiB, note, m.cloudCpu]);
       process.stderr.write(
         `${what}: ${m.seconds.toFixed(2)} s (${(N / m.seconds).toFixed(0)} instances/s), peak RSS ${m.rssMiB?.toFixed(0) ?? "?"} MiB\n`,
       );
@@ -175,11 +187,11 @@ async function main(): Promise<void> {
       "",
       `${N} instances × ${values.size} bytes on the local cloud (its own process). Machine: ${os.cpus().length} cores, ${os.cpus()[0]?.model ?? "?"}. Node ${process.version}. Date: ${new Date().toISOString()}.`,
       "",
-      "| path | seconds | instances/s | peak RSS | note |",
-      "|---|---|---|---|---|",
+      "| path | seconds | instances/s | peak RSS | local cloud CPU | note |",
+      "|---|---|---|---|---|---|",
       ...rows.map(
-        ([what, secs, rss, note]) =>
-          `| ${what} | ${secs.toFixed(2)} | ${(N / secs).toFixed(0)} | ${rss === undefined ? "?" : `${rss.toFixed(0)} MiB`} | ${note} |`,
+        ([what, secs, rss, note, cloud]) =>
+          `| ${what} | ${secs.toFixed(2)} | ${(N / secs).toFixed(0)} | ${rss === undefined ? "?" : `${rss.toFixed(0)} MiB`} | ${cloud === undefined ? "?" : `${cloud.toFixed(1)} s`} | ${note} |`,
       ),
       "",
       `Pull per instance against the mirror alone on the same objects: ${pullRatio.toFixed(2)}× its instances/s (target ≥ 0.8×).`,

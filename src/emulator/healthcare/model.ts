@@ -61,7 +61,6 @@ export interface OperationRecord {
   errorDetails?: unknown[];
 }
 
-/** The state of the emulated Healthcare API: stores, operations and the annotations CSV. */
 /**
  * The instances of one study, in the store's order, from an index built at the first lookup and
  * again whenever the store's instances change (a new length, or `instancesChanged`). A study's
@@ -90,6 +89,7 @@ export function instancesChanged(store: DicomStoreRecord): void {
 
 const studyIndexes = new WeakMap<readonly StoreInstance[], { length: number; byStudy: Map<string, StoreInstance[]> }>();
 
+/** The state of the emulated Healthcare API: stores, operations and the annotations CSV. */
 export class HealthcareModel {
   readonly dicomStores = new Map<string, DicomStoreRecord>();
   readonly fhirStores = new Map<string, FhirStoreRecord>();

@@ -126,7 +126,8 @@ export function reprDigest(want: string | string[] | undefined, data: Buffer): R
 
 /** Digests of bodies served again (a stored instance's bytes, `emulator --stored`), kept with the body. */
 const digests = new WeakMap<Buffer, Partial<Record<DigestAlgorithm, string>>>();
-function digestOf(alg: DigestAlgorithm, data: Buffer): string {
+/** The body's digest, computed once per body (a stored instance's is made when it is stored). */
+export function digestOf(alg: DigestAlgorithm, data: Buffer): string {
   let known = digests.get(data);
   if (known === undefined) digests.set(data, (known = {}));
   return (known[alg] ??= digestBase64(alg, data));
