@@ -49,13 +49,35 @@ export class MultipartParser {
   push(chunk: Uint8Array): MultipartEvent[] {
     if (this.#state === "done") return []; // the epilogue is ignored
     const data = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    this.#buf = this.#buf.length === 0 ? data : Buffer.concat([this.#buf, data]);
     const events: MultipartEvent[] = [];
+    this.#buf = this.#joined(data, events);
     for (;;) {
       const progressed = this.#step(events);
       if (!progressed) break;
     }
     return events;
+  }
+
+  /**
+   * What to parse next: the bytes held back and the new chunk. Inside a body the bytes held back
+   * are a tail shorter than a delimiter that might begin one; unless one does begin there (once
+   * per part at most), the tail is body and goes out as its own slice, and the chunk is parsed as
+   * it came, its slices views of it. Copying each chunk behind the tail instead made a second copy
+   * of every byte of every part, in a fresh allocation per chunk.
+   */
+  #joined(data: Buffer, events: MultipartEvent[]): Buffer {
+    const held = this.#buf;
+    if (held.length === 0) return data;
+    const d = this.#delimiter.length;
+    if (this.#state === "body" && held.length < d && data.length >= d) {
+      // A delimiter starting in the tail ends within the tail and d - 1 bytes of the chunk.
+      const at = Buffer.concat([held, data.subarray(0, d - 1)]).indexOf(this.#delimiter);
+      if (at < 0 || at >= held.length) {
+        events.push({ kind: "data", chunk: held });
+        return data;
+      }
+    }
+    return Buffer.concat([held, data]);
   }
 
   /** The body ended: it must have ended with the close delimiter `--boundary--`. */

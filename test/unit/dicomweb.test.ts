@@ -228,6 +228,44 @@ describe("multipart/related parser", () => {
     }
   });
 
+  test("yields the same parts for a body cut in two at any byte", () => {
+    const small = Buffer.concat([
+      Buffer.from(`--${boundary}\r\n\r\n`),
+      a,
+      Buffer.from(`\r\n--${boundary}\r\n\r\n`),
+      b.subarray(0, 300),
+      Buffer.from(`\r\n--${boundary}--\r\n`),
+    ]);
+    for (let cut = 1; cut < small.length; cut++) {
+      const p = new MultipartParser(boundary);
+      const events = [...p.push(small.subarray(0, cut)), ...p.push(small.subarray(cut))];
+      p.finish();
+      const parts: Buffer[][] = [];
+      for (const e of events) {
+        if (e.kind === "part") parts.push([]);
+        else if (e.kind === "data") parts.at(-1)!.push(e.chunk);
+      }
+      assert.deepEqual(
+        parts.map((x) => Buffer.concat(x)),
+        [a, b.subarray(0, 300)],
+        `cut at ${cut}`,
+      );
+    }
+  });
+
+  test("a part's body is passed on as views of the chunks pushed, not copied", () => {
+    const p = new MultipartParser(boundary);
+    const first = Buffer.concat([Buffer.from(`--${boundary}\r\n\r\n`), b.subarray(0, 8000)]);
+    const second = Buffer.from(b.subarray(8000, 16000));
+    p.push(first);
+    const events = p.push(second);
+    const data = events.filter((e) => e.kind === "data").map((e) => (e as { chunk: Buffer }).chunk);
+    // The bytes held back from the first chunk (a delimiter's length) come first, then the second chunk.
+    assert.ok(data.length === 2 && data[0]!.length < boundary.length + 4, "the held-back tail, alone");
+    assert.equal(data[1]!.buffer, second.buffer, "the second chunk's own memory");
+    assert.deepEqual(Buffer.concat(data), b.subarray(8000 - data[0]!.length, 16000 - (boundary.length + 3)));
+  });
+
   test("a body without its closing boundary is an error (truncation), and so are bad headers", () => {
     assert.throws(() => parseAll(body.subarray(0, body.length - 20), boundary, [100]), MultipartError);
     assert.throws(() => parseAll(Buffer.from("no boundary here at all"), boundary, [5]), /no boundary line/);
