@@ -6,29 +6,16 @@ import { request } from "undici";
 import { crc32cBase64 } from "../../src/core/hashing.ts";
 
 test("hcexport emulator prints its endpoint, serves the dataset and stops cleanly on SIGTERM", async () => {
-  const child = spawn(
-    process.execPath,
-    ["dist/cli/main.js", "emulator", "--port", "0", "--dataset", "siim", "--train", "5", "--test", "2"],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let stdout = "";
-  child.stdout.setEncoding("utf8");
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout.on("data", (d: string) => {
-      stdout += d;
-      const m = /^listening on (http:\/\/127\.0\.0\.1:\d+)$/m.exec(stdout);
-      if (m) resolve(m[1]!);
-    });
-    child.once("exit", () => reject(new Error(`exited early: ${stdout}`)));
-  });
-  const res = await request(
-    `${url}/v1/projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/dicomStores/dicom-images-train/dicomWeb/instances`,
-  );
-  assert.equal(res.statusCode, 200);
-  assert.equal(((await res.body.json()) as unknown[]).length, 5);
-  child.kill("SIGTERM");
-  const [code] = await once(child, "exit");
-  assert.equal(code, 0);
+  const cli = await startCli(["--dataset", "siim", "--train", "5", "--test", "2"]);
+  try {
+    const res = await request(
+      `${cli.url}/v1/projects/kaggle-siim-healthcare/locations/us-central1/datasets/siim-pneumothorax/dicomStores/dicom-images-train/dicomWeb/instances`,
+    );
+    assert.equal(res.statusCode, 200);
+    assert.equal(((await res.body.json()) as unknown[]).length, 5);
+  } finally {
+    assert.equal(await cli.stop(), 0);
+  }
 });
 
 /** `hcexport emulator ARGS` on a free port; resolves with its URL and a stop function (SIGTERM, exit code). */

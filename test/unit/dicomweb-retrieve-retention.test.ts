@@ -4,8 +4,6 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
-import v8 from "node:v8";
-import vm from "node:vm";
 import { DirectoryGuard } from "../../src/core/atomic-file.ts";
 import type { Barrier } from "../../src/core/barrier.ts";
 import { ACCEPT_SINGLE, instancePath, retrieveInstance, type RetrieveContext } from "../../src/dicomweb/retrieve.ts";
@@ -13,17 +11,7 @@ import type { PullSummary } from "../../src/dicomweb/pull.ts";
 import { CommitQueue } from "../../src/mirror/commit-queue.ts";
 import { createStager } from "../../src/core/stage-pool.ts";
 import { generateInstance } from "../../src/emulator/dataset/instances.ts";
-
-v8.setFlagsFromString("--expose-gc");
-const gc = vm.runInNewContext("gc") as () => void;
-
-/** Full collections until the WeakRefs' targets that can go have gone (they clear between turns). */
-async function collect(): Promise<void> {
-  for (let i = 0; i < 4; i++) {
-    gc();
-    await new Promise((r) => setImmediate(r));
-  }
-}
+import { collect } from "../support/collect.ts";
 
 describe("retrieveInstance and the commit stage", () => {
   it("keeps no response alive while its instance waits for the batch's barrier", async () => {

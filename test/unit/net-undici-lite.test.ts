@@ -2,20 +2,9 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
-import v8 from "node:v8";
-import vm from "node:vm";
 import type { Dispatcher } from "undici";
 import { Agent, RawHeadersReleased, request } from "../../src/net/undici-lite.ts";
-
-v8.setFlagsFromString("--expose-gc");
-const gc = vm.runInNewContext("gc") as () => void;
-
-async function collect(): Promise<void> {
-  for (let i = 0; i < 4; i++) {
-    gc();
-    await new Promise((r) => setImmediate(r));
-  }
-}
+import { collect } from "../support/collect.ts";
 
 describe("undici-lite request", () => {
   it("keeps no socket read alive through a response it has finished reading", async () => {
