@@ -16,7 +16,7 @@ import { bigQueryExports } from "./bigquery/healthcare-exports.ts";
 import { createProjectIamService, ProjectPolicies } from "./bigquery/project-iam.ts";
 import { createBigQueryService } from "./bigquery/service.ts";
 import { startEmulator, type EmulatorOptions, type RunningEmulator } from "./server.ts";
-import { digestOf } from "./healthcare/wado.ts";
+import { keepDigests } from "./healthcare/wado.ts";
 import type { EmulatorService } from "./types.ts";
 
 export interface DatasetOptions {
@@ -131,13 +131,12 @@ export async function startLocalCloud(options: LocalCloudOptions = {}): Promise<
 }
 
 /**
- * The instance with its bytes rendered now and kept: every `data()` returns the same Buffer. Its
- * CRC32C is computed now too, as a store computes a checksum when it stores (GCS does for every
- * object), rather than at the first `Repr-Digest` that asks for it.
+ * The instance with its bytes rendered now and kept: every `data()` returns the same Buffer, and
+ * its digests are remembered (its CRC32C computed now, not at the first `Repr-Digest`).
  */
 export function storedInstance(inst: GeneratedInstance): GeneratedInstance {
   const bytes = inst.data();
-  digestOf("crc32c", bytes);
+  keepDigests(bytes);
   return { ...inst, data: () => bytes };
 }
 

@@ -124,13 +124,22 @@ export function reprDigest(want: string | string[] | undefined, data: Buffer): R
   return best === undefined ? {} : { "repr-digest": `${best.alg}=:${digestOf(best.alg, data)}:` };
 }
 
-/** Digests of bodies served again (a stored instance's bytes, `emulator --stored`), kept with the body. */
+/** Digests of the bodies a store keeps (`keepDigests`: a stored instance's bytes, `emulator --stored`). */
 const digests = new WeakMap<Buffer, Partial<Record<DigestAlgorithm, string>>>();
-/** The body's digest, computed once per body (a stored instance's is made when it is stored). */
-export function digestOf(alg: DigestAlgorithm, data: Buffer): string {
-  let known = digests.get(data);
-  if (known === undefined) digests.set(data, (known = {}));
+
+/** The body's digest: remembered for a kept body, computed afresh for one rendered per request. */
+function digestOf(alg: DigestAlgorithm, data: Buffer): string {
+  const known = digests.get(data);
+  if (known === undefined) return digestBase64(alg, data);
   return (known[alg] ??= digestBase64(alg, data));
+}
+
+/**
+ * Marks `data` as bytes the store keeps and serves again: their digests are remembered, the
+ * CRC32C computed now, as a store computes a checksum when it stores (GCS does for every object).
+ */
+export function keepDigests(data: Buffer): void {
+  if (!digests.has(data)) digests.set(data, { crc32c: digestBase64("crc32c", data) });
 }
 
 function drain(res: ServerResponse): Promise<void> {
