@@ -1,6 +1,6 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { planSlices, rangedPolicy, wantsRanged } from "../../src/mirror/ranged-download.ts";
+import { planSlices, rangedPolicy, sliceBytesFor, wantsRanged } from "../../src/mirror/ranged-download.ts";
 import type { RemoteObject, RemoteSource } from "../../src/mirror/ports.ts";
 
 const MiB = 1024 * 1024;
@@ -65,6 +65,31 @@ describe("wantsRanged", () => {
     assert.equal(wantsRanged(policy, ranged, { ...big, contentEncoding: "gzip" }), false);
     assert.equal(wantsRanged(policy, plain, big), false);
     assert.equal(wantsRanged(false, ranged, big), false);
-    assert.equal(wantsRanged(rangedPolicy({ threshold: 1, sliceBytes: 64 * MiB }), ranged, big), false);
+    assert.equal(wantsRanged(rangedPolicy({ threshold: 1 }), ranged, { ...big, size: MiB }), false);
+  });
+
+  test("an object smaller than two of the policy's slices is cut in two", () => {
+    assert.equal(wantsRanged(rangedPolicy({ threshold: 1, sliceBytes: 64 * MiB }), ranged, big), true);
+  });
+});
+
+describe("sliceBytesFor", () => {
+  const p = rangedPolicy();
+  test("the policy's slice for big objects, halves (whole MiB, rounded up) below two of them", () => {
+    assert.equal(p.sliceBytes, 64 * MiB);
+    assert.equal(sliceBytesFor(p, 5 * 2 ** 30), 64 * MiB);
+    assert.equal(sliceBytesFor(p, 128 * MiB), 64 * MiB);
+    assert.equal(sliceBytesFor(p, 100 * MiB), 50 * MiB);
+    assert.equal(sliceBytesFor(p, 40 * MiB + 1234), 21 * MiB);
+    assert.equal(sliceBytesFor(p, 32 * MiB), 16 * MiB);
+    for (const size of [32 * MiB, 32 * MiB + 1, 77 * MiB + 3, 128 * MiB - 1, 129 * MiB, 2 ** 33 + 5]) {
+      const s = sliceBytesFor(p, size);
+      assert.equal(s % MiB, 0, `${size}: whole MiB`);
+      assert.ok(planSlices(size, s).length >= 2, `${size}: at least two slices`);
+    }
+  });
+  test("a smaller policy slice wins, whatever it is", () => {
+    assert.equal(sliceBytesFor({ sliceBytes: 8 * MiB + 1 }, 40 * MiB), 8 * MiB + 1);
+    assert.equal(sliceBytesFor({ sliceBytes: 3 }, 10), 3);
   });
 });
