@@ -11,6 +11,36 @@ var parts = found.split(".");
 var major = Number(parts[0]);
 var minor = Number(parts[1]);
 
+/**
+ * $XDG_CACHE_HOME/hcexport/compile-cache (else ~/.cache/…), made mode 0700 if missing, or
+ * undefined — no cache at all — unless it is a real directory (not a symlink) owned by this user
+ * that no one else can write to.
+ */
+function ownCacheDir() {
+  // Node has already turned the cache on (NODE_COMPILE_CACHE), or been told not to.
+  if (process.env.NODE_DISABLE_COMPILE_CACHE || process.env.NODE_COMPILE_CACHE) return undefined;
+  var fs = process.getBuiltinModule("node:fs");
+  var os = process.getBuiltinModule("node:os");
+  var path = process.getBuiltinModule("node:path");
+  try {
+    var base = process.env.XDG_CACHE_HOME;
+    if (!base || !path.isAbsolute(base)) {
+      var home = os.homedir();
+      if (!path.isAbsolute(home)) return undefined; // never a relative directory (below the cwd)
+      base = path.join(home, ".cache");
+    }
+    var dir = path.join(base, "hcexport", "compile-cache");
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    var st = fs.lstatSync(dir);
+    // Owner and mode bits mean nothing on Windows (no getuid): there the directory is the user's profile.
+    var posix = typeof process.getuid === "function";
+    var mine = !posix || (st.uid === process.getuid() && (st.mode & 0o022) === 0);
+    return st.isDirectory() && mine ? dir : undefined;
+  } catch (_e) {
+    return undefined; // no home, read-only home: start without the cache
+  }
+}
+
 if (major < NEED_MAJOR || (major === NEED_MAJOR && minor < NEED_MINOR)) {
   process.stderr.write(
     "hcexport: needs Node.js >= " +
@@ -27,9 +57,15 @@ if (major < NEED_MAJOR || (major === NEED_MAJOR && minor < NEED_MINOR)) {
 } else {
   import("node:module")
     .then(function (m) {
-      // Cache V8's compiled code between runs (os.tmpdir()/node-compile-cache): start-up is most of a
-      // `--version`. NODE_DISABLE_COMPILE_CACHE=1 turns it off.
-      if (typeof m.enableCompileCache === "function") m.enableCompileCache();
+      // Cache V8's compiled code between runs: start-up is most of a `--version`. In this user's own
+      // cache directory, never Node's default (os.tmpdir()/node-compile-cache): on a shared machine
+      // whoever creates that first owns it, and a planted entry would run as code in every later
+      // run. NODE_DISABLE_COMPILE_CACHE=1 turns it off; NODE_COMPILE_CACHE=DIR (set before Node
+      // starts) wins over this.
+      if (typeof m.enableCompileCache === "function") {
+        var dir = ownCacheDir();
+        if (dir !== undefined) m.enableCompileCache(dir);
+      }
       // yargs' help layout imports `string-width` and `wrap-ansi`, whose load and first calls cost
       // more than the rest of `--help`; dist/cli/fast-*.js give the same answers cheaply (see there).
       if (typeof m.registerHooks === "function") {
