@@ -1,24 +1,20 @@
-import { createHash, randomBytes } from "node:crypto";
 import {
   type BigIntStats,
-  type Stats,
   closeSync,
   constants,
   fstatSync,
   fsync as fsyncCb,
   ftruncateSync,
-  lstatSync,
-  mkdirSync,
   openSync,
   renameSync,
   unlinkSync,
   writeSync,
   writevSync,
 } from "node:fs";
-import { lstat, mkdir, open, readdir, rename, unlink, type FileHandle } from "node:fs/promises";
-import os from "node:os";
+import { mkdir, open, readdir, rename, unlink, type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { noteWritten } from "./barrier.ts";
+import { childOf, DirectoryGuard } from "./directory-guard.ts";
 import {
   AlignedScratch,
   createMaybeDirectSync,
@@ -30,9 +26,8 @@ import {
 import { IntegrityError, UnsafeNameError } from "./errors.ts";
 import { verifyBytes, type ExpectedContent } from "./expected-content.ts";
 import { StreamingHasher } from "./hashing.ts";
-import { processAlive } from "./process-alive.ts";
 import { TEMP_MARKER, checkRelativeName, resolveInside } from "./safe-path.ts";
-import { RecentSet } from "./recent-set.ts";
+import { tempNameFor, tempWriterGone, writerTag } from "./temp-names.ts";
 
 /** A written file's identity for a manifest (mtime in ms and ns, inode), from its `fstat`. */
 export function fileIdentity(st: BigIntStats): Pick<WrittenFile, "mtimeMs" | "mtimeNs" | "ino"> {
@@ -51,110 +46,6 @@ export interface WrittenFile {
   readonly md5?: string;
   /** Written with direct I/O (core/direct-io.ts): it left no dirty pages for a barrier to count. */
   readonly direct?: boolean;
-}
-
-/**
- * `path.join(dir, seg)` for a checked name segment (no `/`, `.`, `..` or empty one), without the
- * normalisation pass: the guard builds two or three of these per file.
- */
-function childOf(dir: string, seg: string): string {
-  return dir.endsWith(path.sep) ? dir + seg : `${dir}${path.sep}${seg}`;
-}
-
-/**
- * Remembers directories already verified to be real directories (not symlinks) inside a root,
- * so that a mirror of 10,000 files does not lstat the same parents 10,000 times.
- */
-export class DirectoryGuard {
-  readonly root: string;
-  /** Directories made or checked (bounded: memory flat in the object count; a forgotten one is re-checked). */
-  readonly #verified = new RecentSet<string>(4096);
-  constructor(root: string) {
-    this.root = path.resolve(root);
-  }
-
-  /**
-   * Creates (if needed) every directory of `segments` below the root, refusing any component that
-   * exists as a symlink or a non-directory.
-   * @param remoteName reported in errors
-   */
-  async ensure(segments: readonly string[], remoteName: string): Promise<string> {
-    // The root itself is the user's choice (trusted): create it if needed.
-    if (!this.#verified.has(this.root)) {
-      await mkdir(this.root, { recursive: true });
-      this.#verified.add(this.root);
-    }
-    let dir = this.root;
-    for (const seg of segments) {
-      dir = childOf(dir, seg);
-      if (this.#verified.has(dir)) continue;
-      // mkdir first: in a fresh mirror nearly every directory is new, and a directory we just
-      // created cannot be a symlink. Only an existing entry needs the lstat check.
-      const made = await mkdir(dir).then(
-        () => true,
-        (e: NodeJS.ErrnoException) => (e.code === "EEXIST" ? false : Promise.reject(e)),
-      );
-      if (!made) this.#refuseUnlessDirectory(dir, await lstat(dir), remoteName);
-      this.#verified.add(dir);
-    }
-    return dir;
-  }
-
-  /**
-   * `ensure` with synchronous syscalls: for small files a mkdir/lstat costs less than the
-   * promise and thread-pool round trip around it (measured in the mirror's profile).
-   */
-  ensureSync(segments: readonly string[], remoteName: string): string {
-    if (!this.#verified.has(this.root)) {
-      mkdirSync(this.root, { recursive: true });
-      this.#verified.add(this.root);
-    }
-    let dir = this.root;
-    for (const seg of segments) {
-      dir = childOf(dir, seg);
-      if (this.#verified.has(dir)) continue;
-      try {
-        mkdirSync(dir);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-        this.#refuseUnlessDirectory(dir, lstatSync(dir), remoteName);
-      }
-      this.#verified.add(dir);
-    }
-    return dir;
-  }
-
-  /**
-   * Whether every directory of `segments` below the root already exists as a real directory,
-   * without creating any: false as soon as one is missing, a symlink or not a directory (the
-   * write path then creates it or refuses it, with `ensure`). What it finds is remembered like
-   * what `ensure` made, in the same bounded set.
-   */
-  existsSync(segments: readonly string[]): boolean {
-    let dir = this.root;
-    for (const seg of segments) {
-      dir = childOf(dir, seg);
-      if (this.#verified.has(dir)) continue;
-      const st = lstatSync(dir, { throwIfNoEntry: false });
-      if (st === undefined || !st.isDirectory()) return false;
-      this.#verified.add(dir);
-    }
-    return true;
-  }
-
-  /** An existing component must be a real directory: a symlink or a file there is refused. */
-  #refuseUnlessDirectory(dir: string, st: Stats, remoteName: string): void {
-    if (st.isSymbolicLink())
-      throw new UnsafeNameError(
-        remoteName,
-        `'${path.relative(this.root, dir)}' is a symlink in the destination; refusing to follow it`,
-      );
-    if (!st.isDirectory())
-      throw new UnsafeNameError(
-        remoteName,
-        `'${path.relative(this.root, dir)}' exists as a file, so it cannot also be a directory`,
-      );
-  }
 }
 
 export interface AtomicWriteOptions {
@@ -456,86 +347,6 @@ function dropTempSync(fd: number | undefined, temp: string): void {
 }
 
 const WRITE_BATCH = 1024 * 1024;
-/**
- * Temp names: unique per process (host tag + pid + random) and per write (counter); O_EXCL guards
- * the rest. The host tag and pid let a later run on this host see that the writer is dead.
- */
-const HOST_TAG = createHash("sha256").update(os.hostname()).digest("hex").slice(0, 6);
-let TEMP_ID = `${HOST_TAG}${process.pid.toString(36)}${randomBytes(3).toString("hex")}`;
-let tempCounter = 0;
-
-/** This process's writer id (host tag, pid, random), for a stage thread to name temp files with. */
-export function writerIdentity(): string {
-  return TEMP_ID;
-}
-
-/**
- * In a stage thread (stage-pool.ts): name temp files and run rows with the spawning thread's writer
- * id, so that they are this process's to every sweep and session check, and count from
- * `counterBase` (each thread its own range: names never collide across threads).
- */
-export function adoptWriterIdentity(id: string, counterBase: number): void {
-  if (!/^[0-9a-f]{6}[0-9a-z]+[0-9a-f]{6}$/.test(id) || !Number.isSafeInteger(counterBase) || counterBase < 0)
-    throw new Error(`not a writer identity: ${id} ${counterBase}`);
-  TEMP_ID = id;
-  tempCounter = counterBase;
-}
-
-/** Linux and macOS file systems take at most this many bytes per name. */
-const MAX_NAME_BYTES = 255;
-
-/**
- * A fresh temp name beside `finalName`: `.` + as much of the name as fits + marker + writer id +
- * counter, bounded in UTF-8 bytes (not UTF-16 units), so any name the file system accepts can
- * land. The name is cut at a code point boundary; the marker stays, so sweeps recognise it.
- */
-export function tempNameFor(finalName: string): string {
-  const suffix = writerTag();
-  return `.${truncateUtf8(finalName, MAX_NAME_BYTES - 1 - Buffer.byteLength(suffix))}${suffix}`;
-}
-
-/**
- * The marker, this process's writer id and a fresh counter, as every temp name ends: anything
- * else named with it (a manifest's run row) can be judged by {@link tempWriterGone} too.
- */
-export function writerTag(): string {
-  return `${TEMP_MARKER}${TEMP_ID}-${++tempCounter}`;
-}
-
-/** Whether `name` carries a {@link writerTag} of this very process. */
-export function taggedByThisProcess(name: string): boolean {
-  return name.includes(`${TEMP_MARKER}${TEMP_ID}-`);
-}
-
-/** The longest prefix of `s` (whole code points) that is at most `maxBytes` in UTF-8. */
-export function truncateUtf8(s: string, maxBytes: number): string {
-  if (Buffer.byteLength(s) <= maxBytes) return s;
-  let bytes = 0;
-  let out = "";
-  for (const ch of s) {
-    const n = Buffer.byteLength(ch);
-    if (bytes + n > maxBytes) break;
-    bytes += n;
-    out += ch;
-  }
-  return out;
-}
-
-/**
- * Whether the writer of a temp file (named by writeFileAtomic/writeVerifiedAtomic) is certainly
- * gone: the name carries this host's tag and the pid of a process that no longer runs (e.g. a
- * SIGKILLed run). Such a leftover can be removed at once; any other only once it is old, since a
- * writer on another host sharing the directory may still own it.
- */
-export function tempWriterGone(fileName: string, isAlive: (pid: number) => boolean = processAlive): boolean {
-  const at = fileName.lastIndexOf(TEMP_MARKER);
-  if (at < 0) return false;
-  const m = /^([0-9a-f]{6})([0-9a-z]+)[0-9a-f]{6}-\d+$/.exec(fileName.slice(at + TEMP_MARKER.length));
-  if (m === null || m[1] !== HOST_TAG) return false;
-  const pid = parseInt(m[2]!, 36);
-  return Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && !isAlive(pid);
-}
-
 /** What is left of `bufs` after a writev wrote `written` bytes (writev may write less than asked). */
 export function unwritten<T extends Uint8Array>(bufs: readonly T[], written: number): T[] {
   let left = written;
@@ -568,7 +379,7 @@ export async function replaceFileAtomic(file: string, data: string | Uint8Array)
   await mkdir(dir, { recursive: true });
   const stem = `.${path.basename(file)}${TEMP_MARKER}`;
   // Named like every other temp file (host tag + pid), so a killed writer's leftover is recognisable.
-  const temp = path.join(dir, `${stem}${TEMP_ID}-${++tempCounter}`);
+  const temp = path.join(dir, `.${path.basename(file)}${writerTag()}`);
   const fh = await open(temp, "wx", 0o644);
   try {
     try {

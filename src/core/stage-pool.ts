@@ -1,5 +1,7 @@
 import { Worker } from "node:worker_threads";
-import { stageBufferSync, writerIdentity, type DirectoryGuard, type StagedFile } from "./atomic-file.ts";
+import { stageBufferSync, type StagedFile } from "./atomic-file.ts";
+import type { DirectoryGuard } from "./directory-guard.ts";
+import { writerIdentity } from "./temp-names.ts";
 import type { ExpectedContent } from "./expected-content.ts";
 import { noteWritten } from "./barrier.ts";
 import { directIo } from "./direct-io.ts";

@@ -5,7 +5,9 @@
  * that process's own.
  */
 import { parentPort, workerData } from "node:worker_threads";
-import { DirectoryGuard, adoptWriterIdentity, stageBufferSync } from "./atomic-file.ts";
+import { stageBufferSync } from "./atomic-file.ts";
+import { DirectoryGuard } from "./directory-guard.ts";
+import { adoptWriterIdentity } from "./temp-names.ts";
 import { serializeError, type StageReply, type StageRequest, type StageThreadData } from "./stage-pool.ts";
 
 const data = workerData as StageThreadData;

@@ -1,6 +1,6 @@
 import { opendir, lstat, unlink } from "node:fs/promises";
 import path from "node:path";
-import { tempWriterGone } from "./atomic-file.ts";
+import { tempWriterGone } from "./temp-names.ts";
 import { RESERVED_DIR, TEMP_MARKER } from "./safe-path.ts";
 
 /** How old a temp file whose writer may still run (another host) must be before a sweep removes it. */

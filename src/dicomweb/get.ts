@@ -1,6 +1,7 @@
 import { lstat } from "node:fs/promises";
 import path from "node:path";
-import { DirectoryGuard, writeVerifiedAtomic } from "../core/atomic-file.ts";
+import { writeVerifiedAtomic } from "../core/atomic-file.ts";
+import { DirectoryGuard } from "../core/directory-guard.ts";
 import { systemClock, type Clock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";
 import { DestinationError, HcexportError, HttpError, IntegrityError, destinationFault } from "../core/errors.ts";

@@ -1,7 +1,7 @@
 import { lstatSync, readdirSync } from "node:fs";
 import { lstat, mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { DirectoryGuard } from "../core/atomic-file.ts";
+import { DirectoryGuard } from "../core/directory-guard.ts";
 import { systemClock, type Clock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";
 import { asDestinationError, DestinationError, destinationFault } from "../core/errors.ts";

@@ -1,4 +1,5 @@
-import { stageFile, type DirectoryGuard, type StagedFile } from "../core/atomic-file.ts";
+import { stageFile, type StagedFile } from "../core/atomic-file.ts";
+import type { DirectoryGuard } from "../core/directory-guard.ts";
 import type { Lease, Stager } from "../core/stage-pool.ts";
 import { HcexportError, HttpError, IntegrityError, UnsafeNameError } from "../core/errors.ts";
 import type { EventSink } from "../core/events.ts";

@@ -1,4 +1,5 @@
-import { discardStaged, stageFile, type DirectoryGuard, type StagedFile } from "../core/atomic-file.ts";
+import { discardStaged, stageFile, type StagedFile } from "../core/atomic-file.ts";
+import type { DirectoryGuard } from "../core/directory-guard.ts";
 import type { ExpectedContent } from "../core/expected-content.ts";
 import type { Clock } from "../core/clock.ts";
 import { HcexportError, UnsafeNameError } from "../core/errors.ts";

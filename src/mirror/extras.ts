@@ -1,6 +1,6 @@
 import { lstat, unlink } from "node:fs/promises";
 import path from "node:path";
-import { tempWriterGone } from "../core/atomic-file.ts";
+import { tempWriterGone } from "../core/temp-names.ts";
 import type { Clock } from "../core/clock.ts";
 import { STALE_TEMP_MS } from "../core/temp-sweep.ts";
 import { localPath } from "./apply-deletes.ts";

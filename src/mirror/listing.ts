@@ -1,4 +1,4 @@
-import type { DirectoryGuard } from "../core/atomic-file.ts";
+import type { DirectoryGuard } from "../core/directory-guard.ts";
 import { UnsafeNameError } from "../core/errors.ts";
 import type { NameFilter } from "./plan.ts";
 import { hasNoHash, type Accepted } from "./plan.ts";

@@ -1,5 +1,5 @@
 import path from "node:path";
-import type { DirectoryGuard } from "../core/atomic-file.ts";
+import type { DirectoryGuard } from "../core/directory-guard.ts";
 import { statLocalSync } from "./local-io.ts";
 import type { LocalEntry } from "./local-walk.ts";
 import type { LocalState } from "./plan.ts";

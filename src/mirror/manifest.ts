@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, renameSync } from "node:fs";
 import path from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { taggedByThisProcess, tempWriterGone, writerTag } from "../core/atomic-file.ts";
+import { taggedByThisProcess, tempWriterGone, writerTag } from "../core/temp-names.ts";
 import { RESERVED_DIR } from "../core/safe-path.ts";
 import { compareUtf8 } from "../core/utf8-order.ts";
 import type { RemoteObject } from "./ports.ts";

@@ -1,4 +1,4 @@
-import { DirectoryGuard } from "../core/atomic-file.ts";
+import { DirectoryGuard } from "../core/directory-guard.ts";
 import { barrierFor } from "../core/barrier.ts";
 import { systemClock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";

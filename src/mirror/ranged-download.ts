@@ -1,7 +1,8 @@
 import { constants, writev as writevCb } from "node:fs";
 import { unlink } from "node:fs/promises";
 import path from "node:path";
-import { fileIdentity, tempNameFor, unwritten, type StagedFile } from "../core/atomic-file.ts";
+import { fileIdentity, unwritten, type StagedFile } from "../core/atomic-file.ts";
+import { tempNameFor } from "../core/temp-names.ts";
 import { noteWritten } from "../core/barrier.ts";
 import {
   AlignedChunks,

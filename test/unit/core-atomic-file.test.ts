@@ -4,13 +4,9 @@ import { mkdtemp, mkdir, readdir, readFile, symlink, writeFile, rm } from "node:
 import os from "node:os";
 import path from "node:path";
 import { spawn } from "node:child_process";
-import {
-  writeFileAtomic,
-  replaceFileAtomic,
-  DirectoryGuard,
-  tempNameFor,
-  tempWriterGone,
-} from "../../src/core/atomic-file.ts";
+import { writeFileAtomic, replaceFileAtomic } from "../../src/core/atomic-file.ts";
+import { DirectoryGuard } from "../../src/core/directory-guard.ts";
+import { tempNameFor, tempWriterGone } from "../../src/core/temp-names.ts";
 import { TEMP_MARKER } from "../../src/core/safe-path.ts";
 import { crc32cBase64, md5Base64 } from "../../src/core/hashing.ts";
 import { withZombie } from "../support/zombie.ts";

@@ -16,7 +16,8 @@ import {
   writeDirect,
   writeDirectSync,
 } from "../../src/core/direct-io.ts";
-import { DirectoryGuard, stageBufferSync } from "../../src/core/atomic-file.ts";
+import { stageBufferSync } from "../../src/core/atomic-file.ts";
+import { DirectoryGuard } from "../../src/core/directory-guard.ts";
 import { IntegrityError } from "../../src/core/errors.ts";
 import { crc32cBase64 } from "../../src/core/hashing.ts";
 import { withTempDir } from "../support/temp-dir.ts";

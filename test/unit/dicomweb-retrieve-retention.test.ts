@@ -4,7 +4,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
-import { DirectoryGuard } from "../../src/core/atomic-file.ts";
+import { DirectoryGuard } from "../../src/core/directory-guard.ts";
 import type { Barrier } from "../../src/core/barrier.ts";
 import { ACCEPT_SINGLE, instancePath, retrieveInstance, type RetrieveContext } from "../../src/dicomweb/retrieve.ts";
 import type { PullSummary } from "../../src/dicomweb/pull.ts";

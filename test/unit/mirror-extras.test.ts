@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
-import { tempNameFor } from "../../src/core/atomic-file.ts";
+import { tempNameFor } from "../../src/core/temp-names.ts";
 import { systemClock, type Clock } from "../../src/core/clock.ts";
 import { handleExtra } from "../../src/mirror/extras.ts";
 import type { Manifest } from "../../src/mirror/manifest.ts";

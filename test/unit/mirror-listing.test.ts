@@ -4,7 +4,7 @@ import { existsSync, statSync } from "node:fs";
 import { mkdtemp, rm, symlink } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { DirectoryGuard } from "../../src/core/atomic-file.ts";
+import { DirectoryGuard } from "../../src/core/directory-guard.ts";
 import { systemClock } from "../../src/core/clock.ts";
 import { listAccepted, placeholderDirectory } from "../../src/mirror/listing.ts";
 import { MirrorTally } from "../../src/mirror/tally.ts";

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdir, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { DirectoryGuard } from "../../src/core/atomic-file.ts";
+import { DirectoryGuard } from "../../src/core/directory-guard.ts";
 import { probeLocal } from "../../src/mirror/local-probe.ts";
 import { Manifest } from "../../src/mirror/manifest.ts";
 import { withTempDir } from "../support/temp-dir.ts";

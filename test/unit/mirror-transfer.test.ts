@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { DirectoryGuard } from "../../src/core/atomic-file.ts";
+import { DirectoryGuard } from "../../src/core/directory-guard.ts";
 import type { Barrier } from "../../src/core/barrier.ts";
 import { systemClock } from "../../src/core/clock.ts";
 import { crc32cBase64 } from "../../src/core/hashing.ts";
