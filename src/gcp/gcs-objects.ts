@@ -77,21 +77,33 @@ export function gcsSource(client: HttpClient, storageBase: string): RemoteSource
       }
     },
     async open(bucket, object, signal) {
-      const res = await client.stream(
-        "GET",
-        `${base}/download/storage/v1/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object.name)}`,
-        {
-          query: { alt: "media", generation: object.generation },
-          // The stored bytes, which the listed size and hashes describe: without this GCS
-          // decompresses gzip-encoded objects on the fly (decompressive transcoding).
-          ...(object.contentEncoding === "gzip" ? { headers: { "accept-encoding": "gzip" } } : {}),
-          ...(signal === undefined ? {} : { signal }),
-        },
-      );
+      const res = await client.stream("GET", mediaUrl(base, bucket, object), mediaOptions(object, signal));
       return res.body;
+    },
+    async receive(bucket, object, into, signal) {
+      await client.receive("GET", mediaUrl(base, bucket, object), into, {
+        ...mediaOptions(object, signal),
+        name: object.name,
+      });
     },
     openRange: (bucket, object, start, endInclusive, signal) =>
       openRange(client, base, bucket, object, start, endInclusive, signal),
+  };
+}
+
+/** Where an object's bytes are downloaded from (`alt=media` below, with the generation). */
+function mediaUrl(base: string, bucket: string, object: RemoteObject): string {
+  return `${base}/download/storage/v1/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object.name)}`;
+}
+
+/** A media download of exactly the listed generation, as stored. */
+function mediaOptions(object: RemoteObject, signal: AbortSignal | undefined) {
+  return {
+    query: { alt: "media", generation: object.generation },
+    // The stored bytes, which the listed size and hashes describe: without this GCS
+    // decompresses gzip-encoded objects on the fly (decompressive transcoding).
+    ...(object.contentEncoding === "gzip" ? { headers: { "accept-encoding": "gzip" } } : {}),
+    ...(signal === undefined ? {} : { signal }),
   };
 }
 
@@ -105,18 +117,14 @@ async function openRange(
   endInclusive: number,
   signal: AbortSignal | undefined,
 ): Promise<RangeBody> {
-  const res = await client.stream(
-    "GET",
-    `${base}/download/storage/v1/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object.name)}`,
-    {
-      query: { alt: "media", generation: object.generation },
-      headers: {
-        range: `bytes=${start}-${endInclusive}`,
-        ...(object.contentEncoding === "gzip" ? { "accept-encoding": "gzip" } : {}),
-      },
-      ...(signal === undefined ? {} : { signal }),
+  const res = await client.stream("GET", mediaUrl(base, bucket, object), {
+    query: { alt: "media", generation: object.generation },
+    headers: {
+      range: `bytes=${start}-${endInclusive}`,
+      ...(object.contentEncoding === "gzip" ? { "accept-encoding": "gzip" } : {}),
     },
-  );
+    ...(signal === undefined ? {} : { signal }),
+  });
   const header = (h: string | string[] | undefined) => (Array.isArray(h) ? h[0] : h);
   return {
     status: res.status,

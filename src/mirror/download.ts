@@ -166,18 +166,16 @@ async function streamed(
             ),
           );
         // The connection is given back once the bytes are in: the check and the write run beside the next request.
-        const lease = await connected(ctx, () =>
-          received(ctx, obj, signal, async (body) => {
-            const lease = stager.lease(obj.size);
-            try {
-              await receiveInto(body, lease.bytes, obj.name);
-              return lease;
-            } catch (err) {
-              lease.release();
-              throw err;
-            }
-          }),
-        );
+        const lease = await connected(ctx, async () => {
+          const lease = stager.lease(obj.size);
+          try {
+            await receiveObject(ctx, obj, lease.bytes, signal);
+            return lease;
+          } catch (err) {
+            lease.release();
+            throw err;
+          }
+        });
         try {
           return claim(
             await stager.stage({ root: ctx.dest, relName: rel, name: obj.name, lease, expected, guard: ctx.guard }),
@@ -198,6 +196,18 @@ async function streamed(
     if (returned !== undefined) discardStaged(returned);
     throw err;
   }
+}
+
+/** `obj`'s bytes, exactly `into.byteLength` of them, into `into`: by the source's `receive` where it has one. */
+function receiveObject(
+  ctx: DownloadContext,
+  obj: RemoteObject,
+  into: Uint8Array,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  if (ctx.source.receive === undefined) return received(ctx, obj, signal, (body) => receiveInto(body, into, obj.name));
+  signal?.throwIfAborted(); // the run stopped while this object waited for a connection
+  return ctx.source.receive(ctx.bucket, obj, into, signal);
 }
 
 /** Opens `obj` and hands its body to `use`; a body `use` fails on is destroyed at once. */

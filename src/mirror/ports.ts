@@ -22,6 +22,12 @@ export interface RemoteSource {
   /** The bytes of exactly the listed generation, as stored (no decompressive transcoding). */
   open(bucket: string, object: RemoteObject, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
   /**
+   * `open`'s bytes copied straight into `into` (exactly `object.size` bytes), without a body
+   * stream: the mirror's small objects. Rejects on a body longer or shorter than that. Optional:
+   * without it they are read from `open`.
+   */
+  receive?(bucket: string, object: RemoteObject, into: Uint8Array, signal?: AbortSignal): Promise<void>;
+  /**
    * Bytes `start`…`endInclusive` of exactly the listed generation (`Range: bytes=a-b`), as stored.
    * The answer's status and Content-Range are the caller's to check: a server that ignores Range
    * answers 200 with the whole body. Optional: without it big objects are one stream.

@@ -5,6 +5,7 @@ import { systemClock, type Clock } from "../core/clock.ts";
 import { HttpError, UnreachableError, unknownHost } from "../core/errors.ts";
 import { redactSecrets } from "../core/redact.ts";
 import { withRetry, type RetryNotice, type RetryPolicy, defaultRetryPolicy } from "../core/retry.ts";
+import { dispatchInto } from "./receive-into.ts";
 import { Agent, request } from "./undici-lite.ts";
 
 /** Supplies request headers (e.g. `Authorization`). Implementations: anonymous, basic, bearer, Google ADC. */
@@ -146,6 +147,33 @@ export class HttpClient {
     return { status: res.statusCode, headers: res.headers, body: res.body };
   }
 
+  /**
+   * GETs a body of known size (`into.byteLength`) straight into `into` (`dispatchInto`: no body
+   * stream). A non-2xx answer rejects with the `HttpError` `stream` would throw, a longer or
+   * shorter body with an `IntegrityError`. Not retried here, like `stream`. Resolves with the
+   * answer's status and headers.
+   */
+  async receive(
+    method: string,
+    url: string | URL,
+    into: Uint8Array,
+    options: Omit<RequestOptions, "accept" | "body" | "retry"> & { readonly name: string; readonly sizeFrom?: string },
+  ): Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> {
+    const target = withQuery(url, options.query);
+    const { headers, signal, secrets } = await this.#prepare(target, options, {});
+    return dispatchInto(
+      this.#dispatcher,
+      { url: target, method: method as Dispatcher.HttpMethod, headers, ...(signal === undefined ? {} : { signal }) },
+      into,
+      {
+        name: options.name,
+        ...(options.sizeFrom === undefined ? {} : { sizeFrom: options.sizeFrom }),
+        failure: (status, h, text) => errorFromResponse(method, target, status, h, text, this.#clock.now(), secrets),
+        transportError: (err) => transportError(target, err),
+      },
+    );
+  }
+
   /** Runs `fn` with this client's retry policy and retry notices. */
   retrying<T>(method: string, url: string | URL, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     return this.#retrying(method, new URL(String(url)), signal === undefined ? {} : { signal }, fn);
@@ -174,6 +202,30 @@ export class HttpClient {
     options: RequestOptions,
     defaults: Record<string, string>,
   ): Promise<{ res: Dispatcher.ResponseData; secrets: string[] }> {
+    const { headers, body, signal, secrets } = await this.#prepare(target, options, defaults);
+    const res = await request(target, {
+      method: method as Dispatcher.HttpMethod,
+      headers,
+      dispatcher: this.#dispatcher,
+      ...(body === undefined ? {} : { body }),
+      ...(signal === undefined ? {} : { signal }),
+    }).catch((err: unknown) => {
+      throw transportError(target, err);
+    });
+    return { res, secrets };
+  }
+
+  /** A request's headers (with credentials), body and signal; `secrets` are the credential values it carries. */
+  async #prepare(
+    target: URL,
+    options: RequestOptions,
+    defaults: Record<string, string>,
+  ): Promise<{
+    headers: Record<string, string>;
+    body: string | Buffer | undefined;
+    signal: AbortSignal | undefined;
+    secrets: string[];
+  }> {
     const auth = await this.#auth.headers(target);
     const headers: Record<string, string> = { "user-agent": this.#userAgent, ...defaults, ...auth, ...options.headers };
     let body: string | Buffer | undefined;
@@ -186,19 +238,14 @@ export class HttpClient {
     }
     const signal = eitherSignal(this.#signal, options.signal);
     signal?.throwIfAborted();
-    const res = await request(target, {
-      method: method as Dispatcher.HttpMethod,
-      headers,
-      dispatcher: this.#dispatcher,
-      ...(body === undefined ? {} : { body }),
-      ...(signal === undefined ? {} : { signal }),
-    }).catch((err: unknown) => {
-      // A host that does not resolve is a wrong endpoint or no network: say so, don't retry.
-      const dns = unknownHost(err);
-      throw dns === undefined ? err : new UnreachableError(target.host, dns.code, err);
-    });
-    return { res, secrets: secretsOf(auth) };
+    return { headers, body, signal, secrets: secretsOf(auth) };
   }
+}
+
+/** A host that does not resolve is a wrong endpoint or no network: say so (UnreachableError, not retried). */
+function transportError<E>(target: URL, err: E): E | UnreachableError {
+  const dns = unknownHost(err);
+  return dns === undefined ? err : new UnreachableError(target.host, dns.code, err);
 }
 
 function isOk(status: number): boolean {

@@ -1,3 +1,4 @@
+import type { Dispatcher } from "undici";
 import { IntegrityError } from "../core/errors.ts";
 
 /**
@@ -17,7 +18,7 @@ export async function receiveInto(
 ): Promise<void> {
   const size = whole.byteLength;
   let received = 0;
-  const tooLong = () => new IntegrityError(`${name}: the body is longer than the ${sizeFrom} ${size} bytes; cut off`);
+  const tooLong = () => overrun(name, sizeFrom, size);
   const take = (chunk: Uint8Array): boolean => {
     if (received + chunk.byteLength > size) return false;
     whole.set(chunk, received);
@@ -41,5 +42,172 @@ export async function receiveInto(
   } else {
     for await (const chunk of body) if (!take(chunk)) throw tooLong();
   }
-  if (received !== size) throw new IntegrityError(`${name}: got ${received} bytes, expected ${size}`);
+  if (received !== size) throw truncated(name, received, size);
+}
+
+const overrun = (name: string, sizeFrom: string, size: number) =>
+  new IntegrityError(`${name}: the body is longer than the ${sizeFrom} ${size} bytes; cut off`);
+const truncated = (name: string, received: number, size: number) =>
+  new IntegrityError(`${name}: got ${received} bytes, expected ${size}`);
+
+/** The request `dispatchInto` sends. */
+export interface IntoRequest {
+  readonly url: URL;
+  readonly method: Dispatcher.HttpMethod;
+  readonly headers: Record<string, string>;
+  readonly signal?: AbortSignal;
+}
+
+/** How `dispatchInto` names the body and turns a failed answer into an error. */
+export interface IntoOptions {
+  readonly name: string;
+  /** Where the size came from, for messages (as `receiveInto`). */
+  readonly sizeFrom?: string;
+  /** The error for a non-2xx answer: its status, headers and the start of its body (UTF-8, at most ERROR_BODY_BYTES). */
+  readonly failure: (status: number, headers: Dispatcher.ResponseData["headers"], text: string) => Error;
+  /** Maps a transport error (reset, timeout, DNS) before it rejects; identity by default. */
+  readonly transportError?: (err: Error) => Error;
+}
+
+/** A failed answer's body is kept up to this many bytes for its error message; the rest is read and dropped. */
+export const ERROR_BODY_BYTES = 64 * 1024;
+
+/**
+ * `receiveInto` through undici's dispatch API: the body's chunks are copied into `whole` as the
+ * parser hands them over — no body stream, no `data` event, no promise per request beyond this
+ * one. Measured against `request()` + `receiveInto` with a raw client (10,000 × 150 KB, 32 at a
+ * time, no writes): 0.3–0.4 s less user CPU over plain HTTP (1.88 → 1.48 s) and over TLS
+ * (2.95–3.24 → 2.59–2.68 s). The same checks: a body longer than `whole` is cut off the moment it
+ * overruns (the connection destroyed), a shorter one is a truncation; a non-2xx answer rejects with
+ * `failure(...)`; an abort of `signal` aborts the request with its reason. Resolves with the
+ * answer's status and headers once every byte is in.
+ */
+export function dispatchInto(
+  dispatcher: Pick<Dispatcher, "dispatch">,
+  req: IntoRequest,
+  whole: Uint8Array,
+  o: IntoOptions,
+): Promise<{ status: number; headers: Dispatcher.ResponseData["headers"] }> {
+  return new Promise((resolve, reject) => {
+    const handler = new IntoBuffer(whole, o, req.signal, resolve, reject);
+    if (req.signal?.aborted === true) return handler.fail(abortReason(req.signal));
+    try {
+      dispatcher.dispatch(
+        {
+          origin: req.url.origin,
+          path: `${req.url.pathname}${req.url.search}`,
+          method: req.method,
+          headers: req.headers,
+        },
+        handler,
+      );
+    } catch (err) {
+      handler.fail(err as Error);
+    }
+  });
+}
+
+function abortReason(signal: AbortSignal): Error {
+  const r: unknown = signal.reason;
+  return r instanceof Error ? r : new DOMException("This operation was aborted", "AbortError");
+}
+
+/** The handler behind `dispatchInto`: settles its promise once, whatever undici calls after. */
+class IntoBuffer implements Dispatcher.DispatchHandler {
+  readonly #whole: Uint8Array;
+  readonly #o: IntoOptions;
+  readonly #signal: AbortSignal | undefined;
+  readonly #resolve: (head: { status: number; headers: Dispatcher.ResponseData["headers"] }) => void;
+  readonly #reject: (err: Error) => void;
+  #controller: Dispatcher.DispatchController | undefined;
+  #settled = false;
+  #status = 0;
+  #headers: Dispatcher.ResponseData["headers"] = {};
+  #received = 0;
+  /** A failed answer's body, up to ERROR_BODY_BYTES (undefined while the answer is a success). */
+  #errorBody: Buffer[] | undefined;
+  #errorBytes = 0;
+  readonly #onAbort = () => {
+    const reason = abortReason(this.#signal!);
+    if (this.#controller !== undefined) this.#controller.abort(reason);
+    this.fail(reason);
+  };
+
+  constructor(
+    whole: Uint8Array,
+    o: IntoOptions,
+    signal: AbortSignal | undefined,
+    resolve: (head: { status: number; headers: Dispatcher.ResponseData["headers"] }) => void,
+    reject: (err: Error) => void,
+  ) {
+    this.#whole = whole;
+    this.#o = o;
+    this.#signal = signal;
+    this.#resolve = resolve;
+    this.#reject = reject;
+    signal?.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#settled) controller.abort(new Error("request no longer wanted"));
+  }
+
+  onResponseStart(
+    _c: Dispatcher.DispatchController,
+    status: number,
+    headers: Dispatcher.ResponseData["headers"],
+  ): void {
+    this.#status = status;
+    this.#headers = headers;
+    if (status < 200 || status >= 300) this.#errorBody = [];
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#settled) return;
+    if (this.#errorBody !== undefined) {
+      if (this.#errorBytes < ERROR_BODY_BYTES) {
+        const kept = chunk.subarray(0, ERROR_BODY_BYTES - this.#errorBytes);
+        this.#errorBody.push(Buffer.from(kept)); // a copy: the chunk is a view of a socket read
+        this.#errorBytes += kept.byteLength;
+      }
+      return;
+    }
+    const size = this.#whole.byteLength;
+    if (this.#received + chunk.byteLength > size) {
+      const err = overrun(this.#o.name, this.#o.sizeFrom ?? "listed", size);
+      controller.abort(err); // destroyed, never reused: the connection's framing cannot be trusted
+      this.fail(err);
+      return;
+    }
+    this.#whole.set(chunk, this.#received);
+    this.#received += chunk.byteLength;
+  }
+
+  onResponseEnd(): void {
+    if (this.#errorBody !== undefined) {
+      const text = Buffer.concat(this.#errorBody).toString("utf8");
+      return this.fail(this.#o.failure(this.#status, this.#headers, text));
+    }
+    const size = this.#whole.byteLength;
+    if (this.#received !== size) return this.fail(truncated(this.#o.name, this.#received, size));
+    if (this.#settle()) this.#resolve({ status: this.#status, headers: this.#headers });
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    this.fail(this.#o.transportError?.(err) ?? err);
+  }
+
+  /** Rejects (once) with `err`. */
+  fail(err: Error): void {
+    if (this.#settle()) this.#reject(err);
+  }
+
+  #settle(): boolean {
+    if (this.#settled) return false;
+    this.#settled = true;
+    this.#controller = undefined;
+    this.#signal?.removeEventListener("abort", this.#onAbort);
+    return true;
+  }
 }

@@ -150,3 +150,33 @@ test("a stage thread refuses a file in the way of a directory it has to make: no
     await rm(dest, { recursive: true, force: true });
   }
 });
+
+test("a source with `receive`: small objects are copied into the stager's lease by it (never `open`ed), retried like a stream", async () => {
+  const calls: string[] = [];
+  let failFirst = true;
+  const src = {
+    listPages: () => assert.fail("not used"),
+    open: () => assert.fail("a small object was opened as a stream"),
+    receive: async (_bucket: string, o: RemoteObject, into: Uint8Array) => {
+      calls.push(o.name);
+      const i = Number(/s(\d+)\//.exec(o.name)![1]);
+      assert.equal(into.byteLength, o.size, "the lease is exactly the object's size");
+      into.set(bodyOf(i));
+      if (failFirst) {
+        failFirst = false;
+        throw Object.assign(new Error("other side closed"), { code: "UND_ERR_SOCKET" });
+      }
+    },
+  } as unknown as RemoteSource;
+  const { dest, ctx } = await context(src, {
+    stager: createStager(0),
+    retry: { retries: 2, backoff: { initialMs: 1, maxMs: 2, multiplier: 2, jitter: "equal" } },
+  });
+  try {
+    const staged = await downloadObject(ctx, objectOf(3), "s3/f.dcm");
+    assert.deepEqual(readFileSync(staged.temp), bodyOf(3));
+    assert.deepEqual(calls, ["p/s3/f.dcm", "p/s3/f.dcm"], "received twice: the reset attempt, then the good one");
+  } finally {
+    await rm(dest, { recursive: true, force: true });
+  }
+});
