@@ -26,6 +26,13 @@ export function dicomwebSource(client: HttpClient, base: string): DicomwebSource
       });
       return { status: res.status, headers: res.headers, body: res.body as never };
     },
+    retrieveInto: (path, accept, into, signal) =>
+      client.receive("GET", `${root}/${path}`, into, {
+        headers: { accept, "want-repr-digest": WANT_REPR_DIGEST },
+        name: path,
+        sizeFrom: "Content-Length's",
+        ...(signal === undefined ? {} : { signal }),
+      }),
   };
 }
 

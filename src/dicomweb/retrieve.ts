@@ -5,7 +5,7 @@ import { HcexportError, HttpError, IntegrityError, UnsafeNameError } from "../co
 import type { EventSink } from "../core/events.ts";
 import type { CommitQueue } from "../mirror/commit-queue.ts";
 import type { ExpectedDigest } from "../core/expected-content.ts";
-import { receiveInto } from "../net/receive-into.ts";
+import { NotWhole, receiveInto, type IntoTarget } from "../net/receive-into.ts";
 import { cheapestDigest, DigestVerifier, expectedDigests } from "./digest.ts";
 import { MultipartError, MultipartParser, parseContentType, type MultipartEvent } from "./multipart.ts";
 import { Part10Inspector, type Part10Uids } from "./part10.ts";
@@ -29,6 +29,17 @@ export interface WadoPort {
     readonly headers: Record<string, string | string[] | undefined>;
     readonly body: AsyncIterable<Uint8Array> & { destroy?: () => void };
   }>;
+  /**
+   * The same GET, its body copied straight into the buffer `into` chooses from the answer's
+   * headers (`dispatchInto`: no body stream); rejects with `NotWhole` when it chooses none.
+   * Optional: without it every answer is read from `retrieve`.
+   */
+  retrieveInto?(
+    path: string,
+    accept: string,
+    into: IntoTarget,
+    signal?: AbortSignal,
+  ): Promise<{ readonly status: number; readonly headers: Record<string, string | string[] | undefined> }>;
 }
 
 export const ACCEPT_SINGLE = "application/dicom; transfer-syntax=*";
@@ -64,6 +75,11 @@ export interface RetrieveContext {
   readonly commitFailed: (rel: string, err: unknown) => void;
   /** What single-instance requests ask for; switches to multipart once if the server refuses it. */
   accept: string;
+  /**
+   * Single-instance answers are received whole through `source.retrieveInto` until one is not a
+   * single body of a known size that fits in memory (then, for the rest of the run, as streams).
+   */
+  whole?: boolean;
   readonly summary: PullSummary;
   readonly emit: EventSink<PullEvent>;
   readonly signal?: AbortSignal;
@@ -73,6 +89,9 @@ export interface RetrieveContext {
 
 export async function retrieveInstance(ctx: RetrieveContext, ref: InstanceRef): Promise<void> {
   const wadoPath = `studies/${ref.study}/series/${ref.series}/instances/${ref.instance}`;
+  if (ctx.source.retrieveInto !== undefined && ctx.whole !== false && ctx.accept === ACCEPT_SINGLE) {
+    if (await retrieveWhole(ctx, ref, wadoPath)) return;
+  }
   let res;
   const accept = ctx.accept;
   try {
@@ -81,15 +100,8 @@ export async function retrieveInstance(ctx: RetrieveContext, ref: InstanceRef): 
   } catch (err) {
     // Servers that only speak multipart (the standard's form; e.g. Orthanc) refuse the
     // single-part Accept with 400 or 406: switch once for the whole run, and ask again.
-    if (err instanceof HttpError && (err.status === 406 || err.status === 400) && accept === ACCEPT_SINGLE) {
-      if (ctx.accept === ACCEPT_SINGLE) {
-        ctx.accept = ACCEPT_MULTIPART;
-        ctx.emit({
-          kind: "dicomweb.negotiated",
-          accept: ACCEPT_MULTIPART,
-          reason: `the server answered ${err.status} to "${ACCEPT_SINGLE}"`,
-        });
-      }
+    if (refusesSingle(err) && accept === ACCEPT_SINGLE) {
+      negotiateMultipart(ctx, err);
       ctx.summary.retrieveRequests++;
       res = await ctx.source.retrieve(wadoPath, ACCEPT_MULTIPART, ctx.signal);
     } else throw err;
@@ -115,6 +127,79 @@ export async function retrieveInstance(ctx: RetrieveContext, ref: InstanceRef): 
     res.body.destroy?.();
     throw err;
   }
+}
+
+/**
+ * `retrieveInstance` for a single-part answer of known length that fits in memory: the body is
+ * copied into a stager's buffer straight from the HTTP client's callbacks (as the mirror receives
+ * its small objects), then landed like `landWhole`. False when the request must be made the
+ * streaming way (its body not read): the instance is too big to hold in memory, the answer is not
+ * one body of a known length (multipart, no Content-Length: from then on every instance streams),
+ * or the server refused the single-part Accept (negotiated as there).
+ */
+async function retrieveWhole(ctx: RetrieveContext, ref: InstanceRef, wadoPath: string): Promise<boolean> {
+  let lease: Lease | undefined;
+  let tooBig = false;
+  let headers: Record<string, string | string[] | undefined>;
+  try {
+    ctx.summary.retrieveRequests++;
+    ({ headers } = await ctx.source.retrieveInto!(
+      wadoPath,
+      ACCEPT_SINGLE,
+      (_status, h) => {
+        const ct = parseContentType(headerOf(h, "content-type")).type;
+        const length = Number(headerOf(h, "content-length"));
+        if (ct !== "application/dicom" && ct !== "application/octet-stream") return undefined;
+        if (!Number.isSafeInteger(length) || length <= 0) return undefined;
+        if (length > IN_MEMORY) {
+          tooBig = true;
+          return undefined;
+        }
+        lease = ctx.stager.lease(length);
+        return lease.bytes;
+      },
+      ctx.signal,
+    ));
+  } catch (err) {
+    lease?.release();
+    if (err instanceof NotWhole) {
+      // A big instance streams, and the next one is asked for whole again; any other answer
+      // (multipart, no Content-Length) is how this server answers: stream from now on.
+      if (!tooBig) ctx.whole = false;
+      return false;
+    }
+    if (!refusesSingle(err)) throw err;
+    negotiateMultipart(ctx, err); // and the streaming way asks again, for multipart
+    return false;
+  }
+  try {
+    await landLease(ctx, lease!, cheapestDigest(expectedDigests(headers))[0], {
+      expect: ref,
+      length: lease!.bytes.byteLength,
+    });
+    return true;
+  } finally {
+    lease!.release();
+  }
+}
+
+/**
+ * Servers that only speak multipart (the standard's form; e.g. Orthanc) refuse the single-part
+ * Accept with 400 or 406.
+ */
+function refusesSingle(err: unknown): err is HttpError {
+  return err instanceof HttpError && (err.status === 406 || err.status === 400);
+}
+
+/** Switches the run's single-instance requests to multipart, once, and says why. */
+function negotiateMultipart(ctx: RetrieveContext, err: HttpError): void {
+  if (ctx.accept !== ACCEPT_SINGLE) return;
+  ctx.accept = ACCEPT_MULTIPART;
+  ctx.emit({
+    kind: "dicomweb.negotiated",
+    accept: ACCEPT_MULTIPART,
+    reason: `the server answered ${err.status} to "${ACCEPT_SINGLE}"`,
+  });
 }
 
 /** One multipart request for a series or a study; writes the parts that are missing on disk. */
@@ -298,17 +383,27 @@ async function landWhole(
   try {
     const label = o.expect === undefined ? "an instance" : instancePath(o.expect);
     await receiveInto(body, lease.bytes, label, "Content-Length's");
-    const inspector = new Part10Inspector();
-    inspector.update(lease.bytes);
-    const uids = inspector.uids;
-    const rel = nameOf(uids, o);
-    if (o.isWanted !== undefined && !o.isWanted(uids)) return undefined;
-    structureCheck(inspector, rel, o);
-    await stageAndQueue(ctx, lease, rel, announced);
-    return uids.sopInstanceUid;
+    return await landLease(ctx, lease, announced, o);
   } finally {
     lease.release();
   }
+}
+
+/** An instance received whole into `lease`: inspected in one pass, then staged and queued (`stageAndQueue`). */
+async function landLease(
+  ctx: RetrieveContext,
+  lease: Lease,
+  announced: ExpectedDigest | undefined,
+  o: LandOptions,
+): Promise<string | undefined> {
+  const inspector = new Part10Inspector();
+  inspector.update(lease.bytes);
+  const uids = inspector.uids;
+  const rel = nameOf(uids, o);
+  if (o.isWanted !== undefined && !o.isWanted(uids)) return undefined;
+  structureCheck(inspector, rel, o);
+  await stageAndQueue(ctx, lease, rel, announced);
+  return uids.sopInstanceUid;
 }
 
 /** The Part 10 structure is whole and as long as the server said. */

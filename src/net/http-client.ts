@@ -5,7 +5,7 @@ import { systemClock, type Clock } from "../core/clock.ts";
 import { HttpError, UnreachableError, unknownHost } from "../core/errors.ts";
 import { redactSecrets } from "../core/redact.ts";
 import { withRetry, type RetryNotice, type RetryPolicy, defaultRetryPolicy } from "../core/retry.ts";
-import { dispatchInto } from "./receive-into.ts";
+import { dispatchInto, type IntoTarget } from "./receive-into.ts";
 import { Agent, request } from "./undici-lite.ts";
 
 /** Supplies request headers (e.g. `Authorization`). Implementations: anonymous, basic, bearer, Google ADC. */
@@ -148,15 +148,15 @@ export class HttpClient {
   }
 
   /**
-   * GETs a body of known size (`into.byteLength`) straight into `into` (`dispatchInto`: no body
-   * stream). A non-2xx answer rejects with the `HttpError` `stream` would throw, a longer or
+   * GETs a body of known size (`into.byteLength`, or the buffer `into` chooses from the answer's
+   * headers) straight into that buffer (`dispatchInto`: no body stream). A non-2xx answer rejects with the `HttpError` `stream` would throw, a longer or
    * shorter body with an `IntegrityError`. Not retried here, like `stream`. Resolves with the
    * answer's status and headers.
    */
   async receive(
     method: string,
     url: string | URL,
-    into: Uint8Array,
+    into: IntoTarget,
     options: Omit<RequestOptions, "accept" | "body" | "retry"> & { readonly name: string; readonly sizeFrom?: string },
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> {
     const target = withQuery(url, options.query);

@@ -50,6 +50,22 @@ const overrun = (name: string, sizeFrom: string, size: number) =>
 const truncated = (name: string, received: number, size: number) =>
   new IntegrityError(`${name}: got ${received} bytes, expected ${size}`);
 
+/**
+ * Where `dispatchInto` copies a body: a buffer of exactly its size, or a choice made from a 2xx
+ * answer's status and headers (a buffer, or undefined when the body should not be taken whole:
+ * the request is then aborted before its body is read, and rejects with `NotWhole`).
+ */
+export type IntoTarget =
+  Uint8Array | ((status: number, headers: Dispatcher.ResponseData["headers"]) => Uint8Array | undefined);
+
+/** A body `dispatchInto`'s chooser did not take whole (multipart, no Content-Length, too big): ask for it as a stream. */
+export class NotWhole extends Error {
+  constructor() {
+    super("the answer is not one body of a known size");
+    this.name = "NotWhole";
+  }
+}
+
 /** The request `dispatchInto` sends. */
 export interface IntoRequest {
   readonly url: URL;
@@ -85,7 +101,7 @@ export const ERROR_BODY_BYTES = 64 * 1024;
 export function dispatchInto(
   dispatcher: Pick<Dispatcher, "dispatch">,
   req: IntoRequest,
-  whole: Uint8Array,
+  whole: IntoTarget,
   o: IntoOptions,
 ): Promise<{ status: number; headers: Dispatcher.ResponseData["headers"] }> {
   return new Promise((resolve, reject) => {
@@ -114,7 +130,9 @@ function abortReason(signal: AbortSignal): Error {
 
 /** The handler behind `dispatchInto`: settles its promise once, whatever undici calls after. */
 class IntoBuffer implements Dispatcher.DispatchHandler {
-  readonly #whole: Uint8Array;
+  readonly #target: IntoTarget;
+  /** Where the body goes: the target itself, or what it chose once the answer started. */
+  #whole: Uint8Array | undefined;
   readonly #o: IntoOptions;
   readonly #signal: AbortSignal | undefined;
   readonly #resolve: (head: { status: number; headers: Dispatcher.ResponseData["headers"] }) => void;
@@ -134,13 +152,14 @@ class IntoBuffer implements Dispatcher.DispatchHandler {
   };
 
   constructor(
-    whole: Uint8Array,
+    whole: IntoTarget,
     o: IntoOptions,
     signal: AbortSignal | undefined,
     resolve: (head: { status: number; headers: Dispatcher.ResponseData["headers"] }) => void,
     reject: (err: Error) => void,
   ) {
-    this.#whole = whole;
+    this.#target = whole;
+    if (whole instanceof Uint8Array) this.#whole = whole;
     this.#o = o;
     this.#signal = signal;
     this.#resolve = resolve;
@@ -154,13 +173,28 @@ class IntoBuffer implements Dispatcher.DispatchHandler {
   }
 
   onResponseStart(
-    _c: Dispatcher.DispatchController,
+    controller: Dispatcher.DispatchController,
     status: number,
     headers: Dispatcher.ResponseData["headers"],
   ): void {
     this.#status = status;
     this.#headers = headers;
     if (status < 200 || status >= 300) this.#errorBody = [];
+    else if (typeof this.#target === "function") {
+      let chosen: Uint8Array | undefined;
+      try {
+        chosen = this.#target(status, headers);
+      } catch (err) {
+        controller.abort(err as Error);
+        return this.fail(err as Error);
+      }
+      if (chosen === undefined) {
+        const err = new NotWhole();
+        controller.abort(err); // before any of the body is read
+        return this.fail(err);
+      }
+      this.#whole = chosen;
+    }
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -173,14 +207,15 @@ class IntoBuffer implements Dispatcher.DispatchHandler {
       }
       return;
     }
-    const size = this.#whole.byteLength;
+    const whole = this.#whole!;
+    const size = whole.byteLength;
     if (this.#received + chunk.byteLength > size) {
       const err = overrun(this.#o.name, this.#o.sizeFrom ?? "listed", size);
       controller.abort(err); // destroyed, never reused: the connection's framing cannot be trusted
       this.fail(err);
       return;
     }
-    this.#whole.set(chunk, this.#received);
+    whole.set(chunk, this.#received);
     this.#received += chunk.byteLength;
   }
 
@@ -189,7 +224,7 @@ class IntoBuffer implements Dispatcher.DispatchHandler {
       const text = Buffer.concat(this.#errorBody).toString("utf8");
       return this.fail(this.#o.failure(this.#status, this.#headers, text));
     }
-    const size = this.#whole.byteLength;
+    const size = this.#whole!.byteLength;
     if (this.#received !== size) return this.fail(truncated(this.#o.name, this.#received, size));
     if (this.#settle()) this.#resolve({ status: this.#status, headers: this.#headers });
   }

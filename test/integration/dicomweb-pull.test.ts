@@ -63,6 +63,10 @@ function run(
               onRetrieve();
               return source.retrieve(p, accept, signal);
             },
+            retrieveInto: (p, accept, into, signal) => {
+              onRetrieve();
+              return source.retrieveInto!(p, accept, into, signal);
+            },
           },
     label: "test",
     dest,

@@ -4,7 +4,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { HttpError, IntegrityError } from "../../src/core/errors.ts";
 import { HttpClient } from "../../src/net/http-client.ts";
-import { dispatchInto, ERROR_BODY_BYTES } from "../../src/net/receive-into.ts";
+import { dispatchInto, ERROR_BODY_BYTES, NotWhole } from "../../src/net/receive-into.ts";
 import { Agent } from "../../src/net/undici-lite.ts";
 
 // HttpClient.receive / dispatchInto (the mirror's small objects) against a real HTTP server that
@@ -227,6 +227,35 @@ describe("HttpClient.receive", () => {
 });
 
 describe("dispatchInto", () => {
+  it("a chooser picks the buffer from the answer's headers; choosing none aborts before the body (NotWhole)", async () => {
+    fresh();
+    const agent = new Agent({ connections: 1 });
+    const req = { url: new URL(`${base}/ok`), method: "GET" as const, headers: {} };
+    const failure = () => new Error("unexpected");
+    try {
+      let buf: Uint8Array | undefined;
+      const head = await dispatchInto(
+        agent,
+        req,
+        (status, h) => {
+          assert.equal(status, 200);
+          return (buf = new Uint8Array(Number(h["content-length"])));
+        },
+        { name: "c", failure },
+      );
+      assert.equal(head.status, 200);
+      assert.ok(Buffer.from(buf!).equals(body));
+      await assert.rejects(
+        dispatchInto(agent, req, () => undefined, { name: "c", failure }),
+        (e: unknown) => e instanceof NotWhole,
+      );
+      await settle();
+      assert.equal(closes, 1, "the refused answer's connection was closed, its body unread");
+    } finally {
+      await agent.close();
+    }
+  });
+
   it("keeps at most ERROR_BODY_BYTES of a failed answer's body for its message, and reads the rest", async () => {
     fresh();
     const agent = new Agent({ connections: 1 });
