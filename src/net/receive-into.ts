@@ -220,6 +220,7 @@ class IntoBuffer implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
+    if (this.#settled) return;
     if (this.#errorBody !== undefined) {
       const text = Buffer.concat(this.#errorBody).toString("utf8");
       return this.fail(this.#o.failure(this.#status, this.#headers, text));
