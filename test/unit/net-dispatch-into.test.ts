@@ -81,6 +81,17 @@ function client(): HttpClient {
   });
 }
 
+/** `fn` with a fresh client (one connection) and fresh server counters; the client closed after. */
+async function withClient(fn: (c: HttpClient) => Promise<void>): Promise<void> {
+  fresh();
+  const c = client();
+  try {
+    await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
 const fresh = () => {
   requests = [];
   connections = 0;
@@ -90,9 +101,7 @@ const settle = () => new Promise((r) => setTimeout(r, 50));
 
 describe("HttpClient.receive", () => {
   it("copies the body into the buffer, returns the answer's head, sends the credentials, and keeps the connection", async () => {
-    fresh();
-    const c = client();
-    try {
+    await withClient(async (c) => {
       const into = new Uint8Array(SIZE);
       const head = await c.receive("GET", `${base}/ok`, into, { name: "a.dcm", query: { alt: "media" } });
       assert.equal(head.status, 200);
@@ -107,15 +116,11 @@ describe("HttpClient.receive", () => {
         ],
       );
       assert.equal(connections, 1, "both requests on one keep-alive connection");
-    } finally {
-      await c.close();
-    }
+    });
   });
 
   it("a body longer than the buffer is cut off at the overrun and its connection destroyed, never reused", async () => {
-    fresh();
-    const c = client();
-    try {
+    await withClient(async (c) => {
       const into = new Uint8Array(SIZE);
       await assert.rejects(
         c.receive("GET", `${base}/long`, into, { name: "long.dcm" }),
@@ -126,15 +131,11 @@ describe("HttpClient.receive", () => {
       assert.equal(closes, 1, "the connection that overran was closed");
       await c.receive("GET", `${base}/ok`, into, { name: "ok.dcm" });
       assert.equal(connections, 2, "the next request opened a new connection");
-    } finally {
-      await c.close();
-    }
+    });
   });
 
   it("a shorter body is a truncation, named with both sizes; sizeFrom names where the size came from", async () => {
-    fresh();
-    const c = client();
-    try {
+    await withClient(async (c) => {
       await assert.rejects(
         c.receive("GET", `${base}/short`, new Uint8Array(SIZE), { name: "s.dcm" }),
         (e: unknown) => e instanceof IntegrityError && e.message === "s.dcm: got 149990 bytes, expected 150000",
@@ -143,15 +144,11 @@ describe("HttpClient.receive", () => {
         c.receive("GET", `${base}/long`, new Uint8Array(SIZE), { name: "l.dcm", sizeFrom: "Content-Length's" }),
         /the body is longer than the Content-Length's 150000 bytes/,
       );
-    } finally {
-      await c.close();
-    }
+    });
   });
 
   it("a non-2xx answer is the HttpError `stream` gives: Google's message and reason, Retry-After, the token scrubbed", async () => {
-    fresh();
-    const c = client();
-    try {
+    await withClient(async (c) => {
       const err = await c.receive("GET", `${base}/503`, new Uint8Array(SIZE), { name: "x.dcm" }).then(
         () => assert.fail("resolved"),
         (e: unknown) => e,
@@ -170,15 +167,11 @@ describe("HttpClient.receive", () => {
         [err.status, err.reason, err.retryAfterMs, err.message],
         [viaStream.status, viaStream.reason, viaStream.retryAfterMs, viaStream.message],
       );
-    } finally {
-      await c.close();
-    }
+    });
   });
 
   it("an abort mid-body rejects with the signal's reason at once and closes the connection", async () => {
-    fresh();
-    const c = client();
-    try {
+    await withClient(async (c) => {
       const ac = new AbortController();
       const started = performance.now();
       setTimeout(() => ac.abort(new Error("stop now")), 100);
@@ -190,15 +183,11 @@ describe("HttpClient.receive", () => {
       assert.ok(ms < 1000, `rejected after ${ms.toFixed(0)} ms`);
       await settle();
       assert.equal(closes, 1, "the stalled connection was closed");
-    } finally {
-      await c.close();
-    }
+    });
   });
 
   it("an already aborted signal sends no request at all", async () => {
-    fresh();
-    const c = client();
-    try {
+    await withClient(async (c) => {
       const ac = new AbortController();
       ac.abort(new Error("gone"));
       await assert.rejects(
@@ -207,22 +196,16 @@ describe("HttpClient.receive", () => {
       );
       await settle();
       assert.equal(requests.length, 0);
-    } finally {
-      await c.close();
-    }
+    });
   });
 
   it("a connection reset mid-body rejects (a transport error, retryable by the caller)", async () => {
-    fresh();
-    const c = client();
-    try {
+    await withClient(async (c) => {
       await assert.rejects(
         c.receive("GET", `${base}/reset`, new Uint8Array(SIZE), { name: "r.dcm" }),
         (e: unknown) => e instanceof Error && !(e instanceof HttpError) && /closed|reset|socket/i.test(e.message),
       );
-    } finally {
-      await c.close();
-    }
+    });
   });
 });
 
