@@ -96,13 +96,16 @@ function mediaUrl(base: string, bucket: string, object: RemoteObject): string {
   return `${base}/download/storage/v1/b/${encodeURIComponent(bucket)}/o/${encodeURIComponent(object.name)}`;
 }
 
-/** A media download of exactly the listed generation, as stored. */
-function mediaOptions(object: RemoteObject, signal: AbortSignal | undefined) {
+/** A media download of exactly the listed generation, as stored, with `headers` besides. */
+function mediaOptions(object: RemoteObject, signal: AbortSignal | undefined, headers: Record<string, string> = {}) {
   return {
     query: { alt: "media", generation: object.generation },
-    // The stored bytes, which the listed size and hashes describe: without this GCS
-    // decompresses gzip-encoded objects on the fly (decompressive transcoding).
-    ...(object.contentEncoding === "gzip" ? { headers: { "accept-encoding": "gzip" } } : {}),
+    headers: {
+      ...headers,
+      // The stored bytes, which the listed size and hashes describe: without this GCS
+      // decompresses gzip-encoded objects on the fly (decompressive transcoding).
+      ...(object.contentEncoding === "gzip" ? { "accept-encoding": "gzip" } : {}),
+    },
     ...(signal === undefined ? {} : { signal }),
   };
 }
@@ -117,14 +120,11 @@ async function openRange(
   endInclusive: number,
   signal: AbortSignal | undefined,
 ): Promise<RangeBody> {
-  const res = await client.stream("GET", mediaUrl(base, bucket, object), {
-    query: { alt: "media", generation: object.generation },
-    headers: {
-      range: `bytes=${start}-${endInclusive}`,
-      ...(object.contentEncoding === "gzip" ? { "accept-encoding": "gzip" } : {}),
-    },
-    ...(signal === undefined ? {} : { signal }),
-  });
+  const res = await client.stream(
+    "GET",
+    mediaUrl(base, bucket, object),
+    mediaOptions(object, signal, { range: `bytes=${start}-${endInclusive}` }),
+  );
   const header = (h: string | string[] | undefined) => (Array.isArray(h) ? h[0] : h);
   return {
     status: res.status,

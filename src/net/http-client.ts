@@ -149,9 +149,9 @@ export class HttpClient {
 
   /**
    * GETs a body of known size (`into.byteLength`, or the buffer `into` chooses from the answer's
-   * headers) straight into that buffer (`dispatchInto`: no body stream). A non-2xx answer rejects with the `HttpError` `stream` would throw, a longer or
-   * shorter body with an `IntegrityError`. Not retried here, like `stream`. Resolves with the
-   * answer's status and headers.
+   * headers) straight into that buffer (`dispatchInto`: no body stream). A non-2xx answer rejects
+   * with the `HttpError` `stream` would throw, a longer or shorter body with an `IntegrityError`.
+   * Not retried here, like `stream`. Resolves with the answer's status and headers.
    */
   async receive(
     method: string,
