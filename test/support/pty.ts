@@ -10,7 +10,9 @@ import { requireBuiltCli } from "./chaos.ts";
  * The built CLI in a real terminal of a real size (issue #10: the suite ran without a TTY, and a
  * 0-column pty disables the spinner, so a spinner that never stopped went unnoticed). Each session
  * is a private tmux server (Debian's `tmux`; CI installs it) with one 120×30 pane running
- * `node dist/cli/main.js ARGS…` directly (exec'd, so the pane's process is the CLI itself).
+ * `node bin/hcexport.js ARGS…` — the installed command, as a user starts it — exec'd, so the pane's
+ * process is the CLI itself (the launcher's one-arena restart for long commands is an execve in that
+ * same process: signals and Ctrl-C reach the CLI, as they would without it).
  *
  *   const t = await startPty(["run", cfg, "--emulator", url], { cwd });
  *   await t.waitFor(/iam:/);              // the screen shows it
@@ -73,9 +75,10 @@ export function ptySkip(suite: string): string | false {
   return reason;
 }
 
-/** Starts `node dist/cli/main.js ...args` in a fresh cols×rows (default 120×30) terminal. */
+/** Starts `node bin/hcexport.js ...args` in a fresh cols×rows (default 120×30) terminal. */
 export async function startPty(args: readonly string[], o: PtyOptions): Promise<PtySession> {
-  const cli = requireBuiltCli();
+  requireBuiltCli();
+  const cli = path.resolve("bin/hcexport.js");
   const dir = await mkdtemp(path.join(os.tmpdir(), "hcx-pty-"));
   const socket = `hcx-pty-${process.pid}-${++sessions}`;
   const conf = path.join(dir, "tmux.conf");
