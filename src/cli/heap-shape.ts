@@ -41,15 +41,17 @@ export function shapeHeap(command: string | undefined, env = process.env): void 
 }
 
 /**
- * The commands whose marking starts late: the mirror's. Not `dicomweb pull`: with late marking its
- * peak RSS (10,000 × 150 KB, c=16, tmpfs, 6 interleaved rounds) was 146–152 MiB against 139–148,
- * at its 150 MiB target, for user CPU −0.3 to −0.9 s and no steady gain in wall time (6.6–8.1 s
- * against 6.2–7.8). It used to gain 15 %, when socket reads still reached the old generation
- * through undici's `rawHeaders` (see `RawHeadersReleased`) and only full collections freed them:
- * then late marking let them pile up to V8's 64 MiB external-memory trigger (192–215 MiB RSS).
- * Measured side by side (README).
+ * The commands whose marking starts late: the mirror's, and `dicomweb`'s (the pull; its search and
+ * get hold little). The pull's heap is as small as the mirror's, and on V8's own schedule it was
+ * marked continuously too: 55–71 full collections in a 10,000 × 150 KB pull against the mirror's
+ * 8–11, V8's helper threads using 2.6 s of CPU against 1.2. Late marking used to cost the pull its
+ * memory target (146–152 MiB), before the launcher's one arena and QIDO pages parsed a row at a
+ * time (json-rows.ts); with both, the pull with its stage thread peaks at 136–140 MiB (README).
+ * (It once gained nothing for another reason: socket reads reached the old generation through
+ * undici's `rawHeaders`, see `RawHeadersReleased`, and late marking let them pile up to V8's 64
+ * MiB external-memory trigger.)
  */
-export const LATE_MARKING: ReadonlySet<string> = new Set(["mirror", "run"]);
+export const LATE_MARKING: ReadonlySet<string> = new Set(["mirror", "run", "dicomweb"]);
 
 /** The commands `shapeHeap` tells apart (looked for anywhere on the command line). */
 export const SHAPED_COMMANDS: ReadonlySet<string> = new Set([...LATE_MARKING, "emulator"]);

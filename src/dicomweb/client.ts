@@ -2,18 +2,20 @@ import { HcexportError, UsageError } from "../core/errors.ts";
 import { parseStoreName } from "../core/resource-names.ts";
 import type { HttpClient } from "../net/http-client.ts";
 import { WANT_REPR_DIGEST } from "./digest.ts";
+import { parseRows } from "./json-rows.ts";
 import type { DicomwebSource } from "./pull.ts";
 
 /** QIDO-RS and WADO-RS over HTTP against a DICOMweb base URL (Healthcare API or any server). */
 export function dicomwebSource(client: HttpClient, base: string): DicomwebSource {
   const root = base.replace(/\/+$/, "");
   return {
-    async search(path, query, signal) {
+    async search(path, query, signal, keep) {
       const rows = await client.json<unknown>("GET", `${root}/${path}`, {
         headers: { accept: "application/dicom+json" },
         query: query as Record<string, string | number | readonly string[]>,
         accept: [204],
         ...(signal === undefined ? {} : { signal }),
+        ...(keep === undefined ? {} : { parse: (text: string) => parseRows(text, keep) }),
       });
       if (rows === undefined) return [];
       if (!Array.isArray(rows)) throw new HcexportError(`${path}: the QIDO-RS answer is not a JSON array`);

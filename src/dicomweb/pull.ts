@@ -184,11 +184,12 @@ export async function pull(o: PullOptions): Promise<PullSummary> {
   };
   // The mirror's commit stage: instances land in batches behind one barrier (no manifest here).
   const queue = new CommitQueue({ barrier: barrierFor(dest, o.fsync ?? true) });
-  // The mirror's write path (stage-pool.ts), on this thread unless HCX_STAGE_THREADS asks for
-  // threads: a stage thread made no measurable difference to the pull's time (10,000 × 150 KB,
-  // 3 interleaved rounds: 10.1–11.9 s with one, 10.3–12.3 s without) and cost 18 MiB of peak RSS
-  // (155–161 MiB, past the pull's 150 MiB target).
-  const stager = createStager(o.stageThreads ?? stageThreadsFromEnv(undefined, 0));
+  // The mirror's write path (stage-pool.ts) with the mirror's stage threads (HCX_STAGE_THREADS to
+  // change): the page-cache copy then runs off the thread that receives. On disk while the page
+  // cache reclaims, 10,000 × 150 KB, 4 interleaved rounds: 7.85–10.65 s with one thread,
+  // 9.42–12.50 s without (on tmpfs, or with a cache just dropped, level). Its cost, the thread's
+  // isolate and malloc arena, fits the pull's 150 MiB target since the launcher's one arena.
+  const stager = createStager(o.stageThreads ?? stageThreadsFromEnv());
   const ctx: RetrieveContext = {
     source: o.source,
     dest,

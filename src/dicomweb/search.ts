@@ -22,14 +22,19 @@ export interface InstanceRef {
 export type QidoQuery = Readonly<Record<string, string | number | readonly string[]>>;
 
 export interface QidoPort {
-  /** A QIDO-RS search relative to the service base; a 204 is an empty array. */
-  search(path: string, query: QidoQuery, signal?: AbortSignal): Promise<unknown[]>;
+  /**
+   * A QIDO-RS search relative to the service base; a 204 is an empty array. `keep`: the attributes
+   * the caller reads of each row, which is all a port need keep of it (json-rows.ts).
+   */
+  search(path: string, query: QidoQuery, signal?: AbortSignal, keep?: readonly string[]): Promise<unknown[]>;
 }
 
 /** The Healthcare API's maximum `limit` per level; other servers get the same bound. */
 export const QIDO_MAX_LIMIT = { studies: 5000, series: 5000, instances: 50_000 } as const;
 
 const TAG = { study: "0020000D", series: "0020000E", instance: "00080018", studyInstances: "00201208" } as const;
+/** What `refOf` reads of an instance row. */
+export const UID_FIELDS: readonly string[] = [TAG.study, TAG.series, TAG.instance];
 
 export type SearchEvent =
   | { readonly kind: "dicomweb.search.page"; readonly path: string; readonly offset: number; readonly rows: number }
@@ -88,12 +93,13 @@ export async function* pages(
   query: QidoQuery,
   limit: number,
   o: Pick<ListOptions, "onEvent" | "signal">,
+  keep?: readonly string[],
 ): AsyncGenerator<unknown[]> {
   let offset = 0;
   let capped = false;
   let previousFirst: string | undefined;
   for (;;) {
-    const rows = await port.search(path, { ...query, limit, offset }, o.signal);
+    const rows = await port.search(path, { ...query, limit, offset }, o.signal, keep);
     if (!Array.isArray(rows))
       throw new HttpError({ status: 200, method: "GET", url: path, message: "QIDO-RS answer is not a JSON array" });
     o.onEvent?.({ kind: "dicomweb.search.page", path, offset, rows: rows.length });
@@ -128,16 +134,16 @@ export async function* listInstances(port: QidoPort, o: ListOptions): AsyncGener
       yield listed;
     }
   };
-  const uidFields = [TAG.study, TAG.series, TAG.instance];
   let instanceLevelFailed: string | undefined;
   if (strategy !== "studies") {
     try {
       for await (const rows of pages(
         port,
         "instances",
-        { includefield: uidFields },
+        { includefield: UID_FIELDS },
         Math.min(o.pageSize, QIDO_MAX_LIMIT.instances),
         o,
+        UID_FIELDS,
       )) {
         yield* emit(rows, {});
       }
@@ -162,6 +168,7 @@ export async function* listInstances(port: QidoPort, o: ListOptions): AsyncGener
     { includefield: [TAG.study, TAG.studyInstances] },
     Math.min(o.pageSize, QIDO_MAX_LIMIT.studies),
     o,
+    [TAG.study, TAG.studyInstances],
   )) {
     for (const row of rows) {
       const study = value(row, TAG.study);
@@ -192,9 +199,10 @@ export async function* listInstances(port: QidoPort, o: ListOptions): AsyncGener
       for await (const inst of pages(
         port,
         `studies/${s}/instances`,
-        { includefield: uidFields },
+        { includefield: UID_FIELDS },
         Math.min(o.pageSize, QIDO_MAX_LIMIT.instances),
         o,
+        UID_FIELDS,
       )) {
         yield* emit(inst, { study: s });
       }

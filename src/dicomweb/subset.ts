@@ -9,6 +9,7 @@ import {
   type Listed,
   type QidoPort,
   type QidoQuery,
+  UID_FIELDS,
 } from "./search.ts";
 
 /** A part of a store to pull: whole studies, series (with or without their study), single instances. */
@@ -108,7 +109,7 @@ export async function* listSubset(port: QidoPort, subset: Subset, o: ListOptions
   for (const scope of scopes) {
     const { path, query } = scopeSearch(scope, subset.filters);
     let found = 0;
-    for await (const rows of pages(port, path, query, Math.min(o.pageSize, QIDO_MAX_LIMIT.instances), o)) {
+    for await (const rows of pages(port, path, query, Math.min(o.pageSize, QIDO_MAX_LIMIT.instances), o, UID_FIELDS)) {
       for (const row of rows) {
         const listed = refOf(row, scope.study === undefined ? {} : { study: scope.study });
         // A server that ignores a match key must not widen the subset.

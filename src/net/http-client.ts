@@ -109,8 +109,15 @@ export class HttpClient {
     return this.#auth;
   }
 
-  /** Sends a request and parses a JSON response (an empty body gives `undefined`). */
-  async json<T>(method: string, url: string | URL, options: RequestOptions = {}): Promise<T> {
+  /**
+   * Sends a request and parses a JSON response (an empty body gives `undefined`), with `JSON.parse`
+   * or `options.parse` (which throws a SyntaxError for text that is not JSON).
+   */
+  async json<T>(
+    method: string,
+    url: string | URL,
+    options: RequestOptions & { readonly parse?: (text: string) => unknown } = {},
+  ): Promise<T> {
     const target = withQuery(url, options.query);
     return this.#retrying(method, target, options, async () => {
       const { res, secrets } = await this.#send(method, target, options, { accept: "application/json" });
@@ -120,7 +127,7 @@ export class HttpClient {
       }
       if (text === "") return undefined as T;
       try {
-        return JSON.parse(text) as T;
+        return (options.parse ?? JSON.parse)(text) as T;
       } catch {
         throw new HttpError({
           status: res.statusCode,

@@ -94,7 +94,7 @@ after(async () => {
 });
 
 describe("dicomweb pull against the local cloud", () => {
-  // Written on this thread (the default), and on a stage thread (HCX_STAGE_THREADS=1), which
+  // Written on this thread (HCX_STAGE_THREADS=0), and on a stage thread (the default), which
   // checks the digest where it writes and may still be writing when the run is interrupted.
   for (const stageThreads of [0, 1]) {
     const on = stageThreads === 0 ? "" : ", on a stage thread";
