@@ -121,7 +121,10 @@ test(`${KILLS} SIGKILLs across the export wait and the mirror, then a clean fini
   // fewer than 3 times: once its files have landed during the export, its final pass is a listing
   // that can end before a kill ≤ 200 ms after its start ("test":{"mirror":2} in 1 full-suite run).
   while (kills < KILLS || shortMirror() !== undefined) {
-    assert.ok(++cycles <= KILLS * 3, `too many cycles for ${KILLS} kills and 3 in each store lane's mirror (${JSON.stringify(lanePhases)}; ${log.join("; ")})`);
+    assert.ok(
+      ++cycles <= KILLS * 3,
+      `too many cycles for ${KILLS} kills and 3 in each store lane's mirror (${JSON.stringify(lanePhases)}; ${log.join("; ")})`,
+    );
     // While the exports run, kill at a random moment after a lane started; afterwards at a random
     // moment after one lane's mirror started (so the kills also land inside each mirror).
 
