@@ -15,11 +15,11 @@ import { cheapestDigest, DigestVerifier, expectedDigests } from "./digest.ts";
 import { frameExtension, imageComplete, wadoPathOf, type GetTarget } from "./get-target.ts";
 import { parseContentType } from "./multipart.ts";
 import type { DicomwebSource, PullEvent, PullSummary } from "./pull.ts";
+import { instancePath } from "./land.ts";
 import {
   ACCEPT_SINGLE,
   eachPart,
   headerOf,
-  instancePath,
   retrieveGroup,
   retrieveInstance,
   type RetrieveContext,

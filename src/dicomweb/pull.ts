@@ -13,14 +13,8 @@ import { barrierFor } from "../core/barrier.ts";
 import { createStager, stageThreadsFromEnv } from "../core/stage-pool.ts";
 import { CommitQueue } from "../mirror/commit-queue.ts";
 import { TaskPool } from "../mirror/task-pool.ts";
-import {
-  ACCEPT_SINGLE,
-  instancePath,
-  retrieveGroup,
-  retrieveInstance,
-  type RetrieveContext,
-  type WadoPort,
-} from "./retrieve.ts";
+import { instancePath } from "./land.ts";
+import { ACCEPT_SINGLE, retrieveGroup, retrieveInstance, type RetrieveContext, type WadoPort } from "./retrieve.ts";
 import { listInstances, type InstanceRef, type QidoPort, type SearchEvent } from "./search.ts";
 import { listSubset, type Subset } from "./subset.ts";
 

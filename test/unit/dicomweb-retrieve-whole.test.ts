@@ -8,10 +8,10 @@ import { DirectoryGuard } from "../../src/core/directory-guard.ts";
 import { HttpError } from "../../src/core/errors.ts";
 import { createStager } from "../../src/core/stage-pool.ts";
 import type { PullEvent, PullSummary } from "../../src/dicomweb/pull.ts";
+import { instancePath } from "../../src/dicomweb/land.ts";
 import {
   ACCEPT_MULTIPART,
   ACCEPT_SINGLE,
-  instancePath,
   retrieveInstance,
   type RetrieveContext,
   type WadoPort,
