@@ -34,3 +34,20 @@ export function eitherSignal(a: AbortSignal | undefined, b: AbortSignal | undefi
   if (b === undefined || a === b) return a;
   return AbortSignal.any([a, b]);
 }
+
+/**
+ * Aborts `target` with `source`'s reason when `source` aborts (at once if it has). Returns the
+ * unlink, to call when `target`'s work is over, so that a long-lived `source` keeps no listener.
+ * For a run's signal that every request listens to: listening to a plain signal costs less than
+ * to a composite one (`AbortSignal.any` follows its sources on every listener added).
+ */
+export function abortWith(source: AbortSignal | undefined, target: AbortController): () => void {
+  if (source === undefined) return () => {};
+  if (source.aborted) {
+    target.abort(source.reason);
+    return () => {};
+  }
+  const onAbort = () => target.abort(source.reason);
+  source.addEventListener("abort", onAbort, { once: true });
+  return () => source.removeEventListener("abort", onAbort);
+}

@@ -1,4 +1,5 @@
 import { DirectoryGuard } from "../core/directory-guard.ts";
+import { abortWith } from "../core/abort.ts";
 import { barrierFor } from "../core/barrier.ts";
 import { systemClock } from "../core/clock.ts";
 import { destinationProblem } from "../core/destination.ts";
@@ -75,7 +76,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     clock,
     retry: options.retry,
     // The user's interrupt, or the run stopping (a fatal fault, a full disk): no new request either way.
-    signal: signal === undefined ? tally.halt.signal : AbortSignal.any([signal, tally.halt.signal]),
+    signal: tally.halt.signal,
     budgetMs: options.idleTimeoutMs === undefined ? undefined : defaultBudgetMs(options.idleTimeoutMs),
     durable: options.fsync ?? true,
     stager: dryRun ? undefined : createStager(),
@@ -110,6 +111,8 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
     await queue.flush();
   };
 
+  // The user's interrupt halts the transfers too (one plain signal for them all; unlinked at the end).
+  const unlink = abortWith(signal, tally.halt);
   try {
     try {
       // rclone's --no-traverse, when nothing needs the destination-only files: no --delete, and
@@ -164,6 +167,7 @@ export async function mirror(options: MirrorOptions): Promise<MirrorSummary> {
   } finally {
     // In-flight work is committed even when aborting: its temp files are verified.
     await settle().catch(() => {});
+    unlink(); // no transfer is left to stop
     await ctx.stager?.close();
     closeManifest(manifest, tally);
   }

@@ -167,10 +167,14 @@ export class HttpClient {
     options: Omit<RequestOptions, "accept" | "body" | "retry"> & { readonly name: string; readonly sizeFrom?: string },
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> {
     const target = withQuery(url, options.query);
-    const { headers, signal, secrets } = await this.#prepare(target, options, {});
+    const { signal: own, ...rest } = options;
+    const { headers, secrets } = await this.#prepare(target, rest, {});
+    // The client's signal and the request's, each listened to (no composite signal per request).
+    const signals: AbortSignal[] = [];
+    for (const s of [this.#signal, own]) if (s !== undefined && !signals.includes(s)) signals.push(s);
     return dispatchInto(
       this.#dispatcher,
-      { url: target, method: method as Dispatcher.HttpMethod, headers, ...(signal === undefined ? {} : { signal }) },
+      { url: target, method: method as Dispatcher.HttpMethod, headers, signals },
       into,
       {
         name: options.name,

@@ -71,7 +71,12 @@ export interface IntoRequest {
   readonly url: URL;
   readonly method: Dispatcher.HttpMethod;
   readonly headers: Record<string, string>;
-  readonly signal?: AbortSignal;
+  /**
+   * Any of these aborting aborts the request. Each is listened to until the request settles, so
+   * the run's signal and the object's need no composite signal per request (`AbortSignal.any`:
+   * 0.33 s of the main thread's 5.4 s in a profile of 10,000 objects, with its garbage).
+   */
+  readonly signals?: readonly AbortSignal[];
 }
 
 /** How `dispatchInto` names the body and turns a failed answer into an error. */
@@ -95,7 +100,7 @@ export const ERROR_BODY_BYTES = 64 * 1024;
  * time, no writes): 0.3–0.4 s less user CPU over plain HTTP (1.88 → 1.48 s) and over TLS
  * (2.95–3.24 → 2.59–2.68 s). The same checks: a body longer than `whole` is cut off the moment it
  * overruns (the connection destroyed), a shorter one is a truncation; a non-2xx answer rejects with
- * `failure(...)`; an abort of `signal` aborts the request with its reason. Resolves with the
+ * `failure(...)`; an abort of any of `signals` aborts the request with its reason. Resolves with the
  * answer's status and headers once every byte is in.
  */
 export function dispatchInto(
@@ -105,8 +110,10 @@ export function dispatchInto(
   o: IntoOptions,
 ): Promise<{ status: number; headers: Dispatcher.ResponseData["headers"] }> {
   return new Promise((resolve, reject) => {
-    const handler = new IntoBuffer(whole, o, req.signal, resolve, reject);
-    if (req.signal?.aborted === true) return handler.fail(abortReason(req.signal));
+    const signals = req.signals ?? [];
+    const aborted = signals.find((s) => s.aborted);
+    if (aborted !== undefined) return reject(abortReason(aborted));
+    const handler = new IntoBuffer(whole, o, signals, resolve, reject);
     try {
       dispatcher.dispatch(
         {
@@ -134,7 +141,7 @@ class IntoBuffer implements Dispatcher.DispatchHandler {
   /** Where the body goes: the target itself, or what it chose once the answer started. */
   #whole: Uint8Array | undefined;
   readonly #o: IntoOptions;
-  readonly #signal: AbortSignal | undefined;
+  readonly #signals: readonly AbortSignal[];
   readonly #resolve: (head: { status: number; headers: Dispatcher.ResponseData["headers"] }) => void;
   readonly #reject: (err: Error) => void;
   #controller: Dispatcher.DispatchController | undefined;
@@ -146,7 +153,7 @@ class IntoBuffer implements Dispatcher.DispatchHandler {
   #errorBody: Buffer[] | undefined;
   #errorBytes = 0;
   readonly #onAbort = () => {
-    const reason = abortReason(this.#signal!);
+    const reason = abortReason(this.#signals.find((s) => s.aborted)!);
     if (this.#controller !== undefined) this.#controller.abort(reason);
     this.fail(reason);
   };
@@ -154,17 +161,17 @@ class IntoBuffer implements Dispatcher.DispatchHandler {
   constructor(
     whole: IntoTarget,
     o: IntoOptions,
-    signal: AbortSignal | undefined,
+    signals: readonly AbortSignal[],
     resolve: (head: { status: number; headers: Dispatcher.ResponseData["headers"] }) => void,
     reject: (err: Error) => void,
   ) {
     this.#target = whole;
     if (whole instanceof Uint8Array) this.#whole = whole;
     this.#o = o;
-    this.#signal = signal;
+    this.#signals = signals;
     this.#resolve = resolve;
     this.#reject = reject;
-    signal?.addEventListener("abort", this.#onAbort, { once: true });
+    for (const s of signals) s.addEventListener("abort", this.#onAbort, { once: true });
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -243,7 +250,7 @@ class IntoBuffer implements Dispatcher.DispatchHandler {
     if (this.#settled) return false;
     this.#settled = true;
     this.#controller = undefined;
-    this.#signal?.removeEventListener("abort", this.#onAbort);
+    for (const s of this.#signals) s.removeEventListener("abort", this.#onAbort);
     return true;
   }
 }

@@ -2,6 +2,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readdir, readFile, rm, symlink, mkdir, writeFile } from "node:fs/promises";
 import { spawn } from "node:child_process";
+import { getEventListeners } from "node:events";
 import os from "node:os";
 import path from "node:path";
 import { PassThrough, Writable } from "node:stream";
@@ -144,6 +145,28 @@ describe("mirror", () => {
     assert.equal(s.downloaded + s.skipped, 300);
     assert.equal(emu.requests.mediaGets(), s.downloaded);
     await assertMirrored(dir);
+  });
+
+  test("a long-lived signal (a library caller's): listened to while a mirror runs, no listener left after it", async () => {
+    const run = new AbortController();
+    let during = 0;
+    for (const k of [0, 1]) {
+      const s = await mirror({
+        source: source(),
+        bucket: B,
+        prefix: "train",
+        dest: path.join(tmp, `signal${k}`),
+        concurrency: 4,
+        retry: fastRetry,
+        signal: run.signal,
+        onEvent: (e) => {
+          if (e.kind === "mirror.file") during = Math.max(during, getEventListeners(run.signal, "abort").length);
+        },
+      });
+      assert.equal(s.downloaded, 300);
+      assert.equal(getEventListeners(run.signal, "abort").length, 0, `after mirror ${k}`);
+    }
+    assert.ok(during > 0, "the mirror listens to the signal while it runs");
   });
 
   test("--shard K/3 over three runs covers every object exactly once", async () => {

@@ -1,7 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { abortable, eitherSignal } from "../../src/core/abort.ts";
+import { getEventListeners } from "node:events";
+import { abortable, abortWith, eitherSignal } from "../../src/core/abort.ts";
 import { InterruptedError, interruptionOf } from "../../src/core/errors.ts";
 import { HttpClient } from "../../src/net/http-client.ts";
 
@@ -28,6 +29,31 @@ test("eitherSignal aborts when either does", () => {
   const both = eitherSignal(a.signal, b.signal)!;
   b.abort(new Error("b"));
   assert.equal(both.aborted, true);
+});
+
+test("abortWith: the target aborts with the source's reason (at once if it already has); unlink leaves no listener", () => {
+  const source = new AbortController();
+  const target = new AbortController();
+  const unlink = abortWith(source.signal, target);
+  assert.equal(getEventListeners(source.signal, "abort").length, 1);
+  const reason = new Error("stop");
+  source.abort(reason);
+  assert.equal(target.signal.reason, reason);
+
+  const quiet = new AbortController();
+  const other = new AbortController();
+  abortWith(quiet.signal, other)();
+  assert.equal(getEventListeners(quiet.signal, "abort").length, 0, "unlinked");
+  quiet.abort(new Error("late"));
+  assert.equal(other.signal.aborted, false, "an unlinked target is not aborted");
+
+  const early = new AbortController();
+  early.abort(new Error("already"));
+  const late = new AbortController();
+  abortWith(early.signal, late);
+  assert.equal((late.signal.reason as Error).message, "already");
+  unlink();
+  abortWith(undefined, new AbortController())();
 });
 
 test("a client's signal ends a retry backoff at once (a 503 loop with Retry-After: 30)", async () => {

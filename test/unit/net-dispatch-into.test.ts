@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { getEventListeners } from "node:events";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { after, before, describe, it } from "node:test";
@@ -73,8 +74,9 @@ after(() => {
   server.close();
 });
 
-function client(): HttpClient {
+function client(signal?: AbortSignal): HttpClient {
   return new HttpClient({
+    ...(signal === undefined ? {} : { signal }),
     auth: { headers: async () => ({ authorization: `Bearer ${TOKEN}` }), description: "test" },
     dispatcher: new Agent({ connections: 1, keepAliveTimeout: 10_000 }),
     timeoutMs: 5_000,
@@ -184,6 +186,62 @@ describe("HttpClient.receive", () => {
       await settle();
       assert.equal(closes, 1, "the stalled connection was closed");
     });
+  });
+
+  it("the client's own signal (the CLI's Ctrl-C) aborts a body in flight too, and closes the connection", async () => {
+    fresh();
+    const run = new AbortController();
+    const c = client(run.signal);
+    try {
+      const started = performance.now();
+      setTimeout(() => run.abort(new Error("interrupted")), 100);
+      await assert.rejects(
+        c.receive("GET", `${base}/stall`, new Uint8Array(SIZE), {
+          name: "st.dcm",
+          signal: new AbortController().signal,
+        }),
+        /interrupted/,
+      );
+      const ms = performance.now() - started;
+      assert.ok(ms < 1000, `rejected after ${ms.toFixed(0)} ms`);
+      await settle();
+      assert.equal(closes, 1, "the stalled connection was closed");
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("no listener is left on the client's signal or the request's once a request settles, however it ended", async () => {
+    fresh();
+    const run = new AbortController();
+    const c = new HttpClient({
+      signal: run.signal,
+      auth: { headers: async () => ({}), description: "test" },
+      dispatcher: new Agent({ connections: 8 }),
+      timeoutMs: 5_000,
+    });
+    try {
+      const own = new AbortController();
+      const paths = ["/ok", "/long", "/short", "/503", "/reset"];
+      // 40 at once, every way a request can end: each listens to both signals while in flight.
+      const inFlight = Array.from({ length: 40 }, (_, i) =>
+        c.receive("GET", `${base}${paths[i % paths.length]}`, new Uint8Array(SIZE), {
+          name: `n${i}`,
+          signal: own.signal,
+        }),
+      );
+      await new Promise((r) => setImmediate(r));
+      assert.ok(getEventListeners(run.signal, "abort").length > 0, "in flight, the run's signal is listened to");
+      const results = await Promise.allSettled(inFlight);
+      assert.deepEqual(
+        paths.map((_, k) => results.filter((r, i) => i % paths.length === k && r.status === "fulfilled").length),
+        [8, 0, 0, 0, 0],
+      );
+      assert.equal(getEventListeners(run.signal, "abort").length, 0, "the run's signal");
+      assert.equal(getEventListeners(own.signal, "abort").length, 0, "the request's signal");
+    } finally {
+      await c.close();
+    }
   });
 
   it("an already aborted signal sends no request at all", async () => {
