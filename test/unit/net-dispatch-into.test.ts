@@ -83,10 +83,10 @@ function client(signal?: AbortSignal): HttpClient {
   });
 }
 
-/** `fn` with a fresh client (one connection) and fresh server counters; the client closed after. */
-async function withClient(fn: (c: HttpClient) => Promise<void>): Promise<void> {
+/** `fn` with a fresh client (one connection; `signal`, its own) and fresh server counters; the client closed after. */
+async function withClient(fn: (c: HttpClient) => Promise<void>, signal?: AbortSignal): Promise<void> {
   fresh();
-  const c = client();
+  const c = client(signal);
   try {
     await fn(c);
   } finally {
@@ -189,10 +189,8 @@ describe("HttpClient.receive", () => {
   });
 
   it("the client's own signal (the CLI's Ctrl-C) aborts a body in flight too, and closes the connection", async () => {
-    fresh();
     const run = new AbortController();
-    const c = client(run.signal);
-    try {
+    await withClient(async (c) => {
       const started = performance.now();
       setTimeout(() => run.abort(new Error("interrupted")), 100);
       await assert.rejects(
@@ -206,9 +204,7 @@ describe("HttpClient.receive", () => {
       assert.ok(ms < 1000, `rejected after ${ms.toFixed(0)} ms`);
       await settle();
       assert.equal(closes, 1, "the stalled connection was closed");
-    } finally {
-      await c.close();
-    }
+    }, run.signal);
   });
 
   it("no listener is left on the client's signal or the request's once a request settles, however it ended", async () => {
