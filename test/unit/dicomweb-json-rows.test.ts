@@ -6,18 +6,7 @@ import { arrayElements, parseRows } from "../../src/dicomweb/json-rows.ts";
 import { dicomwebSource } from "../../src/dicomweb/client.ts";
 import { HttpClient } from "../../src/net/http-client.ts";
 import { defaultRetryPolicy } from "../../src/core/retry.ts";
-
-/** A small deterministic PRNG (mulberry32), so a failure names the seed that found it. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from "../support/chaos.ts";
 
 /** Strings made of what a splitter could trip on: quotes, backslashes, brackets, commas, escapes. */
 const NASTY = ['"', "\\", "[", "]", "{", "}", ",", ":", " ", "\n", "\u2028", "é", "\ud83d\ude00", "a", "0"];
@@ -74,7 +63,7 @@ function agrees(text: string, keep: readonly string[], why: string): void {
 describe("parseRows: a JSON array a row at a time", () => {
   it("splits random arrays of nasty values (strings of quotes, escapes, brackets) exactly where JSON does", () => {
     for (let seed = 1; seed <= 400; seed++) {
-      const r = rng(seed);
+      const r = prng(seed);
       const rows = Array.from({ length: Math.floor(r() * 8) }, () => value(r, 0));
       const text = `${[" ", "\n", ""][seed % 3]}${spaced(rows, r)}${["", "\r\n", "  "][seed % 3]}`;
       const at = arrayElements(text);
@@ -124,7 +113,7 @@ describe("parseRows: a JSON array a row at a time", () => {
   it("agrees with JSON.parse on thousands of random corruptions of valid pages", () => {
     const alphabet = ["[", "]", "{", "}", ",", '"', ":", " ", "\\", "1", "a"];
     for (let seed = 1; seed <= 3000; seed++) {
-      const r = rng(seed * 7919);
+      const r = prng(seed * 7919);
       const rows = Array.from({ length: 1 + Math.floor(r() * 4) }, () => value(r, 2));
       let text = spaced(rows, r);
       for (let m = 1 + Math.floor(r() * 2); m > 0; m--) {
