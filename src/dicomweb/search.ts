@@ -35,6 +35,8 @@ export const QIDO_MAX_LIMIT = { studies: 5000, series: 5000, instances: 50_000 }
 const TAG = { study: "0020000D", series: "0020000E", instance: "00080018", studyInstances: "00201208" } as const;
 /** What `refOf` reads of an instance row. */
 export const UID_FIELDS: readonly string[] = [TAG.study, TAG.series, TAG.instance];
+/** What the study-level listing reads of a study row (asked for and kept: one list for both). */
+const STUDY_FIELDS: readonly string[] = [TAG.study, TAG.studyInstances];
 
 export type SearchEvent =
   | { readonly kind: "dicomweb.search.page"; readonly path: string; readonly offset: number; readonly rows: number }
@@ -165,10 +167,10 @@ export async function* listInstances(port: QidoPort, o: ListOptions): AsyncGener
   for await (const rows of pages(
     port,
     "studies",
-    { includefield: [TAG.study, TAG.studyInstances] },
+    { includefield: STUDY_FIELDS },
     Math.min(o.pageSize, QIDO_MAX_LIMIT.studies),
     o,
-    [TAG.study, TAG.studyInstances],
+    STUDY_FIELDS,
   )) {
     for (const row of rows) {
       const study = value(row, TAG.study);
